@@ -1,0 +1,263 @@
+"""The on-disk capabilities cache: one JSON file per QEMU binary, checked by a fingerprint.
+
+Entries live in ``$XDG_CACHE_HOME/qctl/caps/`` (``~/.cache/qctl/caps/`` by default), named
+by the SHA-256 of the binary's real path. Each stores the caps and the
+:class:`Fingerprint` they were probed under; an entry is used only while the fingerprint
+still matches, that is while the binary's mtime, ctime and size, qctl's version, the running
+kernel and the presence of ``/dev/kvm`` are all unchanged. Host facts
+(:mod:`~qctl.caps.hostfact`) are not cached: every lookup finds them afresh.
+
+Writes are atomic (temporary file in the same directory, fsync, rename), so processes
+sharing the cache never see half an entry; the last writer wins. Within one process,
+concurrent lookups of the same binary through one :class:`CapsCache` share a single probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from qctl.caps.hostfact import TUN_PATH, VHOST_NET_PATH, host_facts
+from qctl.caps.model import QEMUCaps
+from qctl.caps.probe import PROBE_TIMEOUT, probe, resolve_binary
+from qctl.errors import ProcessError, QctlError
+
+__all__ = ["CACHE_FORMAT", "CapsCache", "Fingerprint", "default_cache_dir", "probe_many"]
+
+_log = logging.getLogger(__name__)
+
+# Bumped when the entry layout changes; entries of another format are ignored.
+CACHE_FORMAT = 1
+KVM_PATH = "/dev/kvm"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/qctl/caps``, or ``~/.cache/qctl/caps`` (a relative
+    ``XDG_CACHE_HOME`` is ignored, as the XDG spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "qctl" / "caps"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What must not have changed for a cache entry to stay valid."""
+
+    binary: str
+    mtime_ns: int
+    ctime_ns: int
+    size: int
+    qctl_version: str
+    kernel: str
+    kvm: bool
+
+
+@dataclasses.dataclass(slots=True)
+class _Shared:
+    """One probe in flight and how many lookups wait for it."""
+
+    task: asyncio.Task[QEMUCaps]
+    fingerprint: Fingerprint
+    waiters: int = 0
+
+
+class CapsCache:
+    """Cached capabilities of QEMU binaries; ``await cache.get(binary)``.
+
+    ``directory`` defaults to :func:`default_cache_dir`; ``timeout`` bounds each probe.
+    The other parameters replace what the fingerprint and host facts would otherwise read
+    from this host (qctl's installed version, ``os.uname()``, device node paths), for tests.
+    Use one instance per process so concurrent lookups share probes.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = PROBE_TIMEOUT,
+        qctl_version: str | None = None,
+        kernel: str | None = None,
+        kvm_path: str = KVM_PATH,
+        vhost_net_path: str = VHOST_NET_PATH,
+        tun_path: str = TUN_PATH,
+    ) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.timeout = timeout
+        self._qctl_version = qctl_version if qctl_version is not None else _installed_version()
+        self._kernel = kernel if kernel is not None else _running_kernel()
+        self._kvm_path = kvm_path
+        self._vhost_net_path = vhost_net_path
+        self._tun_path = tun_path
+        self._shared: dict[str, _Shared] = {}
+
+    def __repr__(self) -> str:
+        return f"<CapsCache {self.directory}>"
+
+    def fingerprint(self, binary: str | os.PathLike[str]) -> Fingerprint:
+        """The fingerprint ``binary`` has now.
+
+        :raise ProcessError: when there is no such binary.
+        """
+        path = resolve_binary(binary)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise ProcessError(f"{path}: {exc.strerror or exc}") from exc
+        return Fingerprint(
+            binary=path,
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            size=st.st_size,
+            qctl_version=self._qctl_version,
+            kernel=self._kernel,
+            kvm=os.path.exists(self._kvm_path),
+        )
+
+    def entry_path(self, binary: str | os.PathLike[str]) -> Path:
+        """The cache file for ``binary`` (which need not exist)."""
+        return self._entry_file(resolve_binary(binary))
+
+    def _entry_file(self, real_path: str) -> Path:
+        return self.directory / f"{hashlib.sha256(real_path.encode()).hexdigest()}.json"
+
+    async def get(self, binary: str | os.PathLike[str], *, refresh: bool = False) -> QEMUCaps:
+        """The caps of ``binary``: from the cache while valid, else probed (and stored).
+
+        ``refresh`` skips the cached entry. Errors are those of
+        :func:`~qctl.caps.probe.probe`; failing to write the cache is only logged.
+        """
+        fingerprint = self.fingerprint(binary)
+        if not refresh:
+            cached = self._load(fingerprint)
+            if cached is not None:
+                return cached
+        return await self._join(fingerprint)
+
+    def _host_data(self) -> dict[str, bool]:
+        facts = host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)
+        return {"vhost_net": facts.vhost_net, "tun": facts.tun}
+
+    def _load(self, fingerprint: Fingerprint) -> QEMUCaps | None:
+        """The cached caps if the entry exists, is whole and matches ``fingerprint``."""
+        path = self._entry_file(fingerprint.binary)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _log.warning("cannot read the capabilities cache %s: %s", path, exc.strerror or exc)
+            return None
+        try:
+            entry = json.loads(raw)
+            if entry["format"] != CACHE_FORMAT:
+                return None
+            if entry["fingerprint"] != dataclasses.asdict(fingerprint):
+                return None
+            data = entry["caps"]
+            data["host"] = self._host_data()  # host facts are always fresh
+            return QEMUCaps.from_dict(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            _log.debug("ignoring damaged capabilities cache entry %s: %s", path, exc)
+            return None
+
+    async def _join(self, fingerprint: Fingerprint) -> QEMUCaps:
+        """Wait for the probe of this binary in flight, starting one if there is none.
+
+        A lookup that is cancelled leaves the probe to the others waiting; the last one
+        cancelled cancels the probe (which then stops QEMU and cleans up).
+        """
+        key = fingerprint.binary
+        shared = self._shared.get(key)
+        if shared is None or shared.fingerprint != fingerprint:
+            task = asyncio.create_task(self._probe_and_store(fingerprint), name=f"probe {key}")
+            shared = self._shared[key] = _Shared(task, fingerprint)
+            task.add_done_callback(functools.partial(self._forget, key, shared))
+        shared.waiters += 1
+        try:
+            return await asyncio.shield(shared.task)
+        except asyncio.CancelledError:
+            if shared.waiters == 1 and not shared.task.done():
+                shared.task.cancel()
+                await asyncio.wait((shared.task,))
+            raise
+        finally:
+            shared.waiters -= 1
+
+    def _forget(self, key: str, done: _Shared, _task: object) -> None:
+        if self._shared.get(key) is done:
+            del self._shared[key]
+
+    async def _probe_and_store(self, fingerprint: Fingerprint) -> QEMUCaps:
+        host = host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)
+        caps = await probe(fingerprint.binary, timeout=self.timeout, host=host)
+        try:
+            await asyncio.to_thread(self._store, fingerprint, caps)
+        except OSError as exc:
+            _log.warning(
+                "cannot write the capabilities cache in %s: %s", self.directory, exc.strerror or exc
+            )
+        return caps
+
+    def _store(self, fingerprint: Fingerprint, caps: QEMUCaps) -> None:
+        """Write the entry atomically: temporary file, fsync, rename over the old one."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        entry = {
+            "format": CACHE_FORMAT,
+            "fingerprint": dataclasses.asdict(fingerprint),
+            "caps": caps.to_dict(),
+        }
+        fd, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(entry, out, separators=(",", ":"))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self._entry_file(fingerprint.binary))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+
+
+async def probe_many(
+    binaries: Iterable[str | os.PathLike[str]], *, cache: CapsCache | None = None
+) -> dict[str, QEMUCaps | QctlError]:
+    """Probe several binaries in parallel, through ``cache`` when given.
+
+    Returns each binary (as given) with its caps, or with the typed error its probe ended
+    in: one broken binary does not hide the others.
+    """
+
+    async def one(binary: str) -> QEMUCaps | QctlError:
+        try:
+            return await (cache.get(binary) if cache is not None else probe(binary))
+        except QctlError as exc:
+            return exc
+
+    names = dict.fromkeys(os.fspath(b) for b in binaries)
+    async with asyncio.TaskGroup() as group:
+        tasks = {name: group.create_task(one(name)) for name in names}
+    return {name: task.result() for name, task in tasks.items()}
+
+
+def _installed_version() -> str:
+    """qctl's version as installed (a development tree that is not installed: 'unknown')."""
+    try:
+        return importlib.metadata.version("qctl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _running_kernel() -> str:
+    uname = os.uname()
+    return f"{uname.release} {uname.version}"

@@ -1,0 +1,1 @@
+"""The ``qctl`` command. Uses only names exported by :mod:`qctl`."""

@@ -1,0 +1,85 @@
+"""``qctl validate`` and ``qctl format``: check configuration documents, print them normalized.
+
+``validate FILE...`` reports every problem of every file, one ``FILE:LINE: …`` line each on
+stderr (or a JSON report on stdout with ``--json``), and exits 0 only when all are valid.
+``format FILE`` prints the normalized XML (or the model as JSON with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from qctl import ConfigError, XMLSyntaxError, check, def_to_dict, format_xml, load
+
+# The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
+# invalid: validate reports the problems itself instead of raising the first one.
+_INVALID = 3
+
+
+def _problems(path: str) -> list[ConfigError]:
+    """Every problem of the file at ``path``, an unreadable file included."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return [ConfigError(f"cannot read: {exc.strerror or exc}", source=path)]
+    return check(data, source=path)
+
+
+def _problem_data(problem: ConfigError) -> dict[str, Any]:
+    return {
+        "line": problem.line,
+        "column": problem.column if isinstance(problem, XMLSyntaxError) else None,
+        "path": problem.path,
+        "message": problem.message,
+    }
+
+
+def _validate(args: argparse.Namespace) -> int:
+    report = []
+    for path in args.files:
+        problems = _problems(path)
+        report.append((path, problems))
+        if not args.json:
+            for problem in problems:
+                print(problem, file=sys.stderr)
+    if args.json:
+        data = [
+            {"file": path, "valid": not problems, "problems": [_problem_data(p) for p in problems]}
+            for path, problems in report
+        ]
+        print(json.dumps(data, indent=2))
+    return _INVALID if any(problems for _, problems in report) else 0
+
+
+def _format(args: argparse.Namespace) -> int:
+    defn = load(args.file)
+    if args.json:
+        print(json.dumps(def_to_dict(defn), indent=2))
+    else:
+        sys.stdout.write(format_xml(defn))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``validate`` and ``format`` commands."""
+    validate = sub.add_parser(
+        "validate",
+        help="check domain, device and network documents",
+        description="Check each FILE and report every problem as FILE:LINE: message.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    validate.set_defaults(func=_validate)
+
+    fmt = sub.add_parser(
+        "format",
+        help="print a document normalized",
+        description="Print FILE as normalized XML (it must be valid).",
+    )
+    fmt.add_argument("file", metavar="FILE")
+    fmt.add_argument("--json", action="store_true", help="print the model as JSON instead")
+    fmt.set_defaults(func=_format)

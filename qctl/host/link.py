@@ -1,0 +1,118 @@
+"""What the host layer needs from the kernel's link table, as plain values.
+
+:class:`LinkInfo` is a snapshot of one network interface and :class:`LinkControl` the
+operations taps and bridges need. :class:`qctl.host.netlink.Netlink` implements the protocol
+over rtnetlink; code that only *uses* links (tap creation here, the QEMU driver above) takes a
+``LinkControl`` so its tests can pass a fake that records calls or injects failures.
+
+Every operation names interfaces by name, like ``ip link`` does, and reports failure as
+:class:`qctl.errors.NetlinkError` whose message names the operation and the interfaces, and
+whose ``errno`` is the kernel's error number; :func:`netlink_error` builds that message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import NetlinkError
+from ..types import MACAddress
+from .oserror import errno_text
+
+__all__ = ["LinkControl", "LinkInfo", "netlink_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    """One network interface as the kernel reported it at the time of the request.
+
+    ``kind`` is the rtnetlink link kind (``bridge``, ``tun``, ``veth``, …; ``None`` for
+    devices without one, such as ``lo`` or physical NICs). ``master`` names the device this
+    one is enslaved to (a bridge, for a bridge port). ``up`` is the administrative state (the
+    ``IFF_UP`` flag), ``operstate`` the operational one (``UP``, ``DOWN``, ``UNKNOWN``, …).
+    ``mac`` is ``None`` for links whose hardware address is not an Ethernet MAC.
+    """
+
+    index: int
+    name: str
+    kind: str | None
+    mac: MACAddress | None
+    mtu: int
+    master: str | None
+    up: bool
+    operstate: str
+
+
+class LinkControl(Protocol):
+    """Link operations used to prepare host networking for a guest.
+
+    Implementations raise :class:`qctl.errors.NetlinkError` on failure. Operations on an
+    interface that does not exist fail with ``errno.ENODEV``, except the queries (which return
+    ``None``/``False``) and :meth:`delete_link` (deleting what is gone already is success).
+    """
+
+    async def get_link(self, name: str) -> LinkInfo | None:
+        """The interface called ``name``, or ``None`` when there is none."""
+        ...
+
+    async def link_index(self, name: str) -> int | None:
+        """The ifindex of ``name``, or ``None`` when there is no such interface."""
+        ...
+
+    async def link_exists(self, name: str) -> bool:
+        """Whether an interface called ``name`` exists."""
+        ...
+
+    async def list_links(self, *, master: str | None = None) -> list[LinkInfo]:
+        """Every interface, or only those enslaved to ``master`` (the ports of a bridge)."""
+        ...
+
+    async def set_mac(self, name: str, mac: MACAddress) -> None:
+        """Set the hardware address of ``name``."""
+        ...
+
+    async def set_mtu(self, name: str, mtu: int) -> None:
+        """Set the MTU of ``name``."""
+        ...
+
+    async def set_up(self, name: str) -> None:
+        """Bring ``name`` administratively up."""
+        ...
+
+    async def set_down(self, name: str) -> None:
+        """Bring ``name`` administratively down."""
+        ...
+
+    async def set_master(self, name: str, master: str) -> None:
+        """Enslave ``name`` to ``master`` (add it as a port of that bridge)."""
+        ...
+
+    async def set_nomaster(self, name: str) -> None:
+        """Release ``name`` from its master, if it has one."""
+        ...
+
+    async def create_bridge(self, name: str) -> None:
+        """Create a Linux bridge called ``name`` (left down, with default settings)."""
+        ...
+
+    async def create_veth(self, name: str, peer: str) -> None:
+        """Create a veth pair ``name`` ↔ ``peer``."""
+        ...
+
+    async def delete_link(self, name: str, *, index: int | None = None) -> bool:
+        """Delete ``name``; with ``index``, only if ``name`` still is that very link.
+
+        Returns ``False`` when there was nothing to delete (no such name, or the name now
+        belongs to another link), ``True`` when a link was deleted.
+        """
+        ...
+
+
+def netlink_error(what: str, code: int | None, reason: str | None = None) -> NetlinkError:
+    """A :class:`NetlinkError` reading ``<what>: <reason> (<ERRNO NAME>)``.
+
+    ``what`` says what was attempted (``cannot enslave vnet3 to br0``); ``reason`` defaults to
+    the C library's text for ``code``. Used by the facade and by callers that detect a
+    failure before asking the kernel (a missing bridge), so both read the same.
+    """
+    return NetlinkError(f"{what}: {errno_text(code, reason)}", errno=code)

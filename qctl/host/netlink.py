@@ -1,0 +1,235 @@
+"""The rtnetlink facade: the only module of qctl that imports pyroute2.
+
+:class:`Netlink` implements :class:`qctl.host.link.LinkControl` over pyroute2's
+``AsyncIPRoute``. Why the asyncio flavour: since pyroute2 0.9 the synchronous ``IPRoute`` is a
+wrapper that drives its *own* event loop with ``run_until_complete``, so it cannot be called
+from a coroutine (it fails with "This event loop is already running"), and running it through
+``asyncio.to_thread`` would spin up a private event loop in each worker thread. ``AsyncIPRoute``
+instead registers its socket with the running loop, so a request never blocks the loop and
+cancellation simply abandons the reply.
+
+What stays out of the public surface: pyroute2's message objects are turned into
+:class:`~qctl.host.link.LinkInfo` here, and its exceptions into :class:`qctl.errors.NetlinkError`
+with the kernel's errno and the kernel's extended-ack text when it sent one (``mtu greater than
+device maximum`` says more than ``Invalid argument``).
+
+The socket is opened on first use and belongs to the event loop running at that time; one
+``Netlink`` serves one loop. Requests are serialised by a lock: they take microseconds, and
+one request in flight at a time keeps replies and sequence numbers trivially matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as errno_mod
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
+
+from ..errors import NetlinkError
+from ..types import MACAddress
+from .link import LinkInfo, netlink_error
+
+__all__ = ["Netlink"]
+
+_IFF_UP = 0x1
+
+# A request: given the pyroute2 socket, the awaitable that performs it.
+_Request = Callable[[Any], Awaitable[Any]]
+
+
+def _parse_mac(text: object) -> MACAddress | None:
+    """The link's hardware address when it is an Ethernet MAC, else ``None``."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return MACAddress.parse(text)
+    except ValueError:
+        return None
+
+
+def _link_info(msg: Any, names: Mapping[int, str]) -> LinkInfo:
+    """Turn one pyroute2 ``ifinfmsg`` into a :class:`LinkInfo`; ``names`` maps index → name."""
+    master = msg.get("master")
+    kind = msg.get(("linkinfo", "kind"))
+    return LinkInfo(
+        index=int(msg["index"]),
+        name=str(msg.get("ifname")),
+        kind=str(kind) if kind is not None else None,
+        mac=_parse_mac(msg.get("address")),
+        mtu=int(msg.get("mtu") or 0),
+        master=names.get(int(master)) if master else None,
+        up=bool(int(msg["flags"]) & _IFF_UP),
+        operstate=str(msg.get("operstate") or "UNKNOWN"),
+    )
+
+
+class Netlink:
+    """Link operations over one rtnetlink socket (see the module docstring for the design).
+
+    Use as ``async with Netlink() as netlink:``, or create it and call :meth:`aclose` when
+    done; closing twice is harmless, using it after closing fails with ``EBADF``.
+    """
+
+    def __init__(self) -> None:
+        self._ipr: Any = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Netlink:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the netlink socket (idempotent)."""
+        self._closed = True
+        ipr, self._ipr = self._ipr, None
+        if ipr is not None:
+            ipr.close()
+
+    async def _run(self, what: str, request: _Request) -> Any:
+        """Perform ``request``, translating failures into :class:`NetlinkError` about ``what``."""
+        if self._closed:
+            raise netlink_error(what, errno_mod.EBADF, "the netlink connection is closed")
+        async with self._lock:
+            try:
+                if self._ipr is None:
+                    # No multicast groups: we never read events, so none should queue up.
+                    self._ipr = AsyncIPRoute(groups=0, ext_ack=True)
+                return await request(self._ipr)
+            except PyrouteNetlinkError as exc:
+                reason = exc.args[1] if len(exc.args) > 1 else None
+                raise netlink_error(what, exc.code, str(reason) if reason else None) from exc
+            except OSError as exc:
+                raise netlink_error(what, exc.errno, exc.strerror) from exc
+
+    async def _get_msg(self, what: str, **selector: Any) -> Any:
+        """The ``ifinfmsg`` selected by ``ifname=`` or ``index=``, or ``None`` (ENODEV)."""
+        try:
+            msgs = await self._run(what, lambda ipr: ipr.link("get", **selector))
+        except NetlinkError as exc:
+            if exc.errno == errno_mod.ENODEV:
+                return None
+            raise
+        return msgs[0] if msgs else None
+
+    async def _require_index(self, name: str, what: str) -> int:
+        """The ifindex of ``name``; ``ENODEV`` reported as failing ``what`` when missing."""
+        msg = await self._get_msg(what, ifname=name)
+        if msg is None:
+            raise netlink_error(what, errno_mod.ENODEV)
+        return int(msg["index"])
+
+    async def _set(self, name: str, what: str, **changes: Any) -> None:
+        """Apply ``changes`` (pyroute2 ``link set`` keywords) to ``name``."""
+        index = await self._require_index(name, what)
+        await self._run(what, lambda ipr: ipr.link("set", index=index, **changes))
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def get_link(self, name: str) -> LinkInfo | None:
+        """The interface called ``name``, or ``None`` when there is none."""
+        msg = await self._get_msg(f"cannot read link {name}", ifname=name)
+        if msg is None:
+            return None
+        names: dict[int, str] = {}
+        master = msg.get("master")
+        if master:
+            master_msg = await self._get_msg(f"cannot read master of {name}", index=int(master))
+            if master_msg is not None:
+                names[int(master)] = str(master_msg.get("ifname"))
+        return _link_info(msg, names)
+
+    async def link_index(self, name: str) -> int | None:
+        """The ifindex of ``name``, or ``None`` when there is no such interface."""
+        msg = await self._get_msg(f"cannot look up link {name}", ifname=name)
+        return None if msg is None else int(msg["index"])
+
+    async def link_exists(self, name: str) -> bool:
+        """Whether an interface called ``name`` exists."""
+        return await self.link_index(name) is not None
+
+    async def list_links(self, *, master: str | None = None) -> list[LinkInfo]:
+        """Every interface, or only the ports of ``master`` (``ENODEV`` if it is missing)."""
+        master_index = None
+        if master is not None:
+            master_index = await self._require_index(master, f"cannot list ports of {master}")
+
+        async def dump(ipr: Any) -> list[Any]:
+            return [msg async for msg in await ipr.link("dump")]
+
+        msgs = await self._run("cannot list links", dump)
+        names = {int(msg["index"]): str(msg.get("ifname")) for msg in msgs}
+        if master_index is not None:
+            msgs = [msg for msg in msgs if int(msg.get("master") or 0) == master_index]
+        return [_link_info(msg, names) for msg in msgs]
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def set_mac(self, name: str, mac: MACAddress) -> None:
+        """Set the hardware address of ``name``."""
+        await self._set(name, f"cannot set MAC address of {name} to {mac}", address=str(mac))
+
+    async def set_mtu(self, name: str, mtu: int) -> None:
+        """Set the MTU of ``name``."""
+        await self._set(name, f"cannot set MTU of {name} to {mtu}", mtu=mtu)
+
+    async def set_up(self, name: str) -> None:
+        """Bring ``name`` administratively up."""
+        await self._set(name, f"cannot bring {name} up", state="up")
+
+    async def set_down(self, name: str) -> None:
+        """Bring ``name`` administratively down."""
+        await self._set(name, f"cannot bring {name} down", state="down")
+
+    async def set_master(self, name: str, master: str) -> None:
+        """Enslave ``name`` to ``master``."""
+        what = f"cannot enslave {name} to {master}"
+        master_index = await self._require_index(master, what)
+        await self._set(name, what, master=master_index)
+
+    async def set_nomaster(self, name: str) -> None:
+        """Release ``name`` from its master, if it has one."""
+        await self._set(name, f"cannot release {name} from its master", master=0)
+
+    async def create_bridge(self, name: str) -> None:
+        """Create a Linux bridge called ``name`` (left down, with default settings)."""
+        await self._run(
+            f"cannot create bridge {name}",
+            lambda ipr: ipr.link("add", ifname=name, kind="bridge"),
+        )
+
+    async def create_veth(self, name: str, peer: str) -> None:
+        """Create a veth pair ``name`` ↔ ``peer``."""
+        await self._run(
+            f"cannot create veth pair {name}/{peer}",
+            lambda ipr: ipr.link("add", ifname=name, kind="veth", peer=peer),
+        )
+
+    async def delete_link(self, name: str, *, index: int | None = None) -> bool:
+        """Delete ``name``; with ``index``, only if ``name`` still is that very link.
+
+        The deletion itself goes by ifindex, which the kernel never hands to another link
+        while this one lives, so a name taken over in the meantime is never deleted by mistake.
+        Returns whether a link was deleted.
+        """
+        current = await self.link_index(name)
+        if current is None or (index is not None and current != index):
+            return False
+        try:
+            await self._run(f"cannot delete {name}", lambda ipr: ipr.link("del", index=current))
+        except NetlinkError as exc:
+            if exc.errno == errno_mod.ENODEV:
+                return False
+            raise
+        return True

@@ -1,0 +1,154 @@
+"""The per-domain ledger: for every device, what QEMU has and which host resources it holds.
+
+The ledger is the truth a later qctl process (or a crash) relies on: it is written to the
+status file before each side effect (state ``attaching``/``detaching``) and after it
+(``attached``, or the entry removed). An entry whose outcome is unknown is ``uncertain``
+and is reconciled against QEMU on the next connect.
+
+Entries are immutable; the ledger itself is a small ordered mapping by device alias that
+serializes to JSON and back losslessly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DeviceKind", "EntryState", "Ledger", "LedgerEntry", "SavedVF"]
+
+
+class EntryState(enum.StrEnum):
+    """Where a device stands between qctl and QEMU."""
+
+    ATTACHING = "attaching"
+    ATTACHED = "attached"
+    DETACHING = "detaching"
+    UNCERTAIN = "uncertain"
+
+
+class DeviceKind(enum.StrEnum):
+    """Which lists of the live domain a device lives in."""
+
+    INTERFACE = "interface"
+    HOSTDEV = "hostdev"
+    #: a ``type='hostdev'`` interface: in both lists, one alias and one address
+    HOSTDEV_INTERFACE = "hostdev-interface"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedVF:
+    """An SR-IOV VF's admin settings before qctl changed them, to restore on release."""
+
+    pf: str
+    vf: int
+    mac: str
+    vlan: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One device and every host resource it holds."""
+
+    alias: str
+    kind: DeviceKind
+    state: EntryState
+    netdev_id: str | None = None
+    #: tap created for the device (gone once QEMU closes its fds)
+    tap: str | None = None
+    #: fd names passed to QEMU with ``getfd`` and not yet closed
+    fd_names: tuple[str, ...] = ()
+    #: (network name, resource) allocated from a network pool
+    pool: tuple[str, str] | None = None
+    saved_vf: SavedVF | None = None
+    #: guest PCI address ``0000:01:00.0``
+    guest_address: str | None = None
+    #: host PCI device assigned with VFIO
+    host_device: str | None = None
+    #: host driver to rebind a managed device to on release
+    original_driver: str | None = None
+    #: pcie-root-port (``pci.N``) the device sits on, q35 only
+    bus: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = dataclasses.asdict(self)
+        data["kind"] = self.kind.value
+        data["state"] = self.state.value
+        data["fd_names"] = list(self.fd_names)
+        data["pool"] = list(self.pool) if self.pool else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LedgerEntry:
+        """Rebuild an entry written by :meth:`to_json`."""
+        saved = data.get("saved_vf")
+        pool = data.get("pool")
+        return cls(
+            alias=data["alias"],
+            kind=DeviceKind(data["kind"]),
+            state=EntryState(data["state"]),
+            netdev_id=data.get("netdev_id"),
+            tap=data.get("tap"),
+            fd_names=tuple(data.get("fd_names", ())),
+            pool=(pool[0], pool[1]) if pool else None,
+            saved_vf=SavedVF(**saved) if saved else None,
+            guest_address=data.get("guest_address"),
+            host_device=data.get("host_device"),
+            original_driver=data.get("original_driver"),
+            bus=data.get("bus"),
+            extra=dict(data.get("extra", {})),
+        )
+
+    def evolve(self, **changes: Any) -> LedgerEntry:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+class Ledger:
+    """Entries by alias, in the order they were added."""
+
+    def __init__(self, entries: dict[str, LedgerEntry] | None = None) -> None:
+        self._entries: dict[str, LedgerEntry] = dict(entries or {})
+
+    def __iter__(self) -> Iterator[LedgerEntry]:
+        return iter(list(self._entries.values()))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self._entries
+
+    def get(self, alias: str) -> LedgerEntry | None:
+        """The entry for ``alias``, if any."""
+        return self._entries.get(alias)
+
+    def put(self, entry: LedgerEntry) -> None:
+        """Add or replace the entry for ``entry.alias``."""
+        self._entries[entry.alias] = entry
+
+    def remove(self, alias: str) -> None:
+        """Drop the entry for ``alias`` (no error if absent)."""
+        self._entries.pop(alias, None)
+
+    def pending(self) -> list[LedgerEntry]:
+        """Entries not in a settled state: what reconciliation must finish or undo."""
+        return [e for e in self._entries.values() if e.state is not EntryState.ATTACHED]
+
+    def taps(self) -> set[str]:
+        """Every tap name the ledger holds."""
+        return {e.tap for e in self._entries.values() if e.tap}
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """A JSON-ready list."""
+        return [e.to_json() for e in self._entries.values()]
+
+    @classmethod
+    def from_json(cls, data: list[dict[str, Any]]) -> Ledger:
+        """Rebuild a ledger written by :meth:`to_json`."""
+        entries = (LedgerEntry.from_json(item) for item in data)
+        return cls({e.alias: e for e in entries})

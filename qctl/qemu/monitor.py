@@ -1,0 +1,129 @@
+"""Every conversation the driver has with QEMU, in one place.
+
+QMP command names and their argument dictionaries are spelled here and nowhere else in the
+driver, so a reader finds each thing qctl asks of QEMU in one module. The methods are thin:
+they translate between the driver's values and QMP's JSON, and leave policy (ordering,
+rollback, timeouts of whole operations) to their callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qctl.errors import QMPCommandError, QMPProtocolError
+from qctl.qmp import EventSubscription, QMPClient
+from qctl.types import PCIAddress
+
+__all__ = ["DEVICE_EVENTS", "GuestPCIDevice", "Monitor", "is_not_found"]
+
+#: the events the driver follows for device hot-plug and unplug
+DEVICE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
+
+
+def is_not_found(error: QMPCommandError) -> bool:
+    """True when QEMU refused a command because the device or netdev does not exist."""
+    return error.error_class == "DeviceNotFound" or "not found" in error.desc.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class GuestPCIDevice:
+    """One device from ``query-pci``: its QEMU id (``qdev_id``, may be empty) and address."""
+
+    qdev_id: str
+    address: PCIAddress
+
+
+class Monitor:
+    """The driver's QMP vocabulary over one connected :class:`~qctl.qmp.QMPClient`."""
+
+    def __init__(self, client: QMPClient) -> None:
+        self.client = client
+
+    # -- run state ---------------------------------------------------------------------
+    async def resume(self) -> None:
+        """Start the vCPUs (``cont``)."""
+        await self.client.execute("cont")
+
+    async def status(self) -> str:
+        """The run state: ``running``, ``paused``, ``prelaunch``, ``shutdown``, …"""
+        reply = await self.client.execute("query-status")
+        return str(reply["status"])
+
+    async def powerdown(self) -> None:
+        """Press the ACPI power button (``system_powerdown``)."""
+        await self.client.execute("system_powerdown")
+
+    async def quit(self) -> None:
+        """Make QEMU exit at once (``quit``); the end of file that follows is expected."""
+        await self.client.quit()
+
+    # -- NICs and devices ----------------------------------------------------------------
+    async def set_link(self, alias: str, up: bool) -> None:
+        """Set the link state the guest sees on NIC ``alias``."""
+        await self.client.execute("set_link", {"name": alias, "up": up})
+
+    async def netdev_add(self, props: Mapping[str, object]) -> None:
+        """Create a network backend."""
+        await self.client.execute("netdev_add", dict(props))
+
+    async def netdev_del(self, netdev_id: str) -> None:
+        """Remove a network backend; QEMU closes the fds it holds for it."""
+        await self.client.execute("netdev_del", {"id": netdev_id})
+
+    async def device_add(self, props: Mapping[str, object]) -> None:
+        """Hot-plug a device."""
+        await self.client.execute("device_add", dict(props))
+
+    async def device_del(self, alias: str) -> None:
+        """Ask for a device's removal; it is gone only once DEVICE_DELETED arrives."""
+        await self.client.execute("device_del", {"id": alias})
+
+    async def send_fd(self, name: str, fd: int) -> None:
+        """Pass ``fd`` to QEMU under ``name`` (``getfd``)."""
+        await self.client.send_fd(name, fd)
+
+    async def close_fd(self, name: str) -> None:
+        """Make QEMU close the fd passed as ``name`` (``closefd``)."""
+        await self.client.close_fd(name)
+
+    def device_events(self, names: Iterable[str] = DEVICE_EVENTS) -> EventSubscription:
+        """Subscribe to device events; make it before the command whose event you expect."""
+        return self.client.events(names)
+
+    # -- what QEMU has -----------------------------------------------------------------------
+    async def peripherals(self) -> set[str]:
+        """Ids of the devices that have one (``qom-list /machine/peripheral``)."""
+        reply = await self.client.execute("qom-list", {"path": "/machine/peripheral"})
+        return {
+            str(item["name"]) for item in reply if str(item.get("type", "")).startswith("child<")
+        }
+
+    async def netdevs(self) -> set[str]:
+        """Ids of the network backends (from ``query-netdev``, QEMU ≥ 7.1)."""
+        reply = await self.client.execute("query-netdev")
+        return {str(item["id"]) for item in reply}
+
+    async def pci_devices(self) -> list[GuestPCIDevice]:
+        """Every PCI device the guest has, bridges' buses included (``query-pci``)."""
+        found: list[GuestPCIDevice] = []
+        for bus in await self.client.execute("query-pci"):
+            _collect_pci(bus, found)
+        return found
+
+
+def _collect_pci(bus: Mapping[str, Any], found: list[GuestPCIDevice]) -> None:
+    try:
+        for dev in bus["devices"]:
+            found.append(
+                GuestPCIDevice(
+                    qdev_id=str(dev.get("qdev_id", "")),
+                    address=PCIAddress(0, int(dev["bus"]), int(dev["slot"]), int(dev["function"])),
+                )
+            )
+            bridge = dev.get("pci_bridge")
+            if bridge and "devices" in bridge:
+                _collect_pci(bridge, found)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise QMPProtocolError(f"query-pci: unexpected reply: {exc}") from exc

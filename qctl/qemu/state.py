@@ -1,0 +1,187 @@
+"""Where a running domain's state lives on disk, and how it is written safely.
+
+Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl`` for root,
+``$XDG_RUNTIME_DIR/qctl`` otherwise)::
+
+    ROOT/                      0700
+      domains/NAME/            0700, one per running domain
+        qmp.sock               0600, QEMU's monitor
+        status.json            live XML + ledger, written atomically
+        qemu.log               QEMU's stderr
+        lock                   flock()ed by the process working on the domain
+
+Writes go to a temporary file in the same directory, are fsynced, then renamed over the
+old file and the directory fsynced, so a reader (or a crash) only ever sees a whole file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from qctl.errors import StateError
+
+__all__ = ["DomainDir", "FileLock", "StateRoot", "atomic_write", "default_state_root"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def default_state_root(env: dict[str, str] | None = None) -> Path:
+    """The state root: ``$QCTL_STATE_DIR``, else /run/qctl for root, else the XDG runtime dir."""
+    env = dict(os.environ) if env is None else env
+    if env.get("QCTL_STATE_DIR"):
+        return Path(env["QCTL_STATE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/run/qctl")
+    runtime = env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+    return Path(runtime) / "qctl"
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that no reader ever sees a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _make_private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+class DomainDir:
+    """One domain's state directory: paths, the status file, and the per-domain lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+
+    @property
+    def qmp_socket(self) -> Path:
+        """The QMP monitor socket QEMU listens on."""
+        return self.path / "qmp.sock"
+
+    @property
+    def status_file(self) -> Path:
+        """The status file: live XML and ledger."""
+        return self.path / "status.json"
+
+    @property
+    def log_file(self) -> Path:
+        """QEMU's stderr."""
+        return self.path / "qemu.log"
+
+    def create(self) -> None:
+        """Create the directory (0700); refuse when a status file shows it is in use."""
+        if self.status_file.exists():
+            raise StateError(f"domain {self.name!r} is already running (state in {self.path})")
+        _make_private_dir(self.path)
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        """Atomically replace the status file with ``status`` as JSON."""
+        atomic_write(self.status_file, json.dumps(status, indent=1, sort_keys=True).encode())
+
+    def read_status(self) -> dict[str, Any]:
+        """The status file's content; StateError when missing or damaged."""
+        try:
+            data = json.loads(self.status_file.read_bytes())
+        except FileNotFoundError:
+            raise StateError(f"no domain named {self.name!r} is running") from None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"status file {self.status_file} is unreadable: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StateError(f"status file {self.status_file} is not a JSON object")
+        return data
+
+    def remove(self) -> None:
+        """Delete the directory and everything in it (idempotent)."""
+        for child in (self.status_file, self.qmp_socket, self.log_file, self.path / "lock"):
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+        for leftover in self.path.glob(".*"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.rmdir()
+
+    async def lock(self) -> FileLock:
+        """Take the domain's file lock, so two qctl processes never work on it at once.
+
+        ``flock`` is tried without blocking and retried after short sleeps, so the event
+        loop never blocks and cancellation is immediate; bound the wait with
+        ``asyncio.timeout()`` at the call site.
+        """
+        _make_private_dir(self.path)
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return FileLock(fd)
+                except BlockingIOError:
+                    await asyncio.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+class FileLock:
+    """A held ``flock``; :meth:`release` (idempotent) closes its fd, which releases it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Release the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class StateRoot:
+    """The folder holding every running domain's state directory."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else default_state_root()
+
+    def domain(self, name: str) -> DomainDir:
+        """The state directory of domain ``name`` (not created)."""
+        if not _NAME_RE.match(name):
+            raise StateError(
+                f"domain name {name!r} is not usable as a state directory name "
+                "(letters, digits, '_', '.', '+', '-'; at most 64)"
+            )
+        return DomainDir(self.path / "domains" / name)
+
+    def ensure(self) -> None:
+        """Create the root and its ``domains`` folder, 0700."""
+        _make_private_dir(self.path)
+        _make_private_dir(self.path / "domains")
+
+    def names(self) -> list[str]:
+        """Names of domains that have a status file, sorted."""
+        base = self.path / "domains"
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if (p / "status.json").is_file())

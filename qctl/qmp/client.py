@@ -1,0 +1,454 @@
+"""The one wrapper around qemu.qmp: connect, execute, events, fd passing and quit.
+
+:class:`QMPClient` talks to one QEMU monitor. Everything qemu.qmp raises is translated here,
+at the boundary, into qctl's tree (the original kept as ``__cause__``):
+
+- a command QEMU refused → :class:`QMPCommandError` with QEMU's error class and text;
+- no socket, refused, reset, EOF → :class:`QMPConnectionError`;
+- a peer that does not speak QMP (bad greeting, failed negotiation, garbage) →
+  :class:`QMPProtocolError`;
+- no answer in time → :class:`QMPTimeoutError`.
+
+``asyncio.CancelledError`` passes through untouched. After ``quit``, QEMU closes the socket
+and qemu.qmp reports that EOF as an error; :meth:`QMPClient.quit` treats it as the success it
+is.
+
+Three things qemu.qmp does are changed by subclassing it (``_Wire``): its default event
+listener queues every event forever, so events go instead to bounded
+:class:`~qctl.qmp.event.EventSubscription` objects; its message hooks pretty-print every
+message (200 KB for ``query-qmp-schema``) even when nobody logs, so they format only when
+debug logging is on; and its log lines go to ``qctl.qmp.wire`` at DEBUG level only, since
+every failure it logs reaches the caller as a typed exception anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import socket
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Self, cast
+
+from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, Message, Runstate, StateError
+from qemu.qmp import QMPClient as _QEMUClient
+from qemu.qmp import QMPError as _QEMUError
+from qemu.qmp.error import ProtocolError
+
+from qctl.errors import (
+    QMPCommandError,
+    QMPConnectionError,
+    QMPError,
+    QMPProtocolError,
+    QMPTimeoutError,
+)
+from qctl.qmp.event import DEFAULT_EVENT_QUEUE, EventSubscription, QMPEvent
+from qctl.qmp.record import Recorder
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "AddedFd",
+    "QMPClient",
+    "connect_qmp",
+]
+
+# Seconds a command may take unless the caller says otherwise.
+DEFAULT_TIMEOUT = 30.0
+# Seconds from connecting to the end of capabilities negotiation.
+CONNECT_TIMEOUT = 10.0
+# How much of a message the wire log shows.
+_LOGGED_BYTES = 2000
+
+_log = logging.getLogger(__name__)
+_wire_log = logging.getLogger("qctl.qmp.wire")
+
+
+@dataclass(frozen=True, slots=True)
+class AddedFd:
+    """Where ``add-fd`` put a passed fd: its fd set and the fd number inside QEMU."""
+
+    fdset_id: int
+    fd: int
+
+
+class _DebugOnly(logging.LoggerAdapter[logging.Logger]):
+    """A logger that files every message at DEBUG, whatever level it was logged at."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
+class _Wire(_QEMUClient):
+    """qemu.qmp's client with events, message hooks and logging redirected (see the module)."""
+
+    def __init__(self, name: str, deliver: Callable[[QMPEvent], None]) -> None:
+        super().__init__(name)
+        # qemu.qmp only calls debug/info/warning/error/critical/log on it.
+        self.logger = cast(logging.Logger, _DebugOnly(_wire_log.getChild(name), {}))
+        self._deliver = deliver
+
+    async def _event_dispatch(self, msg: Message) -> None:
+        event = QMPEvent.from_message(msg)
+        if event is None:
+            _wire_log.debug("malformed event dropped: %r", msg)
+        else:
+            self._deliver(event)
+
+    def _cb_outbound(self, msg: Message) -> Message:
+        if _wire_log.isEnabledFor(logging.DEBUG):
+            _wire_log.debug("--> %.*s", _LOGGED_BYTES, bytes(msg).decode(errors="replace"))
+        return msg
+
+    def _cb_inbound(self, msg: Message) -> Message:
+        if _wire_log.isEnabledFor(logging.DEBUG):
+            _wire_log.debug("<-- %.*s", _LOGGED_BYTES, bytes(msg).decode(errors="replace"))
+        return msg
+
+
+class _State(enum.Enum):
+    NEW = "not connected"
+    CONNECTING = "connecting"
+    OPEN = "connected"
+    CLOSED = "closed"
+
+
+class QMPClient:
+    """A connection to one QEMU monitor (QMP).
+
+    Connect with :func:`connect_qmp` (``await`` it, or ``async with`` it), or build one and
+    call :meth:`connect`. Any number of tasks may :meth:`execute` at once; replies are routed
+    by id. Events go to subscriptions made with :meth:`events`, which may be made before
+    connecting. ``recorder`` receives the conversation (see :mod:`qctl.qmp.record`).
+
+    A client connects once; :meth:`aclose` (or leaving ``async with``) closes it and is
+    idempotent.
+    """
+
+    def __init__(self, *, name: str = "qmp", recorder: Recorder | None = None) -> None:
+        self.name = name
+        self._recorder = recorder
+        self._wire = _Wire(name, self._deliver)
+        self._state = _State.NEW
+        self._where = "QMP"
+        self._greeting: Mapping[str, Any] = MappingProxyType({})
+        self._subscriptions: list[EventSubscription] = []
+        self._fd_lock = asyncio.Lock()  # one fd in flight at a time: QEMU keeps only the latest
+        self._closing: asyncio.Task[BaseException | None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<QMPClient {self.name} {self._where} {self._state.value}>"
+
+    @property
+    def connected(self) -> bool:
+        """True from a successful :meth:`connect` until the connection ends."""
+        return self._state is _State.OPEN
+
+    @property
+    def greeting(self) -> Mapping[str, Any]:
+        """QEMU's greeting (``{"QMP": {"version": …, "capabilities": […]}}``); empty before."""
+        return self._greeting
+
+    async def connect(
+        self,
+        address: str | os.PathLike[str] | socket.socket,
+        *,
+        timeout: float | None = CONNECT_TIMEOUT,  # noqa: ASYNC109 - bounds the handshake, typed error
+    ) -> None:
+        """Connect, read the greeting and negotiate capabilities, all within ``timeout``.
+
+        ``address`` is a UNIX socket path, or an already-connected socket, which the client
+        then owns (and closes, also when connecting fails).
+        """
+        if self._state is not _State.NEW:
+            raise QMPConnectionError(
+                f"{self.name}: a client connects once; this one is {self._state.value}"
+            )
+        self._state = _State.CONNECTING
+        target = address if isinstance(address, socket.socket) else os.fspath(address)
+        self._where = f"QMP socket {target if isinstance(target, str) else target.fileno()}"
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wire.connect(target)
+        except BaseException as exc:
+            self._state = _State.CLOSED
+            self._end_subscriptions("connection failed")
+            if isinstance(target, socket.socket):
+                target.close()
+            if isinstance(exc, TimeoutError):
+                raise QMPTimeoutError(
+                    f"{self._where}: no QMP greeting within {timeout:g}s"
+                ) from exc
+            if isinstance(exc, ConnectError):
+                raise _connect_error(self._where, exc) from exc
+            raise
+        self._state = _State.OPEN
+        greeting = self._wire.greeting
+        if greeting is not None:
+            qmp = greeting.QMP
+            self._greeting = MappingProxyType(
+                {"QMP": {"version": dict(qmp.version), "capabilities": list(qmp.capabilities)}}
+            )
+        if self._recorder is not None:
+            self._recorder.greeting(self._greeting)
+        self._watcher = asyncio.create_task(self._watch(), name=f"{self.name}: connection watch")
+
+    async def execute(
+        self,
+        command: str,
+        arguments: Mapping[str, object] | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the per-command timeout
+    ) -> Any:
+        """Run a QMP command and return QEMU's ``return`` value.
+
+        :raise QMPCommandError: QEMU refused it (its error class and text are kept).
+        :raise QMPTimeoutError: no reply within ``timeout`` seconds (``None``: wait forever).
+            Whether the command took effect is then unknown.
+        :raise QMPConnectionError: the connection is closed, or ended before the reply.
+        """
+        self._check_open(command)
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await self._wire.execute(command, arguments)
+        except TimeoutError as exc:
+            raise QMPTimeoutError(f"{command}: no reply from QEMU within {timeout:g}s") from exc
+        except ExecuteError as exc:
+            error = {"class": exc.error_class, "desc": str(exc)}
+            self._record(command, arguments, {"error": error})
+            raise QMPCommandError(command, exc.error_class, str(exc)) from exc
+        except (ExecInterruptedError, StateError) as exc:
+            raise await self._lost(command) from exc
+        except ProtocolError as exc:
+            raise QMPProtocolError(f"{command}: malformed reply: {exc}") from exc
+        self._record(command, arguments, {"reply": reply})
+        return reply
+
+    def events(
+        self, names: str | Iterable[str] | None = None, *, maxsize: int = DEFAULT_EVENT_QUEUE
+    ) -> EventSubscription:
+        """Subscribe to events called ``names`` (all events when ``None``), from now on.
+
+        The subscription keeps at most ``maxsize`` unread events, dropping the oldest (and
+        counting them in ``dropped``) when full. Close it, or use it as a context manager.
+        """
+        wanted = (names,) if isinstance(names, str) else names
+        subscription = EventSubscription(wanted, maxsize=maxsize, on_close=self._unsubscribe)
+        if self._state is _State.CLOSED:
+            subscription.end("connection closed")
+        else:
+            self._subscriptions.append(subscription)
+        return subscription
+
+    async def send_fd(self, name: str, fd: int) -> None:
+        """Give QEMU a copy of ``fd`` under ``name`` (``getfd``) for commands that take fd names.
+
+        The caller still owns ``fd`` and may close it once this returns.
+        """
+        async with self._fd_lock:
+            self._pass_fd("getfd", fd)
+            await self.execute("getfd", {"fdname": name})
+
+    async def close_fd(self, name: str) -> None:
+        """Make QEMU close the fd it received as ``name`` (``closefd``)."""
+        await self.execute("closefd", {"fdname": name})
+
+    async def add_fd(
+        self,
+        fd: int,
+        *,
+        fdset_id: int | None = None,
+        opaque: str | None = None,
+    ) -> AddedFd:
+        """Give QEMU a copy of ``fd`` in an fd set (``add-fd``), usable as ``/dev/fdset/N``.
+
+        Without ``fdset_id`` QEMU makes a new set. The caller still owns ``fd``.
+        """
+        arguments: dict[str, object] = {}
+        if fdset_id is not None:
+            arguments["fdset-id"] = fdset_id
+        if opaque is not None:
+            arguments["opaque"] = opaque
+        async with self._fd_lock:
+            self._pass_fd("add-fd", fd)
+            reply = await self.execute("add-fd", arguments)
+        try:
+            return AddedFd(int(reply["fdset-id"]), int(reply["fd"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QMPProtocolError(f"add-fd: unexpected reply {reply!r}") from exc
+
+    async def remove_fd(self, fdset_id: int, fd: int | None = None) -> None:
+        """Remove one fd (QEMU's number) from an fd set, or the whole set (``remove-fd``)."""
+        arguments: dict[str, object] = {"fdset-id": fdset_id}
+        if fd is not None:
+            arguments["fd"] = fd
+        await self.execute("remove-fd", arguments)
+
+    async def quit(self) -> None:
+        """Ask QEMU to exit (``quit``) and close the connection.
+
+        The end of file QEMU sends as it exits is the expected outcome, not an error; so is
+        the connection ending before the reply could be read.
+        """
+        self._check_open("quit")
+        try:
+            await self.execute("quit")
+        except QMPConnectionError as exc:
+            _log.debug("%s: quit: %s (QEMU is going away, as asked)", self.name, exc)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection and end every subscription; idempotent, never raises.
+
+        However the connection ended (EOF after ``quit``, reset), it is over: errors seen
+        while closing are logged at debug level, not raised.
+        """
+        if self._state is _State.NEW:
+            self._state = _State.CLOSED
+            self._end_subscriptions("client closed")
+            return
+        if self._closing is None and self._state is _State.CLOSED:
+            return  # connecting failed; nothing is open
+        await self._disconnect()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait((self._watcher,))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_open(self, command: str) -> None:
+        if self._state is not _State.OPEN:
+            raise QMPConnectionError(f"{command}: {self._where} is {self._state.value}")
+
+    def _record(
+        self, command: str, arguments: Mapping[str, object] | None, outcome: Mapping[str, Any]
+    ) -> None:
+        if self._recorder is not None:
+            self._recorder.exchange(command, dict(arguments or {}), outcome)
+
+    def _pass_fd(self, command: str, fd: int) -> None:
+        """Send ``fd`` over the socket; the next fd-taking command claims it."""
+        self._check_open(command)
+        try:
+            self._wire.send_fd_scm(fd)
+        except StateError as exc:
+            raise QMPConnectionError(f"{command}: {self._where} is closed") from exc
+        except OSError as exc:
+            raise QMPError(f"{command}: cannot pass fd {fd}: {exc.strerror or exc}") from exc
+        except _QEMUError as exc:  # not a UNIX socket
+            raise QMPError(f"{command}: cannot pass fd {fd}: {exc}") from exc
+
+    def _deliver(self, event: QMPEvent) -> None:
+        for subscription in tuple(self._subscriptions):
+            subscription.deliver(event)
+
+    def _unsubscribe(self, subscription: EventSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def _end_subscriptions(self, reason: str) -> None:
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.end(reason)
+
+    async def _watch(self) -> None:
+        """Notice the connection ending on its own (QEMU exited, reset) and close promptly."""
+        while self._wire.runstate is Runstate.RUNNING:
+            await self._wire.runstate_changed()
+        await self._disconnect()
+
+    def _disconnect(self) -> asyncio.Future[BaseException | None]:
+        """Disconnect once, shared by every caller; the result is what ended the connection."""
+        if self._closing is None:
+            self._state = _State.CLOSED
+            self._closing = asyncio.create_task(self._run_disconnect(), name=f"{self.name}: close")
+        return asyncio.shield(self._closing)
+
+    async def _run_disconnect(self) -> BaseException | None:
+        try:
+            await self._wire.disconnect()
+        except Exception as exc:  # what ended the session (EOF, reset, …): returned, not raised
+            _log.debug("%s: connection ended: %s", self.name, _describe(exc))
+            return exc
+        finally:
+            self._end_subscriptions("connection closed")
+        return None
+
+    async def _lost(self, command: str) -> QMPError:
+        """The typed error for a command whose connection ended before its reply."""
+        cause = await self._disconnect()
+        if isinstance(cause, ProtocolError):
+            return QMPProtocolError(f"{command}: {self._where} broke the QMP protocol: {cause}")
+        if cause is None:
+            return QMPConnectionError(f"{command}: {self._where} was closed before the reply")
+        return QMPConnectionError(f"{command}: {self._where}: {_describe(cause)}")
+
+
+class _Connecting:
+    """What :func:`connect_qmp` returns: await it for a client, or ``async with`` it."""
+
+    def __init__(
+        self,
+        client: QMPClient,
+        address: str | os.PathLike[str] | socket.socket,
+        timeout: float | None,
+    ) -> None:
+        self._client = client
+        self._address = address
+        self._timeout = timeout
+
+    async def _open(self) -> QMPClient:
+        await self._client.connect(self._address, timeout=self._timeout)
+        return self._client
+
+    def __await__(self) -> Generator[Any, None, QMPClient]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> QMPClient:
+        return await self._open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._client.aclose()
+
+
+def connect_qmp(
+    address: str | os.PathLike[str] | socket.socket,
+    *,
+    timeout: float | None = CONNECT_TIMEOUT,
+    name: str = "qmp",
+    recorder: Recorder | None = None,
+) -> _Connecting:
+    """Connect to a QMP monitor: ``client = await connect_qmp(path)``, or
+    ``async with connect_qmp(path) as client: …`` (closed on leaving the block).
+
+    See :meth:`QMPClient.connect` for ``address`` and ``timeout``.
+    """
+    return _Connecting(QMPClient(name=name, recorder=recorder), address, timeout)
+
+
+def _connect_error(where: str, exc: ConnectError) -> QMPError:
+    """Translate qemu.qmp's ConnectError by its root cause."""
+    cause = exc.exc
+    if isinstance(cause, ProtocolError):
+        return QMPProtocolError(f"{where}: the peer does not speak QMP: {cause}")
+    if isinstance(cause, EOFError):
+        return QMPConnectionError(f"{where}: closed before the QMP handshake completed")
+    return QMPConnectionError(f"{where}: {_describe(cause)}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "QEMU closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
