@@ -6,6 +6,7 @@ This module is the public API: every name a user (and qctl's own CLI) may rely o
 
 import logging
 
+from qctl.caps import Capability, CapsCache, HostFacts, MachineType, QEMUCaps, probe, probe_many
 from qctl.conf import (
     AnyDef,
     ControllerDef,
@@ -63,6 +64,8 @@ from qctl.errors import (
     ValidationError,
     XMLSyntaxError,
 )
+from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths
+from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
 from qctl.types import IfName, MACAddress, PCIAddress
 
 __version__ = "0.1.0"
@@ -127,6 +130,23 @@ __all__ = [
     "validate_domain",
     "validate_device",
     "validate_network",
+    # the QEMU driver
+    "Domain",
+    "DomainInfo",
+    "DetachResult",
+    "HostPaths",
+    # capabilities and the QMP monitor
+    "Capability",
+    "QEMUCaps",
+    "MachineType",
+    "HostFacts",
+    "CapsCache",
+    "probe",
+    "probe_many",
+    "QMPClient",
+    "QMPEvent",
+    "EventSubscription",
+    "connect_qmp",
     "__version__",
 ]
 

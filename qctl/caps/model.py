@@ -58,14 +58,15 @@ class QEMUCaps:
     binary: str | None = None
     version: tuple[int, int, int] = (0, 0, 0)
     package: str = ""
-    commands: frozenset[str] = frozenset()
-    events: frozenset[str] = frozenset()
-    qom_types: frozenset[str] = frozenset()
-    device_properties: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    machines: tuple[MachineType, ...] = ()
+    # The long lists stay out of repr(): flags say what they mean.
+    commands: frozenset[str] = field(default=frozenset(), repr=False)
+    events: frozenset[str] = field(default=frozenset(), repr=False)
+    qom_types: frozenset[str] = field(default=frozenset(), repr=False)
+    device_properties: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
+    machines: tuple[MachineType, ...] = field(default=(), repr=False)
     kvm_present: bool = False
     kvm_enabled: bool = False
-    schema_paths: frozenset[str] = frozenset()
+    schema_paths: frozenset[str] = field(default=frozenset(), repr=False)
     host: HostFacts = HostFacts()
     flags: frozenset[Capability] = field(init=False)
 
@@ -86,6 +87,10 @@ class QEMUCaps:
             ),
         )
         freeze(self, "flags", detect(self))
+
+    def __hash__(self) -> int:
+        # Equal caps have equal identities and flags; the mappings themselves are unhashable.
+        return hash((self.binary, self.version, self.package, self.flags))
 
     def has(self, flag: Capability) -> bool:
         """Whether this QEMU has ``flag``."""

@@ -3,6 +3,8 @@
 ``validate FILE...`` reports every problem of every file, one ``FILE:LINE: …`` line each on
 stderr (or a JSON report on stdout with ``--json``), and exits 0 only when all are valid.
 ``format FILE`` prints the normalized XML (or the model as JSON with ``--json``).
+``--live`` reads the XML of a running domain, whose devices have aliases qctl (or libvirt)
+chose rather than ``ua-`` user aliases.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from qctl import ConfigError, XMLSyntaxError, check, def_to_dict, format_xml, lo
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
 # invalid: validate reports the problems itself instead of raising the first one.
 _INVALID = 3
+_LIVE_HELP = "the XML of a running domain: allow device aliases not chosen by the user (net0)"
 
 
-def _problems(path: str) -> list[ConfigError]:
+def _problems(path: str, *, live: bool) -> list[ConfigError]:
     """Every problem of the file at ``path``, an unreadable file included."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         return [ConfigError(f"cannot read: {exc.strerror or exc}", source=path)]
-    return check(data, source=path)
+    return check(data, source=path, live=live)
 
 
 def _problem_data(problem: ConfigError) -> dict[str, Any]:
@@ -41,7 +44,7 @@ def _problem_data(problem: ConfigError) -> dict[str, Any]:
 def _validate(args: argparse.Namespace) -> int:
     report = []
     for path in args.files:
-        problems = _problems(path)
+        problems = _problems(path, live=args.live)
         report.append((path, problems))
         if not args.json:
             for problem in problems:
@@ -56,7 +59,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _format(args: argparse.Namespace) -> int:
-    defn = load(args.file)
+    defn = load(args.file, live=args.live)
     if args.json:
         print(json.dumps(def_to_dict(defn), indent=2))
     else:
@@ -73,6 +76,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    validate.add_argument("--live", action="store_true", help=_LIVE_HELP)
     validate.set_defaults(func=_validate)
 
     fmt = sub.add_parser(
@@ -82,4 +86,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     fmt.add_argument("file", metavar="FILE")
     fmt.add_argument("--json", action="store_true", help="print the model as JSON instead")
+    fmt.add_argument("--live", action="store_true", help=_LIVE_HELP)
     fmt.set_defaults(func=_format)

@@ -12,7 +12,7 @@ never XML objects. What the model does not know is kept so a document survives a
 * ``extra`` — unknown child elements as :class:`RawXML` fragments, each remembering the known
   sibling it followed so it is written back at the same place.
 
-``line`` (and ``child_lines`` for flattened children) record where a definition came from so
+``line`` (and ``child_lines`` for its children) record where a definition came from so
 errors can name the line; they do not take part in equality. Definitions built in code (a
 hot-plugged interface) simply have no lines.
 
@@ -194,7 +194,8 @@ class ElementDef:
     child_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
 
     def line_of(self, child: str) -> int | None:
-        """The line of a flattened child element (``"mac"``, ``"source/address"``), else ours."""
+        """The line of a child element (``"mac"``, ``"driver"``, ``"source/address"``), or
+        of this element when that is not known."""
         return next((line for path, line in self.child_lines if path == child), self.line)
 
 

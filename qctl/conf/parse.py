@@ -94,6 +94,11 @@ class _Context:
         self.problems.append(ValidationError(message, source=self.source, line=line, path=path))
 
 
+def _shown(value: str) -> str:
+    """``value`` quoted for a message, cut short when it is long."""
+    return repr(value if len(value) <= 40 else value[:40] + "…")
+
+
 def _to_int(text: str, *, hex_ok: bool) -> int | None:
     """A non-negative integer: decimal, or ``0x…`` where ``hex_ok``; ``None`` if malformed."""
     try:
@@ -132,6 +137,7 @@ class _Reader:
         self._used: set[int] = set()
         self._used_attrs: set[str] = set()
         self._leaves: list[_Reader] = []
+        self._child_lines: list[tuple[str, int]] = []  # of children read by child()
 
     @property
     def tag(self) -> str:
@@ -158,7 +164,7 @@ class _Reader:
         self._used_attrs.add(name)
         value = self.node.attrs.get(name)
         if value is None and required:
-            self.problem(f"<{self.tag}> needs a {name}= attribute")
+            self.problem(f"<{self.tag}> needs the {name}= attribute")
         return value
 
     def int_attr(self, name: str, *, required: bool = False, hex_ok: bool = False) -> int | None:
@@ -171,7 +177,7 @@ class _Reader:
         number = _to_int(text.strip(), hex_ok=hex_ok)
         if number is None:
             kind = "a decimal or 0x-prefixed hex" if hex_ok else "a non-negative decimal"
-            self.problem(f"{what} {text!r} is not {kind} integer")
+            self.problem(f"{what} {_shown(text)} is not {kind} integer")
         return number
 
     def bool_attr(self, name: str) -> bool | None:
@@ -180,7 +186,7 @@ class _Reader:
         if value is None:
             return None
         if value not in _BOOLEANS:
-            self.problem(f"{name}={value!r} must be 'yes' or 'no'")
+            self.problem(f"{name}={_shown(value)} must be 'yes' or 'no'")
         return _BOOLEANS.get(value)
 
     def enum_attr(
@@ -194,7 +200,7 @@ class _Reader:
             return kind(value)
         except ValueError:
             expected = ", ".join(member.value for member in kind)
-            self.problem(f"unknown {what} {value!r} (expected one of: {expected})")
+            self.problem(f"unknown {what} {_shown(value)} (expected one of: {expected})")
             return None
 
     def ifname_attr(self, name: str, *, required: bool = False) -> IfName | None:
@@ -236,7 +242,11 @@ class _Reader:
     def child(self, tag: str, accept: Callable[[XMLNode], bool] | None = None) -> _Reader | None:
         """The one child ``tag`` that is a definition of its own (``<source>``, ``<os>``)."""
         node = self._single(tag, accept)
-        return None if node is None else _Reader(self.ctx, node, f"{self.path}/{tag}")
+        if node is None:
+            return None
+        if node.line is not None:
+            self._child_lines.append((tag, node.line))
+        return _Reader(self.ctx, node, f"{self.path}/{tag}")
 
     def leaf(self, tag: str, accept: Callable[[XMLNode], bool] | None = None) -> _Reader | None:
         """The one child ``tag`` whose content is flattened into the owner's fields."""
@@ -289,7 +299,7 @@ class _Reader:
         Unknown elements inside a flattened child have nowhere to go and are reported.
         """
         child_attrs: list[ChildAttr] = []
-        child_lines: list[tuple[str, int]] = []
+        child_lines = list(self._child_lines)
         for leaf in self._leaves:
             if leaf.line is not None:
                 child_lines.append((leaf.prefix, leaf.line))
@@ -454,10 +464,6 @@ def _read_interface(r: _Reader) -> InterfaceDef:
         managed=managed,
         **r.finish(),
     )
-
-
-def _is_pci_hostdev(node: XMLNode) -> bool:
-    return node.attrs.get("mode", "subsystem") == "subsystem" and node.attrs.get("type") == "pci"
 
 
 def _read_hostdev(r: _Reader) -> HostdevDef:
@@ -655,14 +661,19 @@ def _read_network(r: _Reader) -> NetworkDef:
 _ROOTS = ("domain", "network", "interface", "hostdev")
 
 
+def _within(path: str, element: str) -> bool:
+    """True when ``path`` is ``element`` or inside it."""
+    return path == element or path.startswith(element + "/")
+
+
 def _read(
     root: XMLNode, *, source: str | None, live: bool, roots: tuple[str, ...] = _ROOTS
 ) -> tuple[AnyDef | None, list[ConfigError]]:
     """Read and validate a parsed document: the definition (``None`` if it cannot be had)
     and every problem, in line order.
 
-    A validation problem at the very element path of a reading problem is left out: it is
-    most likely about the stand-in used after the reading problem.
+    A validation problem about an element that had a reading problem (at it or inside it) is
+    left out: it is most likely about what was dropped or stood in for the broken part.
     """
     path = f"/{root.tag}"
     if root.tag not in roots:
@@ -694,8 +705,12 @@ def _read(
                 f"<{root.tag}> of this kind is not supported "
                 "(qctl knows <hostdev mode='subsystem' type='pci'>)"
             )
-    seen = {problem.path for problem in ctx.problems}
-    problems = ctx.problems + [problem for problem in found if problem.path not in seen]
+    read_paths = [problem.path for problem in ctx.problems if problem.path is not None]
+    problems = ctx.problems + [
+        problem
+        for problem in found
+        if problem.path is None or not any(_within(path, problem.path) for path in read_paths)
+    ]
     problems.sort(key=lambda problem: (problem.line is None, problem.line or 0))
     return defn, problems
 

@@ -1,6 +1,6 @@
 """The rules a definition must follow, checked on definitions (not on XML).
 
-Working on ``*Def`` objects lets the driver check a device built in code, or read from a
+Working on ``*Def`` objects lets the driver check a device built in code, or read from an
 ``<interface>`` document, against a live :class:`~qctl.conf.model.DomainDef` before hot-plugging
 it: :func:`validate_device` with ``domain=``. Each problem is a
 :class:`~qctl.errors.ValidationError` carrying the source, the line (when the definition came

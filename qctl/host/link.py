@@ -19,7 +19,10 @@ from ..errors import NetlinkError
 from ..types import MACAddress
 from .oserror import errno_text
 
-__all__ = ["LinkControl", "LinkInfo", "netlink_error"]
+__all__ = ["VLAN_MAX", "LinkControl", "LinkInfo", "VFConfig", "netlink_error"]
+
+VLAN_MAX = 4095
+"""The highest 802.1Q VLAN id (0 means "no VLAN")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,19 @@ class LinkInfo:
     master: str | None
     up: bool
     operstate: str
+
+
+@dataclass(frozen=True, slots=True)
+class VFConfig:
+    """The administrative settings an SR-IOV PF holds for one of its VFs.
+
+    ``mac`` is the *admin* MAC the VF's driver (in the host or in a guest) starts with, all
+    zeros when none was set; ``vlan`` the VLAN id the PF tags the VF's traffic with, 0 for
+    none. ``ip link show PF`` prints them as ``vf N link/ether MAC … vlan VLAN``.
+    """
+
+    mac: MACAddress
+    vlan: int
 
 
 class LinkControl(Protocol):
@@ -104,6 +120,24 @@ class LinkControl(Protocol):
 
         Returns ``False`` when there was nothing to delete (no such name, or the name now
         belongs to another link), ``True`` when a link was deleted.
+        """
+        ...
+
+    async def get_vf_config(self, pf: str, vf: int) -> VFConfig:
+        """The admin MAC and VLAN of VF number ``vf`` of the SR-IOV PF ``pf``.
+
+        Fails with ``EOPNOTSUPP`` when ``pf`` reports no VFs, ``ENODEV`` when it has no VF
+        ``vf`` (or there is no ``pf``).
+        """
+        ...
+
+    async def set_vf_config(
+        self, pf: str, vf: int, *, mac: MACAddress | None = None, vlan: int | None = None
+    ) -> None:
+        """Set VF ``vf``'s admin MAC and/or VLAN (0 clears it) through its PF ``pf``.
+
+        The MAC is set first, then the VLAN, in two requests, so an error names the one that
+        failed; what is ``None`` is left as it is.
         """
         ...
 

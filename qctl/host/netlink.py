@@ -31,11 +31,13 @@ from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
 
 from ..errors import NetlinkError
 from ..types import MACAddress
-from .link import LinkInfo, netlink_error
+from .link import VLAN_MAX, LinkInfo, VFConfig, netlink_error
 
 __all__ = ["Netlink"]
 
 _IFF_UP = 0x1
+# <linux/rtnetlink.h>: ask RTM_GETLINK to include IFLA_NUM_VF and IFLA_VFINFO_LIST.
+_RTEXT_FILTER_VF = 0x1
 
 # A request: given the pyroute2 socket, the awaitable that performs it.
 _Request = Callable[[Any], Awaitable[Any]]
@@ -65,6 +67,31 @@ def _link_info(msg: Any, names: Mapping[int, str]) -> LinkInfo:
         up=bool(int(msg["flags"]) & _IFF_UP),
         operstate=str(msg.get("operstate") or "UNKNOWN"),
     )
+
+
+def _vf_config(msg: Any, pf: str, vf: int, what: str) -> VFConfig:
+    """VF ``vf``'s admin MAC and VLAN from the PF's ``ifinfmsg`` (asked with RTEXT_FILTER_VF).
+
+    Each ``IFLA_VF_INFO`` of ``IFLA_VFINFO_LIST`` carries ``IFLA_VF_MAC`` and ``IFLA_VF_VLAN``
+    structs that start with the VF number; the entry is found by that number, not by its
+    position in the list.
+    """
+    infos = msg.get_attr("IFLA_VFINFO_LIST")
+    if infos is None:
+        raise netlink_error(what, errno_mod.EOPNOTSUPP, f"{pf} reports no SR-IOV VFs")
+    for info in infos.get_attrs("IFLA_VF_INFO"):
+        mac_attr = info.get_attr("IFLA_VF_MAC")
+        if mac_attr is None or int(mac_attr["vf"]) != vf:
+            continue
+        mac = _parse_mac(mac_attr["mac"])
+        if mac is None:
+            raise netlink_error(what, errno_mod.EPROTO, f"bad VF MAC {mac_attr['mac']!r}")
+        vlan_attr = info.get_attr("IFLA_VF_VLAN")
+        vlan = int(vlan_attr["vlan"]) if vlan_attr is not None else 0
+        return VFConfig(mac=mac, vlan=vlan)
+    count = msg.get_attr("IFLA_NUM_VF")
+    reason = f"{pf} has no VF {vf}" + (f" (it has {count})" if count is not None else "")
+    raise netlink_error(what, errno_mod.ENODEV, reason)
 
 
 class Netlink:
@@ -233,3 +260,41 @@ class Netlink:
                 return False
             raise
         return True
+
+    # -- SR-IOV VFs, through their PF ------------------------------------------------------
+
+    async def get_vf_config(self, pf: str, vf: int) -> VFConfig:
+        """The admin MAC and VLAN of VF number ``vf`` of the SR-IOV PF ``pf``."""
+        what = f"cannot read the configuration of VF {vf} of {pf}"
+        index = await self._require_index(pf, what)
+        msgs = await self._run(
+            what, lambda ipr: ipr.link("get", index=index, ext_mask=_RTEXT_FILTER_VF)
+        )
+        if not msgs:
+            raise netlink_error(what, errno_mod.ENODEV)
+        return _vf_config(msgs[0], pf, vf, what)
+
+    async def set_vf_config(
+        self, pf: str, vf: int, *, mac: MACAddress | None = None, vlan: int | None = None
+    ) -> None:
+        """Set VF ``vf``'s admin MAC and/or VLAN through its PF ``pf`` (MAC first)."""
+        if vlan is not None and not 0 <= vlan <= VLAN_MAX:
+            raise netlink_error(
+                f"cannot set the VLAN of VF {vf} of {pf} to {vlan}",
+                errno_mod.EINVAL,
+                f"a VLAN id is 0 to {VLAN_MAX}",
+            )
+        if mac is None and vlan is None:
+            return
+        index = await self._require_index(pf, f"cannot configure VF {vf} of {pf}")
+        if mac is not None:
+            # pyroute2 consumes the dict (it pops the keys): build a fresh one per request.
+            await self._run(
+                f"cannot set the MAC address of VF {vf} of {pf} to {mac}",
+                lambda ipr: ipr.link("set", index=index, vf={"vf": vf, "mac": str(mac)}),
+            )
+        if vlan is not None:
+            await self._run(
+                f"cannot set the VLAN of VF {vf} of {pf} to {vlan}",
+                lambda ipr: ipr.link("set", index=index, vf={"vf": vf, "vlan": vlan}),
+            )

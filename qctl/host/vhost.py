@@ -31,7 +31,14 @@ from typing import Literal
 from ..errors import HostError, UnsupportedError, add_rollback_note
 from .oserror import errno_text
 
-__all__ = ["VHOST_NET_PATH", "VhostChoice", "VhostMode", "choose_vhost", "open_vhost_net"]
+__all__ = [
+    "VHOST_NET_PATH",
+    "VhostChoice",
+    "VhostMode",
+    "choose_vhost",
+    "decide_vhost",
+    "open_vhost_net",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,46 @@ def open_vhost_net(count: int, path: str = VHOST_NET_PATH) -> list[int]:
     return fds
 
 
+def decide_vhost(
+    mode: VhostMode | None,
+    *,
+    accel_is_kvm: bool,
+    virtio: bool,
+    unavailable: str | None = None,
+) -> tuple[bool, str]:
+    """The vhost-net decision itself (rules: module docstring), pure: ``(use it, why)``.
+
+    ``unavailable`` is ``None`` when vhost-net can be had, else why not (the open error).
+    :func:`choose_vhost` asks first as if it could, opens the device only when the answer is
+    yes, and asks again with the error if the open fails; a dry run asks once with what it
+    knows of the host.
+
+    Raises :class:`UnsupportedError` (``capability='vhost-net'``) when ``mode`` is ``'vhost'``
+    and vhost-net cannot be had for this NIC: the model is not virtio, or it is unavailable.
+    """
+    if not accel_is_kvm:
+        if mode == "vhost":
+            log.info("ignoring driver name='vhost': vhost-net is used only with KVM")
+        return False, "the domain does not run under KVM"
+    if mode == "qemu":
+        return False, "disabled by driver name='qemu'"
+    if not virtio:
+        if mode == "vhost":
+            raise UnsupportedError(
+                "vhost-net is only supported for virtio network interfaces",
+                capability="vhost-net",
+            )
+        return False, "the NIC model is not virtio"
+    if unavailable is not None:
+        if mode == "vhost":
+            raise UnsupportedError(
+                f"vhost-net was requested but is unavailable: {unavailable}",
+                capability="vhost-net",
+            )
+        return False, f"vhost-net is unavailable: {unavailable}"
+    return True, "vhost-net is available"
+
+
 def choose_vhost(
     mode: VhostMode | None,
     *,
@@ -109,32 +156,25 @@ def choose_vhost(
     """Decide whether a tap NIC uses vhost-net, and open its fds if so (rules: module docstring).
 
     ``mode`` is the ``<driver name=…>`` of the interface (``None`` when absent), ``virtio``
-    whether its model is a virtio-net one, ``queues`` its queue count.
+    whether its model is a virtio-net one, ``queues`` its queue count. The decision is
+    :func:`decide_vhost`'s; this adds opening the device.
 
     Raises :class:`UnsupportedError` (``capability='vhost-net'``) when ``mode`` is ``'vhost'``
     and vhost-net cannot be had for this NIC: the model is not virtio, or the device does not
     open ("vhost-net was requested but is unavailable: …").
     """
-    if not accel_is_kvm:
-        if mode == "vhost":
-            log.info("ignoring driver name='vhost': vhost-net is used only with KVM")
-        return VhostChoice(False, [], "the domain does not run under KVM")
-    if mode == "qemu":
-        return VhostChoice(False, [], "disabled by driver name='qemu'")
-    if not virtio:
-        if mode == "vhost":
-            raise UnsupportedError(
-                "vhost-net is only supported for virtio network interfaces",
-                capability="vhost-net",
-            )
-        return VhostChoice(False, [], "the NIC model is not virtio")
+    wanted, reason = decide_vhost(mode, accel_is_kvm=accel_is_kvm, virtio=virtio)
+    if not wanted:
+        return VhostChoice(False, [], reason)
     try:
         fds = open_vhost_net(queues, path)
     except HostError as exc:
-        if mode == "vhost":
-            raise UnsupportedError(
-                f"vhost-net was requested but is unavailable: {exc}", capability="vhost-net"
-            ) from exc
+        try:
+            _, reason = decide_vhost(
+                mode, accel_is_kvm=accel_is_kvm, virtio=virtio, unavailable=str(exc)
+            )
+        except UnsupportedError as error:  # name='vhost' asked for it
+            raise error from exc
         log.warning("not using vhost-net: %s", exc)
-        return VhostChoice(False, [], f"vhost-net is unavailable: {exc}")
+        return VhostChoice(False, [], reason)
     return VhostChoice(True, fds, f"{path} opened for {queues} queue(s)")

@@ -1,20 +1,22 @@
-"""The :class:`Domain` handle: start, connect to, watch and stop one QEMU.
+"""The :class:`Domain` handle: one running QEMU, its live definition and its ledger.
 
 A domain's truth lives in its state directory (see :mod:`qctl.qemu.state`): the live XML and
-the ledger of host resources. Any qctl process can :meth:`Domain.connect` by name from that
-file alone; the process that started QEMU is not special.
+the ledger of host resources, rewritten atomically at every step. Any qctl process can
+:meth:`Domain.connect` by name from that file alone, and on connect the ledger is reconciled
+with what QEMU really has (:meth:`Domain.reconcile`).
 
-Start is a transaction. Every step pushes its undo on an ``AsyncExitStack`` (state dir, taps
-and vhost-net fds, the monitor socket, the QEMU process), and a failure anywhere unwinds
-exactly the steps done, shielded from cancellation, with the original error kept.
+Tasks the handle owns, all cancelled and awaited by :meth:`aclose`:
 
-QEMU exiting on its own (guest poweroff, crash, ``kill -9``) is noticed by a watcher task
-(through the child's exit or a pidfd) that releases what the ledger holds. A process that
-finds QEMU gone when it connects does the same.
+* the exit watcher: QEMU exiting on its own (poweroff, crash, ``kill -9``) is noticed
+  through the child's exit or a pidfd, and what the ledger holds is released;
+* the event reader: QEMU's events become typed :mod:`~qctl.qemu.events` for
+  :meth:`events` streams, wake detaches waiting for DEVICE_DELETED, and finish detaches
+  whose waiter gave up ("pending");
+* finishers started for such late events.
 
 One job at a time per domain: an ``asyncio.Lock`` inside this process plus the state
-directory's file lock across processes. Closing a handle (:meth:`aclose`) only disconnects;
-it never stops QEMU.
+directory's file lock across processes. Waiting for a device's removal happens outside
+the lock. Closing a handle only disconnects; it never stops QEMU.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,42 +33,42 @@ from typing import Any
 from qctl.caps import CapsCache, QEMUCaps
 from qctl.conf import (
     DomainDef,
+    DomainType,
     HostdevDef,
-    InterfaceType,
-    LinkState,
+    InterfaceDef,
     format_xml,
-    parse_domain,
+    parse_device,
+    validate_device,
 )
-from qctl.errors import QctlError, QMPError, StateError, add_rollback_note
-from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, delete_tap
-from qctl.qemu.command import build_command
-from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
-from qctl.qemu.monitor import Monitor
+from qctl.errors import HotplugError, QMPCommandError, QMPError, StateError
+from qctl.host import LinkControl, Netlink
+from qctl.qemu.command import Features
+from qctl.qemu.events import DeviceAdded, DeviceRemoved, DomainEvent, EventStream, from_qmp
+from qctl.qemu.hotplug import (
+    DEFAULT_DETACH_TIMEOUT,
+    DetachResult,
+    attach_interface,
+    device_removed,
+    with_device,
+)
+from qctl.qemu.ledger import EntryState, LedgerEntry
+from qctl.qemu.monitor import Monitor, is_not_found
 from qctl.qemu.network import NetworkStore
-from qctl.qemu.nic import NICResources
-from qctl.qemu.placement import netdev_id
-from qctl.qemu.plan import features_from_caps, plan
-from qctl.qemu.prepare import PreparedHost, prepare_interfaces
-from qctl.qemu.process import ProcessIdentity, QEMUProcess
+from qctl.qemu.plan import features_from_caps
+from qctl.qemu.process import QEMUProcess
+from qctl.qemu.release import release_entry, release_ledger
+from qctl.qemu.startup import CONNECT_TIMEOUT, HostPaths, launch, take_lock
 from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.status import Status, read_status, write_status
 from qctl.qmp import QMPClient, connect_qmp
 
-__all__ = ["DEFAULT_BINARY", "Domain", "DomainInfo", "HostPaths"]
+__all__ = ["DEFAULT_BINARY", "DetachResult", "Domain", "DomainInfo", "HostPaths"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BINARY = "qemu-system-x86_64"
-STATUS_VERSION = 1
-LOCK_TIMEOUT = 30.0
-CONNECT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class HostPaths:
-    """Device nodes the host side opens; tests point them elsewhere."""
-
-    tun: str = TUN_PATH
-    vhost_net: str = VHOST_NET_PATH
+_EVENT_QUEUE = 1024
+DEFAULT_HOST_PATHS = HostPaths()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,81 +80,8 @@ class DomainInfo:
     running: bool
 
 
-def _default_binary(defn: DomainDef) -> str:
-    return defn.devices.emulator or os.environ.get("QCTL_QEMU") or DEFAULT_BINARY
-
-
-def _ledger_for(domain: DomainDef, prepared: PreparedHost) -> Ledger:
-    """The ledger of a freshly started domain: every NIC and host device, attached."""
-    ledger = Ledger()
-    for iface in domain.interfaces:
-        assert iface.alias is not None
-        hostdev = iface.type is InterfaceType.HOSTDEV
-        nic = prepared.nics.get(iface.alias)
-        ledger.put(
-            LedgerEntry(
-                alias=iface.alias,
-                kind=DeviceKind.HOSTDEV_INTERFACE if hostdev else DeviceKind.INTERFACE,
-                state=EntryState.ATTACHED,
-                netdev_id=None if hostdev else netdev_id(iface.alias),
-                tap=nic.tap_name if nic else None,
-                guest_address=str(iface.address) if iface.address else None,
-                host_device=str(iface.source.pci) if hostdev and iface.source else None,
-            )
-        )
-    for dev in domain.hostdevs:
-        assert dev.alias is not None
-        ledger.put(_hostdev_entry(dev))
-    return ledger
-
-
-def _hostdev_entry(dev: HostdevDef) -> LedgerEntry:
-    assert dev.alias is not None
-    return LedgerEntry(
-        alias=dev.alias,
-        kind=DeviceKind.HOSTDEV,
-        state=EntryState.ATTACHED,
-        guest_address=str(dev.address) if dev.address else None,
-        host_device=str(dev.source),
-    )
-
-
-def _listen(path: Path) -> socket.socket:
-    """A listening UNIX socket (0600) for QEMU's monitor: we can connect before QEMU accepts."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        os.chmod(path, 0o600)
-        sock.listen(1)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def _unwind(stack: contextlib.AsyncExitStack, error: BaseException, step: str) -> None:
-    """Run every pushed undo, shielded from cancellation; failures become notes on ``error``."""
-    try:
-        await asyncio.shield(stack.aclose())
-    except Exception as failure:  # kept as a note: the original error wins
-        log.warning("rollback after failed %s: %s", step, failure)
-        add_rollback_note(error, failure, step)
-
-
-async def _release_host(ledger: Ledger, netlink: LinkControl | None) -> None:
-    """Delete the taps the ledger holds (normally already gone with QEMU's fds)."""
-    taps = sorted(ledger.taps())
-    if not taps:
-        return
-    if netlink is not None:
-        for tap in taps:
-            await delete_tap(tap, netlink=netlink)
-        return
-    async with Netlink() as own:
-        for tap in taps:
-            await delete_tap(tap, netlink=own)
+def _root(state_root: StateRoot | Path | str | None) -> StateRoot:
+    return state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
 
 
 class _Opening:
@@ -184,29 +112,41 @@ class Domain:
     def __init__(
         self,
         *,
-        live: DomainDef,
-        ledger: Ledger,
+        status: Status,
         directory: DomainDir,
         process: QEMUProcess,
         client: QMPClient,
-        binary: str,
+        root: StateRoot,
         netlink: LinkControl | None = None,
+        host_paths: HostPaths = DEFAULT_HOST_PATHS,
+        caps: QEMUCaps | None = None,
     ) -> None:
-        self.live = live
-        self.ledger = ledger
+        self.config = status.config
+        self.live = status.live
+        self.ledger = status.ledger
+        self.binary = status.binary
         self.directory = directory
         self.process = process
         self.monitor = Monitor(client)
-        self.binary = binary
+        self.networks = NetworkStore(root)
+        self.host_paths = host_paths
+        self._root = root
+        self._caps = caps
         self._netlink = netlink
+        self._own_netlink: Netlink | None = None
         self._lock = asyncio.Lock()
         self._released = False
         self._closed = False
         self._exited = asyncio.Event()
-        self._watcher = asyncio.create_task(self._watch_exit(), name=f"qctl {self.name}: exit")
+        self._streams: list[EventStream] = []
+        self._unplug_waiters: dict[str, asyncio.Future[DomainEvent]] = {}
+        self._finishers: set[asyncio.Task[None]] = set()
+        subscription = client.events(maxsize=_EVENT_QUEUE)
+        self._reader = asyncio.create_task(self._read_events(subscription), name=f"{self}: events")
+        self._watcher = asyncio.create_task(self._watch_exit(), name=f"{self}: exit")
 
     def __repr__(self) -> str:
-        return f"<Domain {self.name} pid={self.process.pid}>"
+        return f"<Domain {self.live.name} pid={self.process.pid}>"
 
     @property
     def name(self) -> str:
@@ -218,11 +158,37 @@ class Domain:
         """True until QEMU has exited."""
         return not self._exited.is_set() and self.process.alive()
 
-    def live_xml(self) -> str:
-        """The live domain XML: aliases, addresses, taps and the vhost choice filled in."""
-        return format_xml(self.live)
+    @property
+    def accel_is_kvm(self) -> bool:
+        """True when the domain runs under KVM (vhost-net is used only then)."""
+        return self.live.type is DomainType.KVM
 
-    # -- starting --------------------------------------------------------------------
+    @property
+    def features(self) -> Features:
+        """The command-line features of this QEMU (after :meth:`capabilities`)."""
+        assert self._caps is not None, "capabilities() first"
+        return features_from_caps(self._caps)
+
+    def xml(self, *, live: bool = True) -> str:
+        """The live domain XML (aliases, addresses, taps, the vhost choice filled in), or
+        with ``live=False`` the definition as it was given to :meth:`start`."""
+        return format_xml(self.live if live else self.config)
+
+    async def capabilities(self) -> QEMUCaps:
+        """This QEMU's capabilities (from the start, or the cache)."""
+        if self._caps is None:
+            self._caps = await CapsCache().get(self.binary)
+        return self._caps
+
+    async def netlink(self) -> LinkControl:
+        """The netlink facade: the injected one, or one this handle opens and closes."""
+        if self._netlink is not None:
+            return self._netlink
+        if self._own_netlink is None:
+            self._own_netlink = Netlink()
+        return self._own_netlink
+
+    # -- starting and connecting ----------------------------------------------------------
     @classmethod
     def start(
         cls,
@@ -231,112 +197,34 @@ class Domain:
         caps: QEMUCaps | None = None,
         state_root: StateRoot | Path | str | None = None,
         netlink: LinkControl | None = None,
-        host_paths: HostPaths = HostPaths(),
+        host_paths: HostPaths = DEFAULT_HOST_PATHS,
     ) -> _Opening:
         """Start ``defn``: ``dom = await Domain.start(defn)`` or ``async with Domain.start(…)``.
 
-        ``caps`` defaults to the (cached) probe of the domain's emulator. Nothing is created
-        on the host when the command line cannot be built, and a failure at any later step
-        leaves no tap, fd, process or state behind.
+        ``caps`` defaults to the (cached) probe of the domain's emulator (``<emulator>``,
+        else ``$QCTL_QEMU``, else qemu-system-x86_64). Nothing is created on the host when the
+        command line cannot be built, and a failure at any later step leaves no tap, fd,
+        process or state behind.
         """
-        root = state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
-        return _Opening(lambda: cls._start(defn, caps, root, netlink, host_paths))
+        root = _root(state_root)
 
-    @classmethod
-    async def _start(
-        cls,
-        defn: DomainDef,
-        caps: QEMUCaps | None,
-        root: StateRoot,
-        netlink: LinkControl | None,
-        host_paths: HostPaths,
-    ) -> Domain:
-        binary = _default_binary(defn)
-        if caps is None:
-            caps = await CapsCache().get(binary)
-        planned = plan(defn, caps)
-        features = features_from_caps(caps)
-        # Dry run: refuse a command line that cannot be built before touching the host.
-        dry_nics = {
-            i.alias: NICResources(tap_fds=("0",))
-            for i in planned.interfaces
-            if i.alias is not None
-        }
-        build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
+        async def opener() -> Domain:
+            binary = defn.devices.emulator or os.environ.get("QCTL_QEMU") or DEFAULT_BINARY
+            known = caps or await CapsCache().get(binary)
+            started = await launch(defn, known, binary, root, netlink, host_paths)
+            return cls(
+                status=started.status,
+                directory=started.directory,
+                process=started.process,
+                client=started.client,
+                root=root,
+                netlink=netlink,
+                host_paths=host_paths,
+                caps=known,
+            )
 
-        root.ensure()
-        directory = root.domain(planned.name)
-        lock = await _take_lock(directory)
-        stack = contextlib.AsyncExitStack()
-        try:
-            if directory.status_file.exists():
-                raise StateError(f"domain {planned.name!r} is already running")
-            stack.callback(directory.remove)
-            link: LinkControl
-            own_link: Netlink | None = None
-            if netlink is None:
-                link = own_link = Netlink()
-                stack.push_async_callback(own_link.aclose)
-            else:
-                link = netlink
-            networks = NetworkStore(root)
-            prepared = await prepare_interfaces(
-                planned,
-                stack,
-                netlink=link,
-                networks=networks.get,
-                tun_path=host_paths.tun,
-                vhost_path=host_paths.vhost_net,
-            )
-            listener = _listen(directory.qmp_socket)
-            stack.callback(listener.close)
-            nics = {
-                alias: NICResources(
-                    tap_fds=tuple(str(fd) for fd in nic.tap_fds),
-                    vhost_fds=tuple(str(fd) for fd in nic.vhost_fds),
-                    tap_name=nic.tap_name,
-                )
-                for alias, nic in prepared.nics.items()
-            }
-            argv = build_command(
-                prepared.domain, features, nics, binary=binary, monitor=f"fd={listener.fileno()}"
-            )
-            log.debug("starting %s: %s", planned.name, " ".join(argv))
-            process = await QEMUProcess.spawn(
-                argv, log_path=directory.log_file, pass_fds=[*prepared.fds, listener.fileno()]
-            )
-            stack.push_async_callback(process.stop, 1.0)
-            listener.close()
-            client = await _connect_started(directory, process)
-            stack.push_async_callback(client.aclose)
-            monitor = Monitor(client)
-            for iface in prepared.domain.interfaces:
-                if iface.link_state is LinkState.DOWN and iface.alias:
-                    await monitor.set_link(iface.alias, False)
-            ledger = _ledger_for(prepared.domain, prepared)
-            _write_status(directory, prepared.domain, ledger, process.identity, binary)
-            await monitor.resume()
-            prepared.release_fds()
-            stack.pop_all()
-        except BaseException as exc:
-            await _unwind(stack, exc, "start")
-            raise
-        finally:
-            lock.release()
-        if own_link is not None:
-            await own_link.aclose()
-        log.info("started %s (pid %d)", planned.name, process.pid)
-        return cls(
-            live=prepared.domain,
-            ledger=ledger,
-            directory=directory,
-            process=process,
-            client=client,
-            binary=binary,
-            netlink=netlink,
-        )
+        return _Opening(opener)
 
-    # -- connecting ----------------------------------------------------------------------
     @classmethod
     def connect(
         cls,
@@ -344,63 +232,268 @@ class Domain:
         *,
         state_root: StateRoot | Path | str | None = None,
         netlink: LinkControl | None = None,
+        host_paths: HostPaths = DEFAULT_HOST_PATHS,
     ) -> _Opening:
-        """Connect to the running domain ``name`` from its status file alone.
+        """Connect to the running domain ``name`` from its status file alone, and reconcile.
 
         If QEMU is gone, what the ledger holds is released, the state removed, and
         :class:`StateError` raised.
         """
-        root = state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
-        return _Opening(lambda: cls._connect(name, root, netlink))
+        root = _root(state_root)
 
-    @classmethod
-    async def _connect(cls, name: str, root: StateRoot, netlink: LinkControl | None) -> Domain:
-        directory = root.domain(name)
-        lock = await _take_lock(directory)
-        try:
-            status = directory.read_status()
+        async def opener() -> Domain:
+            directory = root.domain(name)
+            lock = await take_lock(directory)
             try:
-                identity = ProcessIdentity(int(status["pid"]), int(status["start_time"]))
-                live = parse_domain(status["live_xml"], source=str(directory.status_file))
-                ledger = Ledger.from_json(status["ledger"])
-                binary = str(status["binary"])
-            except (KeyError, TypeError, ValueError, QctlError) as exc:
-                raise StateError(f"status file {directory.status_file} is damaged: {exc}") from exc
-            process = QEMUProcess(identity, directory.log_file)
-            if not process.alive():
-                await _release_host(ledger, netlink)
-                directory.remove()
-                raise StateError(
-                    f"domain {name!r} is not running (QEMU exited); its resources were released"
-                )
-            client = await _connect_running(directory)
-        finally:
-            lock.release()
-        return cls(
-            live=live,
-            ledger=ledger,
-            directory=directory,
-            process=process,
-            client=client,
-            binary=binary,
-            netlink=netlink,
-        )
+                status = read_status(directory)
+                process = QEMUProcess(status.identity, directory.log_file)
+                if not process.alive():
+                    await release_ledger(status.ledger, netlink=netlink)
+                    directory.remove()
+                    raise StateError(
+                        f"domain {name!r} is not running (QEMU exited); its resources "
+                        "were released"
+                    )
+                try:
+                    client = await connect_qmp(directory.qmp_socket, timeout=CONNECT_TIMEOUT)
+                except QMPError as exc:
+                    raise StateError(
+                        f"cannot reach the monitor of {name!r} (is another qctl process "
+                        f"connected to it?): {exc}"
+                    ) from exc
+            finally:
+                lock.release()
+            dom = cls(
+                status=status,
+                directory=directory,
+                process=process,
+                client=client,
+                root=root,
+                netlink=netlink,
+                host_paths=host_paths,
+            )
+            try:
+                await dom.reconcile()
+            except BaseException:
+                await dom.aclose()
+                raise
+            return dom
+
+        return _Opening(opener)
 
     @staticmethod
     def list(state_root: StateRoot | Path | str | None = None) -> list[DomainInfo]:
         """Every domain with a state directory, and whether its QEMU still runs."""
-        root = state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
+        root = _root(state_root)
         found = []
         for name in root.names():
+            directory = root.domain(name)
             try:
-                status = root.domain(name).read_status()
-                identity = ProcessIdentity(int(status["pid"]), int(status["start_time"]))
-            except (StateError, KeyError, TypeError, ValueError):
+                status = read_status(directory)
+            except StateError:
                 found.append(DomainInfo(name, None, False))
                 continue
-            running = QEMUProcess(identity, Path("/dev/null")).alive()
-            found.append(DomainInfo(name, identity.pid, running))
+            running = QEMUProcess(status.identity, directory.log_file).alive()
+            found.append(DomainInfo(name, status.identity.pid, running))
         return found
+
+    # -- hot-plug ------------------------------------------------------------------------
+    async def attach_device(self, device: str | InterfaceDef | HostdevDef) -> InterfaceDef:
+        """Hot-plug an ``<interface>`` (XML text or definition); returns its live definition.
+
+        Validated against the live domain (duplicate MAC/alias, address in use) and this
+        QEMU's capabilities; any failure undoes exactly the steps done.
+        """
+        defn = parse_device(device, source="<attach-device>") if isinstance(device, str) else device
+        async with self._job():
+            problems = validate_device(defn, self.live, live=True)
+            if problems:
+                raise problems[0]
+            if isinstance(defn, HostdevDef):
+                raise HotplugError(
+                    "hot-plugging <hostdev> is not supported yet", stage="reserve"
+                )
+            live = await attach_interface(self, defn)
+        self._publish(DeviceAdded(None, live.alias or ""))
+        return live
+
+    async def detach_device(
+        self,
+        device: str | InterfaceDef | HostdevDef,
+        *,
+        wait: float = DEFAULT_DETACH_TIMEOUT,
+    ) -> DetachResult:
+        """Unplug a device named by alias, XML text or definition.
+
+        Waits up to ``wait`` seconds for QEMU's DEVICE_DELETED. Then the device is gone
+        and everything it held released (``DETACHED``), or it stays in the live XML as
+        ``detaching`` (``PENDING``) and the event finishes the job whenever it comes.
+        :class:`HotplugError` when the guest refuses the unplug (the device stays).
+        """
+        async with self._job():
+            entry = self._find(device)
+            alias = entry.alias
+            self.record(entry.evolve(state=EntryState.DETACHING))
+            removed = self.expect_unplug(alias)
+            try:
+                await self.monitor.device_del(alias)
+            except QMPCommandError as exc:
+                self.stop_expecting(alias)
+                if not is_not_found(exc):
+                    self.record(entry)
+                    raise HotplugError(
+                        f"detaching {alias} failed: {exc}", alias=alias, stage="device_del"
+                    ) from exc
+                await device_removed(self, self.ledger.get(alias) or entry)
+                return DetachResult.DETACHED
+        try:
+            async with asyncio.timeout(wait):
+                event = await asyncio.shield(removed)
+        except TimeoutError:
+            self.stop_expecting(alias)
+            log.info("domain %s: detach of %s pending", self.name, alias)
+            return DetachResult.PENDING
+        self.stop_expecting(alias)
+        if not isinstance(event, DeviceRemoved):
+            async with self._job():
+                current = self.ledger.get(alias)
+                if current is not None:
+                    self.record(current.evolve(state=EntryState.ATTACHED))
+            raise HotplugError(
+                f"unplug of {alias} rejected by the guest", alias=alias, stage="device_del"
+            )
+        async with self._job():
+            current = self.ledger.get(alias)
+            if current is not None:
+                await device_removed(self, current)
+        return DetachResult.DETACHED
+
+    def _find(self, device: str | InterfaceDef | HostdevDef) -> LedgerEntry:
+        """The ledger entry a detach request names (alias, MAC, or host address)."""
+        if isinstance(device, str):
+            if device.lstrip().startswith("<"):
+                device = parse_device(device, source="<detach-device>")
+            else:
+                entry = self.ledger.get(device)
+                if entry is None:
+                    raise HotplugError(f"no device with alias {device!r}", alias=device)
+                return entry
+        if device.alias and (entry := self.ledger.get(device.alias)) is not None:
+            return entry
+        for live in self.live.interfaces:
+            if isinstance(device, InterfaceDef) and device.mac and live.mac == device.mac:
+                found = self.ledger.get(live.alias or "")
+                if found is not None:
+                    return found
+        if isinstance(device, HostdevDef):
+            for entry in self.ledger:
+                if entry.host_device == str(device.source):
+                    return entry
+        raise HotplugError("no attached device matches the definition given")
+
+    # -- events ----------------------------------------------------------------------------
+    def events(self, *, maxsize: int = 256) -> EventStream:
+        """A stream of this domain's typed events from now on (bounded, drops the oldest)."""
+        stream = EventStream(maxsize, self._streams.remove)
+        if self._closed or self._exited.is_set():
+            stream.end()
+        else:
+            self._streams.append(stream)
+        return stream
+
+    def _publish(self, event: DomainEvent) -> None:
+        for stream in list(self._streams):
+            stream.deliver(event)
+
+    async def _read_events(self, subscription: Any) -> None:
+        with subscription:
+            async for raw in subscription:
+                event = from_qmp(raw)
+                if event is None:
+                    continue
+                self._publish(event)
+                alias = getattr(event, "alias", None)
+                if alias is not None:
+                    self._on_device_event(alias, event)
+
+    def _on_device_event(self, alias: str, event: DomainEvent) -> None:
+        """Wake a waiting detach, or finish one whose waiter gave up (a late event)."""
+        waiter = self._unplug_waiters.get(alias)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event)
+            return
+        entry = self.ledger.get(alias)
+        if entry is None:
+            return
+        if isinstance(event, DeviceRemoved):
+            task = asyncio.create_task(self._finish_late(alias), name=f"{self}: finish {alias}")
+            self._finishers.add(task)
+            task.add_done_callback(self._finishers.discard)
+        elif entry.state is EntryState.DETACHING:
+            self.record(entry.evolve(state=EntryState.ATTACHED))
+
+    async def _finish_late(self, alias: str) -> None:
+        async with self._job():
+            entry = self.ledger.get(alias)
+            if entry is not None:
+                await device_removed(self, entry)
+
+    def expect_unplug(self, alias: str) -> asyncio.Future[DomainEvent]:
+        """A future set by the next DEVICE_DELETED or unplug refusal for ``alias``."""
+        future: asyncio.Future[DomainEvent] = asyncio.get_running_loop().create_future()
+        self._unplug_waiters[alias] = future
+        return future
+
+    def stop_expecting(self, alias: str) -> None:
+        """Forget the waiter for ``alias``; a later event then finishes the detach itself."""
+        future = self._unplug_waiters.pop(alias, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    # -- the books -------------------------------------------------------------------------
+    def record(self, entry: LedgerEntry) -> None:
+        """Put ``entry`` in the ledger and write the status file."""
+        self.ledger.put(entry)
+        self._save()
+
+    def forget(self, alias: str) -> None:
+        """Drop ``alias`` from the ledger and write the status file."""
+        self.ledger.remove(alias)
+        self._save()
+
+    def _save(self) -> None:
+        if self._released:
+            return
+        write_status(
+            self.directory,
+            Status(self.process.identity, self.binary, self.config, self.live, self.ledger),
+        )
+
+    async def release_host_resources(self, entry: LedgerEntry) -> None:
+        """Free what one ledger entry holds on the host (each step tolerates "already gone")."""
+        await release_entry(entry, netlink=await self.netlink())
+
+    async def reconcile(self) -> None:
+        """Compare the ledger with QEMU's devices and finish or undo whatever was half done.
+
+        An entry QEMU has is (now) attached; an entry QEMU lacks is released, whatever
+        state it was in: its attach never completed, or its removal did while nobody watched.
+        """
+        async with self._job():
+            present = await self.monitor.peripherals()
+            for entry in list(self.ledger):
+                if entry.alias in present:
+                    if entry.state in (EntryState.ATTACHING, EntryState.UNCERTAIN):
+                        self._adopt(entry)
+                else:
+                    await device_removed(self, entry)
+
+    def _adopt(self, entry: LedgerEntry) -> None:
+        """An attach that QEMU completed but whose controller died: put it in the live XML."""
+        aliases = {i.alias for i in self.live.interfaces} | {h.alias for h in self.live.hostdevs}
+        if entry.device_xml and entry.alias not in aliases:
+            self.live = with_device(self.live, parse_device(entry.device_xml, live=True))
+        self.record(entry.evolve(state=EntryState.ATTACHED))
 
     # -- stopping ------------------------------------------------------------------------
     async def stop(self, *, force: bool = False, grace: float = 30.0) -> None:
@@ -411,7 +504,7 @@ class Domain:
         """
         async with self._job():
             if self.running and not force:
-                with contextlib.suppress(QMPError):
+                with contextlib.suppress(QMPError, TimeoutError):
                     await self.monitor.powerdown()
                     async with asyncio.timeout(grace):
                         await self.process.wait()
@@ -430,15 +523,22 @@ class Domain:
         await asyncio.shield(self._watcher)
 
     async def aclose(self) -> None:
-        """Disconnect from QEMU (it keeps running) and stop the watcher. Idempotent."""
+        """Disconnect from QEMU (it keeps running) and stop this handle's tasks. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if not self._watcher.done():
-            self._watcher.cancel()
+        for task in (self._watcher, self._reader, *self._finishers):
+            task.cancel()
+        for task in (self._watcher, self._reader, *self._finishers):
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+                await task
+        for future in self._unplug_waiters.values():
+            future.cancel()
+        for stream in list(self._streams):
+            stream.end()
         await self.monitor.client.aclose()
+        if self._own_netlink is not None:
+            await self._own_netlink.aclose()
 
     async def __aenter__(self) -> Domain:
         return self
@@ -451,7 +551,7 @@ class Domain:
     async def _job(self) -> AsyncIterator[None]:
         """One job at a time on this domain, in this process and across processes."""
         async with self._lock:
-            lock = await _take_lock(self.directory)
+            lock = await take_lock(self.directory)
             try:
                 yield
             finally:
@@ -465,80 +565,16 @@ class Domain:
             await asyncio.shield(self._release())
 
     async def _release(self) -> None:
-        """Release the ledger's host resources and remove the state (once)."""
+        """Release every ledger entry's host resources and remove the state (once)."""
         if self._released:
             return
         self._released = True
         self._exited.set()
+        for future in self._unplug_waiters.values():
+            future.cancel()
         await self.monitor.client.aclose()
-        await _release_host(self.ledger, self._netlink)
+        for entry in self.ledger:
+            await self.release_host_resources(entry)
         self.directory.remove()
-
-
-async def _take_lock(directory: DomainDir) -> Any:
-    try:
-        async with asyncio.timeout(LOCK_TIMEOUT):
-            return await directory.lock()
-    except TimeoutError:
-        raise StateError(
-            f"domain {directory.name!r} is busy: another qctl process holds its lock"
-        ) from None
-
-
-def _write_status(
-    directory: DomainDir,
-    live: DomainDef,
-    ledger: Ledger,
-    identity: ProcessIdentity,
-    binary: str,
-) -> None:
-    directory.write_status(
-        {
-            "version": STATUS_VERSION,
-            "name": live.name,
-            "pid": identity.pid,
-            "start_time": identity.start_time,
-            "binary": binary,
-            "live_xml": format_xml(live),
-            "ledger": ledger.to_json(),
-        }
-    )
-
-
-async def _connect_started(directory: DomainDir, process: QEMUProcess) -> QMPClient:
-    """Connect to a QEMU we just started, or report why it exited instead.
-
-    When QEMU dies during start-up the connection fails too; its exit status and stderr
-    say why, so they win over the connection error.
-    """
-    connecting = asyncio.ensure_future(connect_qmp(directory.qmp_socket, timeout=CONNECT_TIMEOUT))
-    exited = asyncio.ensure_future(process.wait())
-    try:
-        done, _ = await asyncio.wait({connecting, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if connecting in done and connecting.exception() is None:
-            return connecting.result()
-        if exited not in done:
-            # The connection failed while QEMU still looked alive: give it a moment to exit.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await asyncio.shield(exited)
-        if exited.done():
-            raise process.failure("QEMU exited during start-up")
-        return connecting.result()
-    finally:
-        exited.cancel()
-        if not connecting.done():
-            connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await connecting
-
-
-async def _connect_running(directory: DomainDir) -> QMPClient:
-    try:
-        return await connect_qmp(directory.qmp_socket, timeout=CONNECT_TIMEOUT)
-    except QMPError as exc:
-        raise StateError(
-            f"cannot reach the monitor of {directory.name!r} (is another qctl process "
-            f"connected to it?): {exc}"
-        ) from exc
-
+        for stream in list(self._streams):
+            stream.end()

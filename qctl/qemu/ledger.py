@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["DeviceKind", "EntryState", "Ledger", "LedgerEntry", "SavedVF"]
@@ -69,9 +69,8 @@ class LedgerEntry:
     host_device: str | None = None
     #: host driver to rebind a managed device to on release
     original_driver: str | None = None
-    #: pcie-root-port (``pci.N``) the device sits on, q35 only
-    bus: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    #: the device's live XML, so the live definition can be rebuilt from the ledger
+    device_xml: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -99,8 +98,7 @@ class LedgerEntry:
             guest_address=data.get("guest_address"),
             host_device=data.get("host_device"),
             original_driver=data.get("original_driver"),
-            bus=data.get("bus"),
-            extra=dict(data.get("extra", {})),
+            device_xml=data.get("device_xml"),
         )
 
     def evolve(self, **changes: Any) -> LedgerEntry:

@@ -8,6 +8,7 @@ rollback, timeouts of whole operations) to their callers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ __all__ = ["DEVICE_EVENTS", "GuestPCIDevice", "Monitor", "is_not_found"]
 
 #: the events the driver follows for device hot-plug and unplug
 DEVICE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
+
+_NETWORK_LINE = re.compile(r"^[ \\]*([^\s:]+): index=\d+,type=([\w-]+)", re.MULTILINE)
 
 
 def is_not_found(error: QMPCommandError) -> bool:
@@ -101,9 +104,20 @@ class Monitor:
         }
 
     async def netdevs(self) -> set[str]:
-        """Ids of the network backends (from ``query-netdev``, QEMU ≥ 7.1)."""
-        reply = await self.client.execute("query-netdev")
-        return {str(item["id"]) for item in reply}
+        """Ids of the network backends.
+
+        QMP has no query for them in QEMU 7.2 (``query-netdev`` came later), so this reads
+        HMP's ``info network``, whose lines are ``[ \\ ]ID: index=N,type=KIND,…``; NIC
+        frontends (``type=nic``) are left out.
+        """
+        text = await self.client.execute(
+            "human-monitor-command", {"command-line": "info network"}
+        )
+        return {
+            match.group(1)
+            for match in _NETWORK_LINE.finditer(str(text))
+            if match.group(2) != "nic"
+        }
 
     async def pci_devices(self) -> list[GuestPCIDevice]:
         """Every PCI device the guest has, bridges' buses included (``query-pci``)."""

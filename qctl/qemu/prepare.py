@@ -47,6 +47,8 @@ __all__ = [
     "needs_tap",
     "prepare_interface",
     "prepare_interfaces",
+    "record_choice",
+    "vhost_mode",
 ]
 
 NetworkLookup = Callable[[str], NetworkDef]
@@ -134,7 +136,7 @@ def bridge_of(iface: InterfaceDef, networks: NetworkLookup) -> str | None:
     return None
 
 
-def _vhost_mode(iface: InterfaceDef) -> VhostMode | None:
+def vhost_mode(iface: InterfaceDef) -> VhostMode | None:
     """``<driver name>`` as the vhost decision takes it (``vfio`` is not a tap backend)."""
     name = iface.driver.name if iface.driver is not None else None
     if name is NetDriverName.VHOST:
@@ -144,7 +146,7 @@ def _vhost_mode(iface: InterfaceDef) -> VhostMode | None:
     return None
 
 
-def _record_choice(iface: InterfaceDef, tap: str, use_vhost: bool) -> InterfaceDef:
+def record_choice(iface: InterfaceDef, tap: str, use_vhost: bool) -> InterfaceDef:
     """The interface as the live XML shows it: its tap, and the backend really used."""
     updated = dataclasses.replace(iface, target_dev=IfName(tap))
     if iface.is_virtio:
@@ -171,7 +173,7 @@ async def prepare_interface(
         return iface, plan
     queues = iface.driver.queues if iface.driver and iface.driver.queues else 1
     choice = choose_vhost(
-        _vhost_mode(iface),
+        vhost_mode(iface),
         accel_is_kvm=accel_is_kvm,
         virtio=iface.is_virtio,
         queues=queues,
@@ -189,7 +191,7 @@ async def prepare_interface(
     tap = await stack.enter_async_context(create_tap(request, netlink=netlink, tun_path=tun_path))
     plan.tap = tap
     plan.vhost = choice
-    return _record_choice(iface, tap.name, choice.use_vhost), plan
+    return record_choice(iface, tap.name, choice.use_vhost), plan
 
 
 async def prepare_interfaces(

@@ -54,4 +54,12 @@ class JSONLinesRecorder:
         self._write({"cmd": command, "args": arguments}, outcome)
 
     def _write(self, *records: Mapping[str, Any]) -> None:
-        self._stream.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        lines = (json.dumps(r, sort_keys=True, default=_plain) + "\n" for r in records)
+        self._stream.write("".join(lines))
+
+
+def _plain(value: object) -> dict[str, Any]:
+    """Read-only mappings (the client hands out ``MappingProxyType``) as plain dicts."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot record a {type(value).__name__}")

@@ -6,12 +6,11 @@ import errno
 from collections.abc import Awaitable, Callable
 
 import pytest
+from support import unique
 
 from qctl.errors import NetlinkError
 from qctl.host import Netlink, netlink_error
 from qctl.types import MACAddress
-
-from .conftest import unique
 
 MakeBridge = Callable[..., Awaitable[str]]
 

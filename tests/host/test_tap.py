@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import open_fd_count, unique
 
 from qctl.errors import HostError, NetlinkError, ResourceBusyError, UnsupportedError
 from qctl.host import Netlink, Tap, TapRequest, create_tap, delete_tap, tap_mac
 from qctl.types import MACAddress
-
-from .conftest import open_fd_count, unique
 
 MakeBridge = Callable[..., Awaitable[str]]
 

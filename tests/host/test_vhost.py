@@ -8,11 +8,10 @@ import resource
 from pathlib import Path
 
 import pytest
+from support import open_fd_count
 
 from qctl.errors import HostError, UnsupportedError
 from qctl.host import VhostChoice, VhostMode, choose_vhost, open_vhost_net
-
-from .conftest import open_fd_count
 
 MODES: list[VhostMode | None] = [None, "vhost", "qemu"]
 

@@ -1,0 +1,253 @@
+"""Hot-plug and unplug as transactions, with the ledger telling the truth at every step.
+
+Attach (an interface):
+
+    reserve  ledger entry ``attaching`` (alias, address, MAC) written to the status file
+    tap      tap on its bridge, vhost-net fds (see :mod:`qctl.qemu.prepare`)
+    getfd    each fd passed to QEMU by name
+    netdev   ``netdev_add`` (QEMU takes the named fds over)
+    device   ``device_add``
+    link     ``set_link`` down when ``<link state='down'/>``
+
+Each step pushes its undo on an ``AsyncExitStack``; a failure (or cancellation) unwinds
+exactly the steps done, shielded from cancellation, and the caller sees the original error
+(inside a :class:`~qctl.errors.HotplugError` naming the device and the stage). If QEMU
+dies meanwhile, the domain's exit watcher releases what the ledger holds.
+
+Detach: ``device_del`` → DEVICE_DELETED → ``netdev_del`` → tap deleted → pool entry and VF
+config returned. The wait for the event holds no lock, so other devices and commands go on;
+when it times out the device stays in the live XML as ``detaching`` and the event, whenever
+it comes, finishes the job (see :meth:`Domain._on_qemu_event`). "Device not found" from QEMU
+means already gone: the books are finished. The guest refusing the unplug puts the device
+back to ``attached``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+from typing import TYPE_CHECKING
+
+from qctl.conf import (
+    DeviceDef,
+    DomainDef,
+    HostdevDef,
+    InterfaceDef,
+    InterfaceType,
+    LinkState,
+    RawXML,
+    format_xml,
+)
+from qctl.errors import HotplugError, QctlError, QMPCommandError, add_rollback_note
+from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
+from qctl.qemu.monitor import is_not_found
+from qctl.qemu.nic import NICResources, interface_device_props, netdev_props
+from qctl.qemu.placement import alias_for, netdev_id, place_device
+from qctl.qemu.plan import check_interface_support, random_mac
+from qctl.qemu.prepare import prepare_interface
+
+if TYPE_CHECKING:
+    from qctl.qemu.domain import Domain
+
+__all__ = ["DEFAULT_DETACH_TIMEOUT", "DetachResult", "attach_interface", "device_removed"]
+
+log = logging.getLogger(__name__)
+
+#: how long :meth:`Domain.detach_device` waits for DEVICE_DELETED before saying "pending"
+DEFAULT_DETACH_TIMEOUT = 5.0
+#: how long a rollback waits for a half-attached device to go
+_ROLLBACK_UNPLUG_TIMEOUT = 5.0
+
+
+class DetachResult(enum.StrEnum):
+    """How a detach ended: the device is gone, or QEMU is still waiting for the guest."""
+
+    DETACHED = "detached"
+    PENDING = "pending"
+
+
+def with_device(domain: DomainDef, device: DeviceDef) -> DomainDef:
+    """``domain`` with ``device`` added after the last device of its kind."""
+    items = list(domain.devices.items)
+    same = [i for i, d in enumerate(items) if type(d) is type(device)]
+    position = (same[-1] + 1) if same else len(items)
+    items.insert(position, device)
+    return dataclasses.replace(
+        domain, devices=dataclasses.replace(domain.devices, items=tuple(items))
+    )
+
+
+def without_device(domain: DomainDef, alias: str) -> DomainDef:
+    """``domain`` without the device called ``alias``."""
+    items: list[DeviceDef | RawXML] = [
+        d for d in domain.devices.items if isinstance(d, RawXML) or d.alias != alias
+    ]
+    return dataclasses.replace(
+        domain, devices=dataclasses.replace(domain.devices, items=tuple(items))
+    )
+
+
+def _with_mac(domain: DomainDef, iface: InterfaceDef) -> InterfaceDef:
+    if iface.mac is not None:
+        return iface
+    taken = {i.mac for i in domain.interfaces}
+    mac = random_mac()
+    while mac in taken:
+        mac = random_mac()
+    return dataclasses.replace(iface, mac=mac)
+
+
+async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
+    """Hot-plug one interface into ``dom``; returns it as the live XML shows it.
+
+    The caller holds the domain's job lock and has validated ``iface`` against the domain.
+    """
+    caps = await dom.capabilities()
+    check_interface_support(iface, caps)
+    iface = _with_mac(dom.live, iface)
+    placed = alias_for(dom.live, iface)
+    _, placed = place_device(dom.live, placed, may_add_port=False)
+    assert isinstance(placed, InterfaceDef) and placed.alias is not None
+    alias = placed.alias
+    entry = LedgerEntry(
+        alias=alias,
+        kind=DeviceKind.INTERFACE,
+        state=EntryState.ATTACHING,
+        netdev_id=netdev_id(alias),
+        guest_address=str(placed.address) if placed.address else None,
+        device_xml=format_xml(placed),
+    )
+    stack = contextlib.AsyncExitStack()
+    stage = "reserve"
+    try:
+        dom.record(entry)
+        stack.callback(dom.forget, alias)
+
+        stage = "tap"
+        live, nic = await prepare_interface(
+            placed,
+            stack,
+            netlink=await dom.netlink(),
+            networks=dom.networks.get,
+            accel_is_kvm=dom.accel_is_kvm,
+            tun_path=dom.host_paths.tun,
+            vhost_path=dom.host_paths.vhost_net,
+        )
+        entry = entry.evolve(tap=nic.tap_name, device_xml=format_xml(live))
+        dom.record(entry)
+
+        stage = "getfd"
+        fd_stack = contextlib.AsyncExitStack()
+        tap_names = [f"{alias}-tap{q}" for q in range(len(nic.tap_fds))]
+        vhost_names = [f"{alias}-vhost{q}" for q in range(len(nic.vhost_fds))]
+        entry = entry.evolve(fd_names=(*tap_names, *vhost_names))
+        dom.record(entry)
+        try:
+            for name, fd in zip([*tap_names, *vhost_names], nic.fds, strict=True):
+                await dom.monitor.send_fd(name, fd)
+                fd_stack.push_async_callback(_close_fd_quietly, dom, name)
+
+            stage = "netdev_add"
+            props = netdev_props(
+                live, NICResources(tap_fds=tuple(tap_names), vhost_fds=tuple(vhost_names))
+            )
+            await dom.monitor.netdev_add(props)
+        except BaseException as exc:
+            await _unwind(fd_stack, exc, stage)
+            raise
+        # netdev_add consumed the named fds: nothing left to close in QEMU, and ours go.
+        fd_stack.pop_all()
+        nic.release_fds()
+        stack.push_async_callback(_netdev_del_quietly, dom, netdev_id(alias))
+        entry = entry.evolve(fd_names=())
+        dom.record(entry)
+
+        stage = "device_add"
+        features = dom.features
+        stack.push_async_callback(_unplug_half_attached, dom, alias)
+        props = interface_device_props(dom.live, live, failover=features.failover)
+        await dom.monitor.device_add(props)
+
+        stage = "set_link"
+        if live.link_state is LinkState.DOWN:
+            await dom.monitor.set_link(alias, False)
+
+        dom.live = with_device(dom.live, live)
+        dom.record(entry.evolve(state=EntryState.ATTACHED))
+        stack.pop_all()
+    except BaseException as exc:
+        await _unwind(stack, exc, stage)
+        if isinstance(exc, Exception) and not _is_input_error(exc, stage):
+            raise HotplugError(
+                f"attaching {alias} failed at {stage}: {exc}", alias=alias, stage=stage
+            ) from exc
+        raise
+    log.info("domain %s: attached %s", dom.name, alias)
+    return live
+
+
+def _is_input_error(exc: Exception, stage: str) -> bool:
+    """Errors about the request itself, raised before any side effect, stay as they are."""
+    return stage == "reserve" and isinstance(exc, QctlError)
+
+
+async def _unwind(stack: contextlib.AsyncExitStack, error: BaseException, stage: str) -> None:
+    """Undo the steps on ``stack``, shielded; rollback failures become notes on ``error``."""
+    try:
+        await asyncio.shield(stack.aclose())
+    except Exception as failure:  # kept as a note: the original error wins
+        log.warning("rollback after failed %s: %s", stage, failure)
+        add_rollback_note(error, failure, stage)
+
+
+async def _close_fd_quietly(dom: Domain, name: str) -> None:
+    with contextlib.suppress(QMPCommandError):
+        await dom.monitor.close_fd(name)
+
+
+async def _netdev_del_quietly(dom: Domain, netdev: str) -> None:
+    try:
+        await dom.monitor.netdev_del(netdev)
+    except QMPCommandError as exc:
+        if not is_not_found(exc):
+            raise
+
+
+async def _unplug_half_attached(dom: Domain, alias: str) -> None:
+    """Undo a ``device_add`` whose outcome may be unknown (cancelled, or set_link failed)."""
+    if alias not in await dom.monitor.peripherals():
+        return
+    removed = dom.expect_unplug(alias)
+    try:
+        await dom.monitor.device_del(alias)
+        async with asyncio.timeout(_ROLLBACK_UNPLUG_TIMEOUT):
+            await removed
+    finally:
+        dom.stop_expecting(alias)
+
+
+async def device_removed(dom: Domain, entry: LedgerEntry) -> None:
+    """Finish the books of a device QEMU no longer has: free every host resource it held.
+
+    Safe to call more than once and after a crash: each release tolerates "already gone".
+    """
+    if entry.netdev_id is not None and entry.kind is DeviceKind.INTERFACE:
+        await _netdev_del_quietly(dom, entry.netdev_id)
+    for name in entry.fd_names:
+        await _close_fd_quietly(dom, name)
+    await dom.release_host_resources(entry)
+    dom.live = without_device(dom.live, entry.alias)
+    dom.forget(entry.alias)
+    log.info("domain %s: %s removed", dom.name, entry.alias)
+
+
+def device_kind(device: InterfaceDef | HostdevDef) -> DeviceKind:
+    """The ledger kind of a device definition."""
+    if isinstance(device, HostdevDef):
+        return DeviceKind.HOSTDEV
+    if device.type is InterfaceType.HOSTDEV:
+        return DeviceKind.HOSTDEV_INTERFACE
+    return DeviceKind.INTERFACE

@@ -1,0 +1,260 @@
+"""Starting QEMU for a domain, as one transaction.
+
+Steps, each pushing its undo on an ``AsyncExitStack``:
+
+1. plan the domain against the capabilities and build the command line once with dummy
+   fds, so a configuration that cannot be built is refused before the host is touched;
+2. the state directory (refused when a status file says the domain runs), under its lock;
+3. taps and vhost-net fds for every NIC (:mod:`qctl.qemu.prepare`);
+4. a listening monitor socket, passed to QEMU as an fd: qctl can connect at once, and a
+   QEMU that dies early is noticed as the connection failing;
+5. QEMU itself, paused (``-S``), inheriting only those fds;
+6. the monitor connection; ``set_link`` for links that start down;
+7. the status file (live XML + ledger), then ``cont``.
+
+A failure anywhere unwinds exactly the steps done, shielded from cancellation; the original
+error is raised, rollback failures attached to it as notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from qctl.caps import QEMUCaps
+from qctl.conf import DomainDef, HostdevDef, InterfaceType, LinkState
+from qctl.errors import StateError, add_rollback_note
+from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink
+from qctl.qemu.command import build_command
+from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
+from qctl.qemu.monitor import Monitor
+from qctl.qemu.network import NetworkStore
+from qctl.qemu.nic import NICResources
+from qctl.qemu.placement import netdev_id
+from qctl.qemu.plan import features_from_caps, plan
+from qctl.qemu.prepare import PreparedHost, prepare_interfaces
+from qctl.qemu.process import QEMUProcess
+from qctl.qemu.state import DomainDir, FileLock, StateRoot
+from qctl.qemu.status import Status, write_status
+from qctl.qmp import QMPClient, connect_qmp
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "LOCK_TIMEOUT",
+    "HostPaths",
+    "Launched",
+    "launch",
+    "take_lock",
+    "unwind",
+]
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class HostPaths:
+    """Device nodes and trees the host side opens; tests point them elsewhere."""
+
+    tun: str = TUN_PATH
+    vhost_net: str = VHOST_NET_PATH
+    sysfs: str = "/sys"
+
+
+@dataclass(slots=True)
+class Launched:
+    """A started domain: its state directory, process, monitor connection and status."""
+
+    directory: DomainDir
+    process: QEMUProcess
+    client: QMPClient
+    status: Status
+
+
+async def take_lock(directory: DomainDir) -> FileLock:
+    """The domain's file lock, waiting at most LOCK_TIMEOUT seconds."""
+    try:
+        async with asyncio.timeout(LOCK_TIMEOUT):
+            return await directory.lock()
+    except TimeoutError:
+        raise StateError(
+            f"domain {directory.name!r} is busy: another qctl process holds its lock"
+        ) from None
+
+
+async def unwind(stack: contextlib.AsyncExitStack, error: BaseException, step: str) -> None:
+    """Run every pushed undo, shielded from cancellation; failures become notes on ``error``."""
+    try:
+        await asyncio.shield(stack.aclose())
+    except Exception as failure:  # kept as a note: the original error wins
+        log.warning("rollback after failed %s: %s", step, failure)
+        add_rollback_note(error, failure, step)
+
+
+def initial_ledger(domain: DomainDef, prepared: PreparedHost) -> Ledger:
+    """The ledger of a freshly started domain: every NIC and host device, attached."""
+    ledger = Ledger()
+    for iface in domain.interfaces:
+        assert iface.alias is not None
+        hostdev = iface.type is InterfaceType.HOSTDEV
+        nic = prepared.nics.get(iface.alias)
+        ledger.put(
+            LedgerEntry(
+                alias=iface.alias,
+                kind=DeviceKind.HOSTDEV_INTERFACE if hostdev else DeviceKind.INTERFACE,
+                state=EntryState.ATTACHED,
+                netdev_id=None if hostdev else netdev_id(iface.alias),
+                tap=nic.tap_name if nic else None,
+                guest_address=str(iface.address) if iface.address else None,
+                host_device=str(iface.source.pci) if hostdev and iface.source else None,
+            )
+        )
+    for dev in domain.hostdevs:
+        ledger.put(hostdev_entry(dev, EntryState.ATTACHED))
+    return ledger
+
+
+def hostdev_entry(dev: HostdevDef, state: EntryState) -> LedgerEntry:
+    """The ledger entry of a ``<hostdev>``."""
+    assert dev.alias is not None
+    return LedgerEntry(
+        alias=dev.alias,
+        kind=DeviceKind.HOSTDEV,
+        state=state,
+        guest_address=str(dev.address) if dev.address else None,
+        host_device=str(dev.source),
+    )
+
+
+def _listen(path: Path) -> socket.socket:
+    """A listening UNIX socket (0600) for QEMU's monitor."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_started(directory: DomainDir, process: QEMUProcess) -> QMPClient:
+    """Connect to a QEMU we just started, or report why it exited instead.
+
+    When QEMU dies during start-up the connection fails too; its exit status and stderr
+    say why, so they win over the connection error.
+    """
+    connecting = asyncio.ensure_future(connect_qmp(directory.qmp_socket, timeout=CONNECT_TIMEOUT))
+    exited = asyncio.ensure_future(process.wait())
+    try:
+        done, _ = await asyncio.wait({connecting, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if connecting in done and connecting.exception() is None:
+            return connecting.result()
+        if exited not in done:
+            # The connection failed while QEMU still looked alive: give it a moment to exit.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(exited)
+        if exited.done():
+            raise process.failure("QEMU exited during start-up")
+        return connecting.result()
+    finally:
+        exited.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+
+
+async def launch(
+    defn: DomainDef,
+    caps: QEMUCaps,
+    binary: str,
+    root: StateRoot,
+    netlink: LinkControl | None,
+    host_paths: HostPaths,
+) -> Launched:
+    """Start ``defn`` (see the module for the steps); nothing is left behind on failure."""
+    planned = plan(defn, caps)
+    features = features_from_caps(caps)
+    dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
+    build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
+
+    root.ensure()
+    directory = root.domain(planned.name)
+    lock = await take_lock(directory)
+    stack = contextlib.AsyncExitStack()
+    own_link: Netlink | None = None
+    try:
+        if directory.status_file.exists():
+            raise StateError(f"domain {planned.name!r} is already running")
+        stack.callback(directory.remove)
+        link: LinkControl
+        if netlink is None:
+            link = own_link = Netlink()
+            stack.push_async_callback(own_link.aclose)
+        else:
+            link = netlink
+        prepared = await prepare_interfaces(
+            planned,
+            stack,
+            netlink=link,
+            networks=NetworkStore(root).get,
+            tun_path=host_paths.tun,
+            vhost_path=host_paths.vhost_net,
+        )
+        listener = _listen(directory.qmp_socket)
+        stack.callback(listener.close)
+        nics = {
+            alias: NICResources(
+                tap_fds=tuple(str(fd) for fd in nic.tap_fds),
+                vhost_fds=tuple(str(fd) for fd in nic.vhost_fds),
+                tap_name=nic.tap_name,
+            )
+            for alias, nic in prepared.nics.items()
+        }
+        argv = build_command(
+            prepared.domain, features, nics, binary=binary, monitor=f"fd={listener.fileno()}"
+        )
+        log.debug("starting %s: %s", planned.name, " ".join(argv))
+        process = await QEMUProcess.spawn(
+            argv, log_path=directory.log_file, pass_fds=[*prepared.fds, listener.fileno()]
+        )
+        stack.push_async_callback(process.stop, 1.0)
+        listener.close()
+        client = await connect_started(directory, process)
+        stack.push_async_callback(client.aclose)
+        monitor = Monitor(client)
+        for iface in prepared.domain.interfaces:
+            if iface.link_state is LinkState.DOWN and iface.alias:
+                await monitor.set_link(iface.alias, False)
+        status = Status(
+            identity=process.identity,
+            binary=binary,
+            config=defn,
+            live=prepared.domain,
+            ledger=initial_ledger(prepared.domain, prepared),
+        )
+        write_status(directory, status)
+        await monitor.resume()
+        prepared.release_fds()
+        stack.pop_all()
+    except BaseException as exc:
+        await unwind(stack, exc, "start")
+        raise
+    finally:
+        lock.release()
+    if own_link is not None:
+        await own_link.aclose()
+    log.info("started %s (pid %d)", planned.name, process.pid)
+    return Launched(directory, process, client, status)

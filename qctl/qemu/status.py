@@ -1,0 +1,65 @@
+"""The status file: what a later qctl process needs to take over a running domain.
+
+It holds the QEMU process's identity (pid and start time), the binary, the definition as
+given and the live XML, and the ledger. :func:`write_status` replaces it atomically;
+:func:`read_status` rebuilds the values or raises :class:`StateError` naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qctl.conf import DomainDef, format_xml, parse_domain
+from qctl.errors import QctlError, StateError
+from qctl.qemu.ledger import Ledger
+from qctl.qemu.process import ProcessIdentity
+from qctl.qemu.state import DomainDir
+
+__all__ = ["STATUS_VERSION", "Status", "read_status", "write_status"]
+
+STATUS_VERSION = 1
+
+
+@dataclass(slots=True)
+class Status:
+    """The content of a domain's status file."""
+
+    identity: ProcessIdentity
+    binary: str
+    config: DomainDef
+    live: DomainDef
+    ledger: Ledger
+
+
+def write_status(directory: DomainDir, status: Status) -> None:
+    """Atomically replace the domain's status file."""
+    directory.write_status(
+        {
+            "version": STATUS_VERSION,
+            "name": status.live.name,
+            "pid": status.identity.pid,
+            "start_time": status.identity.start_time,
+            "binary": status.binary,
+            "config_xml": format_xml(status.config),
+            "live_xml": format_xml(status.live),
+            "ledger": status.ledger.to_json(),
+        }
+    )
+
+
+def read_status(directory: DomainDir) -> Status:
+    """The domain's status; StateError when the file is missing or damaged."""
+    data = directory.read_status()
+    source = str(directory.status_file)
+    try:
+        if data.get("version") != STATUS_VERSION:
+            raise ValueError(f"unknown status version {data.get('version')!r}")
+        return Status(
+            identity=ProcessIdentity(int(data["pid"]), int(data["start_time"])),
+            binary=str(data["binary"]),
+            config=parse_domain(data["config_xml"], source=source),
+            live=parse_domain(data["live_xml"], source=source, live=True),
+            ledger=Ledger.from_json(data["ledger"]),
+        )
+    except (KeyError, TypeError, ValueError, QctlError) as exc:
+        raise StateError(f"status file {source} is damaged: {exc}") from exc

@@ -1,0 +1,175 @@
+"""Hot-plug and unplug on the real QEMU with the bundled guest (TCG, private netns).
+
+Each NIC type is attached and seen by the guest with its MAC, then detached: DEVICE_DELETED,
+the guest no longer reports it, the tap is gone and the ledger holds only what it held
+before. Also: two detaches at once, a detach that returns "pending" and is finished by the
+late event, and QEMU's "device not found" taken as already gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from support import guest_domain_xml, unique, wait_for_nics
+
+from qctl import DetachResult, Domain, parse_domain, parse_network
+from qctl.host import Netlink
+from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
+
+pytestmark = [pytest.mark.qemu, pytest.mark.guest]
+
+BOOT_TIMEOUT = 90.0
+SEEN_TIMEOUT = 30.0
+SPARE_PORTS = "\n".join(
+    f"    <controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 5)
+)
+
+
+async def _links(netlink: Netlink) -> set[str]:
+    return {link.name for link in await netlink.list_links()}
+
+
+@pytest.fixture
+async def guest(
+    guest_paths: tuple[Path, Path], tmp_path: Path, netlink: Netlink
+) -> AsyncIterator[tuple[Domain, Path]]:
+    """A booted guest with no NIC and four empty root ports; stopped afterwards."""
+    console = tmp_path / "serial.log"
+    defn = parse_domain(guest_domain_xml(unique("hp"), SPARE_PORTS, console=console))
+    dom = await Domain.start(defn, state_root=tmp_path / "state", netlink=netlink)
+    try:
+        async with asyncio.timeout(BOOT_TIMEOUT):
+            await wait_for_nics(console, lambda nics: nics == {})
+        yield dom, console
+    finally:
+        await dom.stop(force=True)
+
+
+async def _attach_and_see(dom: Domain, console: Path, xml: str, mac: str) -> str:
+    live = await dom.attach_device(xml)
+    assert live.alias is not None
+    async with asyncio.timeout(SEEN_TIMEOUT):
+        await wait_for_nics(console, lambda nics: mac in nics)
+    return live.alias
+
+
+@pytest.mark.parametrize("kind", ["bridge", "user", "ethernet", "network"])
+async def test_attach_then_detach_each_type(
+    guest: tuple[Domain, Path],
+    bridge: Callable[..., Awaitable[str]],
+    netlink: Netlink,
+    kind: str,
+) -> None:
+    dom, console = guest
+    br = await bridge()
+    mac = "52:54:00:20:00:01"
+    source = {
+        "bridge": f"<source bridge='{br}'/>",
+        "network": "<source network='lan'/>",
+    }.get(kind, "")
+    if kind == "network":
+        dom.networks.define(
+            parse_network(
+                f"<network><name>lan</name><forward mode='bridge'/><bridge name='{br}'/></network>"
+            )
+        )
+    xml = (
+        f"<interface type='{kind}'><mac address='{mac}'/>{source}<model type='virtio'/></interface>"
+    )
+    alias = await _attach_and_see(dom, console, xml, mac)
+    entry = dom.ledger.get(alias)
+    assert entry is not None and entry.state == "attached"
+    tap = entry.tap
+    if kind == "user":
+        assert tap is None
+    else:
+        assert tap is not None and tap in await _links(netlink)
+        link = await netlink.get_link(tap)
+        assert link is not None
+        assert link.master == (br if kind in ("bridge", "network") else None)
+    assert alias in dom.xml()
+
+    assert await dom.detach_device(alias) is DetachResult.DETACHED
+    async with asyncio.timeout(SEEN_TIMEOUT):
+        await wait_for_nics(console, lambda nics: mac not in nics)
+    assert len(dom.ledger) == 0
+    assert alias not in dom.xml()
+    assert alias not in await dom.monitor.peripherals()
+    assert f"host{alias}" not in await dom.monitor.netdevs()
+    if tap is not None:
+        assert tap not in await _links(netlink)
+
+
+async def test_two_nics_detached_concurrently(
+    guest: tuple[Domain, Path], bridge: Callable[..., Awaitable[str]], netlink: Netlink
+) -> None:
+    dom, console = guest
+    br = await bridge()
+    macs = ["52:54:00:20:01:01", "52:54:00:20:01:02"]
+    aliases = []
+    for mac in macs:
+        xml = (
+            f"<interface type='bridge'><mac address='{mac}'/><source bridge='{br}'/>"
+            "<model type='virtio'/></interface>"
+        )
+        aliases.append(await _attach_and_see(dom, console, xml, mac))
+    taps = {e.tap for e in dom.ledger}
+    results = await asyncio.gather(*(dom.detach_device(a) for a in aliases))
+    assert results == [DetachResult.DETACHED, DetachResult.DETACHED]
+    async with asyncio.timeout(SEEN_TIMEOUT):
+        await wait_for_nics(console, lambda nics: nics == {})
+    assert len(dom.ledger) == 0
+    assert not taps & await _links(netlink)
+
+
+async def test_pending_detach_is_finished_by_the_late_event(
+    guest: tuple[Domain, Path], netlink: Netlink
+) -> None:
+    dom, console = guest
+    mac = "52:54:00:20:02:01"
+    alias = await _attach_and_see(
+        dom,
+        console,
+        f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
+        mac,
+    )
+    tap = dom.ledger.get(alias).tap  # type: ignore[union-attr]
+    with dom.events() as events:
+        assert await dom.detach_device(alias, wait=0) is DetachResult.PENDING
+        entry = dom.ledger.get(alias)
+        assert entry is not None and entry.state == "detaching"
+        assert alias in dom.xml()
+        async with asyncio.timeout(SEEN_TIMEOUT):
+            async for event in events:
+                if getattr(event, "alias", None) == alias:
+                    break
+        # The late event finishes the job in the background.
+        async with asyncio.timeout(SEEN_TIMEOUT):
+            while dom.ledger.get(alias) is not None:
+                await asyncio.sleep(0.05)
+    assert alias not in dom.xml()
+    assert tap not in await _links(netlink)
+    async with asyncio.timeout(SEEN_TIMEOUT):
+        await wait_for_nics(console, lambda nics: mac not in nics)
+
+
+async def test_device_qemu_no_longer_has_is_taken_as_gone(
+    guest: tuple[Domain, Path], netlink: Netlink
+) -> None:
+    dom, _ = guest
+    # The ledger claims a device QEMU does not have (as after a crash mid-way): QEMU's
+    # "device not found" for device_del means already gone, and the books are finished.
+    dom.record(
+        LedgerEntry(
+            alias="ua-ghost",
+            kind=DeviceKind.INTERFACE,
+            state=EntryState.ATTACHED,
+            netdev_id="hostua-ghost",
+        )
+    )
+    assert await dom.detach_device("ua-ghost") is DetachResult.DETACHED
+    assert dom.ledger.get("ua-ghost") is None
+    assert "ua-ghost" not in dom.directory.status_file.read_text()

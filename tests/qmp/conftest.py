@@ -1,0 +1,65 @@
+"""Fixtures of the QMP tests: a fake QMP server, and a real paused QEMU for fd passing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from fakeqmp import FakeQMPServer
+
+QEMU_BINARY = "qemu-system-x86_64"
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short private directory for UNIX sockets (paths are limited to 107 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="qctl-test-") as path:
+        yield path
+
+
+@pytest.fixture
+async def server(sockdir: str) -> AsyncIterator[FakeQMPServer]:
+    """A fake QMP server that answers ``echo`` with its arguments."""
+
+    async def echo(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"return": arguments}
+
+    async with FakeQMPServer(os.path.join(sockdir, "qmp.sock")) as fake:
+        fake.handlers["echo"] = echo
+        yield fake
+
+
+def socket_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+@pytest.fixture
+async def qemu(sockdir: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """A real QEMU, paused with machine 'none', and its QMP socket path."""
+    binary = shutil.which(QEMU_BINARY)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{QEMU_BINARY} not found (CI is set, so this is a failure)")
+        pytest.skip(f"{QEMU_BINARY} not found")
+    path = os.path.join(sockdir, "qemu.sock")
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-S", "-nodefaults", "-nographic", "-machine", "none",
+        "-qmp", f"unix:{path},server=on,wait=off",
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(10):
+            while not socket_exists(path):
+                assert proc.returncode is None, "QEMU exited at start"
+                await asyncio.sleep(0.005)
+        yield proc, path
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()

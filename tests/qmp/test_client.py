@@ -1,0 +1,211 @@
+"""QMPClient against the fake QMP server: connecting, commands, errors, timeouts, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+import pytest
+from fakeqmp import FakeQMPServer
+
+from qctl.errors import (
+    QMPCommandError,
+    QMPConnectionError,
+    QMPProtocolError,
+    QMPTimeoutError,
+)
+from qctl.qmp import QMPClient, connect_qmp
+
+
+async def never_answer(arguments: dict[str, Any]) -> None:
+    return None
+
+
+async def test_connect_negotiates_and_keeps_the_greeting(server: FakeQMPServer) -> None:
+    async with connect_qmp(server.path) as client:
+        assert client.connected
+        assert client.greeting["QMP"]["version"]["qemu"]["major"] == 7
+        assert client.greeting["QMP"]["capabilities"] == ["oob"]
+    assert server.received[0] == ("qmp_capabilities", {"enable": ["oob"]})
+    assert not client.connected
+
+
+async def test_connect_qmp_can_be_awaited_and_aclose_is_idempotent(
+    server: FakeQMPServer,
+) -> None:
+    client = await connect_qmp(server.path)
+    assert await client.execute("echo", {"a": 1}) == {"a": 1}
+    await client.aclose()
+    await client.aclose()
+    assert not client.connected
+
+
+async def test_execute_sends_arguments_and_returns_the_reply(server: FakeQMPServer) -> None:
+    async with connect_qmp(server.path) as client:
+        assert await client.execute("echo", {"id": "net0", "n": [1, 2]}) == {
+            "id": "net0",
+            "n": [1, 2],
+        }
+        assert await client.execute("echo") == {}
+    assert ("echo", {"id": "net0", "n": [1, 2]}) in server.received
+
+
+async def test_command_error_keeps_qemu_error_class_and_text(server: FakeQMPServer) -> None:
+    async with connect_qmp(server.path) as client:
+        with pytest.raises(QMPCommandError) as info:
+            await client.execute("device_del", {"id": "nope"})
+    error = info.value
+    assert (error.command, error.error_class) == ("device_del", "CommandNotFound")
+    assert error.desc == "The command device_del has not been found"
+    assert str(error) == "device_del: CommandNotFound: The command device_del has not been found"
+
+
+async def test_timeout_is_typed_and_the_client_stays_usable(server: FakeQMPServer) -> None:
+    server.handlers["hang"] = never_answer
+    async with connect_qmp(server.path) as client:
+        with pytest.raises(QMPTimeoutError, match=r"hang: no reply from QEMU within 0\.05s"):
+            await client.execute("hang", timeout=0.05)
+        assert await client.execute("echo", {"still": "here"}) == {"still": "here"}
+
+
+async def test_concurrent_commands_each_get_their_own_reply(server: FakeQMPServer) -> None:
+    async def slow_echo(arguments: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.001 * (20 - arguments["n"]))  # answer in reverse order
+        return {"return": arguments}
+
+    server.handlers["slow-echo"] = slow_echo
+    async with connect_qmp(server.path) as client:
+        replies = await asyncio.gather(*(client.execute("slow-echo", {"n": n}) for n in range(20)))
+    assert replies == [{"n": n} for n in range(20)]
+
+
+async def test_missing_socket_is_a_connection_error(sockdir: str) -> None:
+    with pytest.raises(QMPConnectionError, match="No such file or directory"):
+        await connect_qmp(os.path.join(sockdir, "absent.sock"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "message"),
+    [
+        ("garbage", QMPProtocolError, "does not speak QMP"),
+        ("hangup", QMPConnectionError, "closed before the QMP handshake"),
+        ("silent", QMPTimeoutError, "no QMP greeting within 0.2s"),
+    ],
+)
+async def test_peer_that_is_not_a_qmp_server(
+    sockdir: str, mode: str, error: type[Exception], message: str
+) -> None:
+    async with FakeQMPServer(os.path.join(sockdir, "bad.sock"), mode=mode) as bad:
+        with pytest.raises(error, match=message):
+            await connect_qmp(bad.path, timeout=0.2)
+
+
+async def test_failed_connect_logs_nothing_above_debug(
+    sockdir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with FakeQMPServer(os.path.join(sockdir, "bad.sock"), mode="garbage") as bad:
+        with pytest.raises(QMPProtocolError):
+            await connect_qmp(bad.path)
+    assert any(r.name.startswith("qctl.qmp.wire") for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG] == []
+
+
+async def test_connection_lost_before_the_reply(server: FakeQMPServer) -> None:
+    async def crash(arguments: dict[str, Any]) -> None:
+        await server.drop_connections()
+
+    server.handlers["crash"] = crash
+    async with connect_qmp(server.path) as client:
+        with pytest.raises(QMPConnectionError, match=r"crash: .*closed the connection"):
+            await client.execute("crash")
+        assert not client.connected
+        with pytest.raises(QMPConnectionError, match="closed"):
+            await client.execute("echo")
+
+
+async def test_malformed_reply_is_a_protocol_error(server: FakeQMPServer) -> None:
+    async def nonsense(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"neither": "return nor error"}
+
+    server.handlers["nonsense"] = nonsense
+    async with connect_qmp(server.path) as client:
+        with pytest.raises(QMPProtocolError, match="nonsense: malformed reply"):
+            await client.execute("nonsense")
+
+
+async def test_quit_closes_cleanly(server: FakeQMPServer) -> None:
+    async with connect_qmp(server.path) as client:
+        await client.quit()
+        assert not client.connected
+        assert server.quit_requested.is_set()
+        with pytest.raises(QMPConnectionError):
+            await client.execute("echo")
+
+
+async def test_quit_when_qemu_exits_before_replying(server: FakeQMPServer) -> None:
+    async def exit_at_once(arguments: dict[str, Any]) -> None:
+        await server.drop_connections()
+
+    server.handlers["quit"] = exit_at_once
+    async with connect_qmp(server.path) as client:
+        await client.quit()
+        assert not client.connected
+
+
+async def test_quit_on_a_closed_client_is_an_error(server: FakeQMPServer) -> None:
+    client = await connect_qmp(server.path)
+    await client.aclose()
+    with pytest.raises(QMPConnectionError):
+        await client.quit()
+
+
+async def test_an_already_connected_socket_is_owned_by_the_client(
+    server: FakeQMPServer,
+) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(server.path)
+    async with connect_qmp(sock) as client:
+        assert await client.execute("echo", {"x": 1}) == {"x": 1}
+    assert sock.fileno() == -1
+
+
+async def test_socket_of_a_failed_connect_is_closed(sockdir: str) -> None:
+    async with FakeQMPServer(os.path.join(sockdir, "bad.sock"), mode="garbage") as bad:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(bad.path)
+        with pytest.raises(QMPProtocolError):
+            await connect_qmp(sock)
+    assert sock.fileno() == -1
+
+
+async def test_cancelled_execute_raises_cancelled_error(server: FakeQMPServer) -> None:
+    arrived = asyncio.Event()
+
+    async def hang(arguments: dict[str, Any]) -> None:
+        arrived.set()
+
+    server.handlers["hang"] = hang
+    async with connect_qmp(server.path) as client:
+        task = asyncio.create_task(client.execute("hang", timeout=None))
+        await arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await client.execute("echo", {"ok": True}) == {"ok": True}
+
+
+async def test_a_client_connects_only_once(server: FakeQMPServer) -> None:
+    async with connect_qmp(server.path) as client:
+        with pytest.raises(QMPConnectionError, match="connects once"):
+            await client.connect(server.path)
+
+
+async def test_unconnected_client_refuses_commands() -> None:
+    client = QMPClient(name="idle")
+    with pytest.raises(QMPConnectionError, match="not connected"):
+        await client.execute("query-status")
+    await client.aclose()

@@ -1,0 +1,132 @@
+"""Helpers shared by the test suites (plain functions; the fixtures are in conftest.py).
+
+``tests/`` is on ``sys.path`` (pytest puts the root conftest's folder there), so suites
+import this as ``support``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+QEMU_BINARY = "qemu-system-x86_64"
+
+_counter = itertools.count()
+
+
+def missing(what: str) -> NoReturn:
+    """Skip for a missing prerequisite, or fail under CI (env ``CI`` set), which must have it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(what)
+
+
+def in_private_netns() -> bool:
+    """Whether this process's network namespace is not the host's initial one.
+
+    Compares namespace inodes with pid 1's, and with kthreadd's (pid 2 on a host: kernel
+    threads always live in the initial namespace), since some sandboxes hide pid 1 even from
+    root. If neither can be inspected, falls back on what a namespace fresh from
+    ``unshare --net`` looks like before any test ran in it: nothing but the loopback device.
+    """
+    ours = os.stat("/proc/self/ns/net").st_ino
+    references = []
+    for pid in (1, 2):
+        if pid == 2 and not _is_kthreadd(pid):
+            continue
+        try:
+            references.append(os.stat(f"/proc/{pid}/ns/net").st_ino)
+        except OSError:
+            continue
+    if references:
+        return ours not in references
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _is_kthreadd(pid: int) -> bool:
+    """Whether ``pid`` is the kernel's thread daemon (not so inside a pid namespace)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "kthreadd"
+    except OSError:
+        return False
+
+
+def open_fd_count() -> int:
+    """How many fds this process has open (to prove nothing leaked)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def unique(prefix: str) -> str:
+    """An interface name not used by any other test of this run (``prefix`` ≤ 9 chars)."""
+    return f"{prefix}{os.getpid() % 1000}x{next(_counter)}"
+
+
+def guest_dir() -> Path:
+    """The directory scripts/build-guest writes the test guest to."""
+    env = os.environ.get("QCTL_GUEST_DIR")
+    return Path(env) if env else REPO_ROOT / ".cache" / "guest"
+
+
+NICS_RE = re.compile(r"^QCTL-NICS:(.*)$", re.MULTILINE)
+
+
+def guest_nics(console: Path) -> dict[str, tuple[str, str]] | None:
+    """The guest's latest interface report from its serial log: {mac: (name, driver)}."""
+    try:
+        reports = NICS_RE.findall(console.read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    if not reports:
+        return None
+    nics = {}
+    for entry in reports[-1].split():
+        name, driver, mac = entry.split(",")
+        nics[mac] = (name, driver)
+    return nics
+
+
+async def wait_for_nics(
+    console: Path, predicate: Callable[[dict[str, tuple[str, str]]], bool]
+) -> dict[str, tuple[str, str]]:
+    """Wait until the guest's latest NIC report satisfies ``predicate``.
+
+    Bound the wait with ``asyncio.timeout()`` at the call site.
+    """
+    while True:
+        nics = guest_nics(console)
+        if nics is not None and predicate(nics):
+            return nics
+        await asyncio.sleep(0.1)
+
+
+def guest_domain_xml(
+    name: str, devices: str, *, console: Path, machine: str = "q35", kernel: Path | None = None
+) -> str:
+    """A TCG domain booting the bundled guest, with ``devices`` (XML) and a serial log."""
+    base = guest_dir()
+    kernel = kernel or (base / "vmlinux" if (base / "vmlinux").is_file() else base / "vmlinuz")
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='{machine}'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{base / "initrd.img"}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
+  </os>
+  <devices>
+    <serial type='file'><source path='{console}'/></serial>
+{devices}
+  </devices>
+</domain>
+"""
