@@ -108,6 +108,14 @@ async def wait_for_nics(
         await asyncio.sleep(0.1)
 
 
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` every 50 ms until it holds; bound it with ``asyncio.timeout()``."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
 def guest_domain_xml(
     name: str, devices: str, *, console: Path, machine: str = "q35", kernel: Path | None = None
 ) -> str:

@@ -8,8 +8,9 @@ kernel and the presence of ``/dev/kvm`` are all unchanged. Host facts
 (:mod:`~qctl.caps.hostfact`) are not cached: every lookup finds them afresh.
 
 Writes are atomic (temporary file in the same directory, fsync, rename), so processes
-sharing the cache never see half an entry; the last writer wins. Within one process,
-concurrent lookups of the same binary through one :class:`CapsCache` share a single probe.
+sharing the cache never see half an entry; the last writer wins. Within one process (one
+event loop), concurrent lookups of the same binary in the same cache directory share a single
+probe, whichever :class:`CapsCache` objects they go through.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import json
 import logging
 import os
 import tempfile
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
 from qctl.caps.hostfact import TUN_PATH, VHOST_NET_PATH, host_facts
-from qctl.caps.model import QEMUCaps
+from qctl.caps.model import HostFacts, QEMUCaps
 from qctl.caps.probe import PROBE_TIMEOUT, probe, resolve_binary
 from qctl.errors import ProcessError, QctlError
 
@@ -71,13 +73,20 @@ class _Shared:
     waiters: int = 0
 
 
+# Probes in flight, per event loop, by cache entry file.
+_IN_FLIGHT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, _Shared]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class CapsCache:
     """Cached capabilities of QEMU binaries; ``await cache.get(binary)``.
 
     ``directory`` defaults to :func:`default_cache_dir`; ``timeout`` bounds each probe.
     The other parameters replace what the fingerprint and host facts would otherwise read
     from this host (qctl's installed version, ``os.uname()``, device node paths), for tests.
-    Use one instance per process so concurrent lookups share probes.
+    Instances are cheap: concurrent lookups share probes across them (the first lookup's
+    timeout then applies to all).
     """
 
     def __init__(
@@ -98,7 +107,6 @@ class CapsCache:
         self._kvm_path = kvm_path
         self._vhost_net_path = vhost_net_path
         self._tun_path = tun_path
-        self._shared: dict[str, _Shared] = {}
 
     def __repr__(self) -> str:
         return f"<CapsCache {self.directory}>"
@@ -143,9 +151,8 @@ class CapsCache:
                 return cached
         return await self._join(fingerprint)
 
-    def _host_data(self) -> dict[str, bool]:
-        facts = host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)
-        return {"vhost_net": facts.vhost_net, "tun": facts.tun}
+    def _host_facts(self) -> HostFacts:
+        return host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)
 
     def _load(self, fingerprint: Fingerprint) -> QEMUCaps | None:
         """The cached caps if the entry exists, is whole and matches ``fingerprint``."""
@@ -164,7 +171,8 @@ class CapsCache:
             if entry["fingerprint"] != dataclasses.asdict(fingerprint):
                 return None
             data = entry["caps"]
-            data["host"] = self._host_data()  # host facts are always fresh
+            facts = self._host_facts()  # host facts are always fresh
+            data["host"] = {"vhost_net": facts.vhost_net, "tun": facts.tun}
             return QEMUCaps.from_dict(data)
         except (ValueError, KeyError, TypeError) as exc:
             _log.debug("ignoring damaged capabilities cache entry %s: %s", path, exc)
@@ -176,15 +184,16 @@ class CapsCache:
         A lookup that is cancelled leaves the probe to the others waiting; the last one
         cancelled cancels the probe (which then stops QEMU and cleans up).
         """
-        key = fingerprint.binary
-        shared = self._shared.get(key)
+        in_flight = _IN_FLIGHT.setdefault(asyncio.get_running_loop(), {})
+        key = self._entry_file(fingerprint.binary)
+        shared = in_flight.get(key)
         if shared is None or shared.fingerprint != fingerprint:
             task = asyncio.create_task(self._probe_and_store(fingerprint), name=f"probe {key}")
-            shared = self._shared[key] = _Shared(task, fingerprint)
-            task.add_done_callback(functools.partial(self._forget, key, shared))
+            shared = in_flight[key] = _Shared(task, fingerprint)
+            task.add_done_callback(functools.partial(_forget, in_flight, key, shared))
         shared.waiters += 1
         try:
-            return await asyncio.shield(shared.task)
+            caps = await asyncio.shield(shared.task)
         except asyncio.CancelledError:
             if shared.waiters == 1 and not shared.task.done():
                 shared.task.cancel()
@@ -192,14 +201,11 @@ class CapsCache:
             raise
         finally:
             shared.waiters -= 1
-
-    def _forget(self, key: str, done: _Shared, _task: object) -> None:
-        if self._shared.get(key) is done:
-            del self._shared[key]
+        facts = self._host_facts()  # the probe may have been started by another cache object
+        return caps if caps.host == facts else dataclasses.replace(caps, host=facts)
 
     async def _probe_and_store(self, fingerprint: Fingerprint) -> QEMUCaps:
-        host = host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)
-        caps = await probe(fingerprint.binary, timeout=self.timeout, host=host)
+        caps = await probe(fingerprint.binary, timeout=self.timeout, host=self._host_facts())
         try:
             await asyncio.to_thread(self._store, fingerprint, caps)
         except OSError as exc:
@@ -227,6 +233,12 @@ class CapsCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
+
+
+def _forget(in_flight: dict[Path, _Shared], key: Path, done: _Shared, _task: object) -> None:
+    """Drop a finished probe from the in-flight table (unless a newer one replaced it)."""
+    if in_flight.get(key) is done:
+        del in_flight[key]
 
 
 async def probe_many(

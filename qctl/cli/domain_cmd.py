@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 from typing import Any
 
 from qctl import Domain, DomainDef, StateError, ValidationError, load
@@ -31,6 +32,14 @@ def register(sub: Any) -> None:
     )
     add_state_dir(stop)
     stop.set_defaults(func=_stop)
+
+    argv = sub.add_parser(
+        "domxml-to-argv", help="the QEMU command line a domain would start with (dry run)"
+    )
+    argv.add_argument("file", metavar="FILE.xml")
+    add_state_dir(argv)
+    add_json(argv)
+    argv.set_defaults(func=_domxml_to_argv)
 
     dumpxml = sub.add_parser("dumpxml", help="a running domain's XML")
     dumpxml.add_argument("name")
@@ -103,3 +112,25 @@ def _dumpxml(args: argparse.Namespace) -> int:
 
     print(asyncio.run(run()), end="")
     return 0
+
+
+def _domxml_to_argv(args: argparse.Namespace) -> int:
+    defn = _load_domain(args.file)
+    argv = asyncio.run(Domain.command_line(defn, state_root=args.state_dir))
+    if args.json:
+        print_json(argv)
+    else:
+        print(" \\\n".join(_argv_lines(argv)))
+    return 0
+
+
+def _argv_lines(argv: list[str]) -> list[str]:
+    """The argv as shell lines: the binary, then each option with its value, if any."""
+    lines = [shlex.quote(argv[0])]
+    rest = argv[1:]
+    while rest:
+        arg = rest.pop(0)
+        if rest and not rest[0].startswith("-"):
+            arg = f"{arg} {shlex.quote(rest.pop(0))}"
+        lines.append(arg)
+    return lines

@@ -112,8 +112,7 @@ def list_vfs(pf: str, *, sysfs: Sysfs | None = None) -> list[VirtualFunction]:
     sysfs = sysfs or Sysfs()
     device = _pf_device(pf, sysfs)
     return [
-        VirtualFunction(pf=pf, index=index, address=address)
-        for index, address in device.virtfns()
+        VirtualFunction(pf=pf, index=index, address=address) for index, address in device.virtfns()
     ]
 
 
@@ -213,4 +212,3 @@ async def restore_vf_config(saved: SavedVFConfig, netlink: LinkControl) -> None:
             add_rollback_note(error, exc, f"restoring the VLAN of VF {saved.vf} of {saved.pf}")
     if error is not None:
         raise error
-

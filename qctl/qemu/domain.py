@@ -43,6 +43,7 @@ from qctl.conf import (
 from qctl.errors import HotplugError, QMPCommandError, QMPError, StateError
 from qctl.host import LinkControl, Netlink
 from qctl.qemu.command import Features
+from qctl.qemu.dryrun import dry_run_argv
 from qctl.qemu.events import DeviceAdded, DeviceRemoved, DomainEvent, EventStream, from_qmp
 from qctl.qemu.hotplug import (
     DEFAULT_DETACH_TIMEOUT,
@@ -78,6 +79,11 @@ class DomainInfo:
     name: str
     pid: int | None
     running: bool
+
+
+def _binary_for(defn: DomainDef) -> str:
+    """The emulator: ``<emulator>``, else ``$QCTL_QEMU``, else qemu-system-x86_64 on PATH."""
+    return defn.devices.emulator or os.environ.get("QCTL_QEMU") or DEFAULT_BINARY
 
 
 def _root(state_root: StateRoot | Path | str | None) -> StateRoot:
@@ -209,7 +215,7 @@ class Domain:
         root = _root(state_root)
 
         async def opener() -> Domain:
-            binary = defn.devices.emulator or os.environ.get("QCTL_QEMU") or DEFAULT_BINARY
+            binary = _binary_for(defn)
             known = caps or await CapsCache().get(binary)
             started = await launch(defn, known, binary, root, netlink, host_paths)
             return cls(
@@ -224,6 +230,23 @@ class Domain:
             )
 
         return _Opening(opener)
+
+    @staticmethod
+    async def command_line(
+        defn: DomainDef,
+        *,
+        caps: QEMUCaps | None = None,
+        state_root: StateRoot | Path | str | None = None,
+    ) -> list[str]:
+        """The argv :meth:`start` would run, built without touching the host (fds symbolic).
+
+        Like ``virsh domxml-to-native``: the vhost-net choice follows whether /dev/vhost-net
+        opens here, and ``type='network'`` NICs use the pools defined in ``state_root``.
+        """
+        binary = _binary_for(defn)
+        known = caps or await CapsCache().get(binary)
+        networks = NetworkStore(_root(state_root)).get
+        return dry_run_argv(defn, known, networks=networks, binary=binary)
 
     @classmethod
     def connect(
@@ -298,15 +321,18 @@ class Domain:
         return found
 
     # -- hot-plug ------------------------------------------------------------------------
-    async def attach_device(self, device: str | InterfaceDef | HostdevDef) -> InterfaceDef:
+    async def attach_device(
+        self, device: str | InterfaceDef | HostdevDef, *, source: str | None = None
+    ) -> InterfaceDef:
         """Hot-plug an ``<interface>`` (XML text or definition); returns its live definition.
 
         Validated against the live domain (duplicate MAC/alias, address in use) and this
-        QEMU's capabilities; any failure undoes exactly the steps done.
+        QEMU's capabilities; any failure undoes exactly the steps done. ``source`` names the
+        document in errors (a file name).
         """
-        defn = parse_device(device, source="<attach-device>") if isinstance(device, str) else device
+        defn = parse_device(device, source=source) if isinstance(device, str) else device
         async with self._job():
-            problems = validate_device(defn, self.live, live=True)
+            problems = validate_device(defn, self.live, live=True, source=source)
             if problems:
                 raise problems[0]
             if isinstance(defn, HostdevDef):

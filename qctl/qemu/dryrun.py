@@ -133,10 +133,11 @@ def dry_run(
     items: list[DeviceDef | RawXML] = []
     for item in planned.devices.items:
         if isinstance(item, InterfaceDef) and needs_tap(item):
-            assert item.alias is not None
-            item, nics[item.alias] = _simulate_interface(
+            alias = item.alias
+            assert alias is not None
+            item, nics[alias] = _simulate_interface(
                 item,
-                tap_name=tap_names[item.alias],
+                tap_name=tap_names[alias],
                 accel_is_kvm=accel_is_kvm,
                 vhost_net_available=available,
                 networks=lookup,

@@ -2,17 +2,20 @@
 
 Attach (an interface):
 
-    reserve  ledger entry ``attaching`` (alias, address, MAC) written to the status file
-    tap      tap on its bridge, vhost-net fds (see :mod:`qctl.qemu.prepare`)
-    getfd    each fd passed to QEMU by name
-    netdev   ``netdev_add`` (QEMU takes the named fds over)
-    device   ``device_add``
-    link     ``set_link`` down when ``<link state='down'/>``
+    tap         tap on its bridge, vhost-net fds (see :mod:`qctl.qemu.prepare`); then the
+                ledger entry ``attaching`` (alias, address, tap, the fd names to pass)
+    getfd       each fd passed to QEMU by name
+    netdev_add  QEMU takes the named fds over
+    device_add
+    set_link    down, when ``<link state='down'/>``
+    commit      the live XML gains the device, the entry becomes ``attached``
 
-Each step pushes its undo on an ``AsyncExitStack``; a failure (or cancellation) unwinds
-exactly the steps done, shielded from cancellation, and the caller sees the original error
-(inside a :class:`~qctl.errors.HotplugError` naming the device and the stage). If QEMU
-dies meanwhile, the domain's exit watcher releases what the ledger holds.
+The request is validated against the domain and the capabilities first, and those errors
+are raised as they are. Then each step pushes its undo on an ``AsyncExitStack``; a failure
+(or cancellation) unwinds exactly the steps done, shielded from cancellation, and the
+caller sees a :class:`~qctl.errors.HotplugError` naming the device and the stage, with the
+original error as its cause. If QEMU dies meanwhile, the domain's exit watcher releases
+what the ledger holds.
 
 Detach: ``device_del`` → DEVICE_DELETED → ``netdev_del`` → tap deleted → pool entry and VF
 config returned. The wait for the event holds no lock, so other devices and commands go on;
@@ -41,7 +44,7 @@ from qctl.conf import (
     RawXML,
     format_xml,
 )
-from qctl.errors import HotplugError, QctlError, QMPCommandError, add_rollback_note
+from qctl.errors import HotplugError, QMPCommandError, add_rollback_note
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.monitor import is_not_found
 from qctl.qemu.nic import NICResources, interface_device_props, netdev_props
@@ -121,12 +124,11 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
         device_xml=format_xml(placed),
     )
     stack = contextlib.AsyncExitStack()
-    stage = "reserve"
+    stage = "tap"
     try:
-        dom.record(entry)
-        stack.callback(dom.forget, alias)
-
-        stage = "tap"
+        # The tap is not persistent (it dies with the last fd), so a crash before the
+        # first ledger write leaks nothing; from then on the ledger names every fd and
+        # netdev QEMU may hold, and reconciliation can undo them.
         live, nic = await prepare_interface(
             placed,
             stack,
@@ -136,15 +138,16 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
             tun_path=dom.host_paths.tun,
             vhost_path=dom.host_paths.vhost_net,
         )
-        entry = entry.evolve(tap=nic.tap_name, device_xml=format_xml(live))
+        tap_names = [f"{alias}-tap{q}" for q in range(len(nic.tap_fds))]
+        vhost_names = [f"{alias}-vhost{q}" for q in range(len(nic.vhost_fds))]
+        entry = entry.evolve(
+            tap=nic.tap_name, fd_names=(*tap_names, *vhost_names), device_xml=format_xml(live)
+        )
         dom.record(entry)
+        stack.callback(dom.forget, alias)
 
         stage = "getfd"
         fd_stack = contextlib.AsyncExitStack()
-        tap_names = [f"{alias}-tap{q}" for q in range(len(nic.tap_fds))]
-        vhost_names = [f"{alias}-vhost{q}" for q in range(len(nic.vhost_fds))]
-        entry = entry.evolve(fd_names=(*tap_names, *vhost_names))
-        dom.record(entry)
         try:
             for name, fd in zip([*tap_names, *vhost_names], nic.fds, strict=True):
                 await dom.monitor.send_fd(name, fd)
@@ -158,17 +161,14 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
         except BaseException as exc:
             await _unwind(fd_stack, exc, stage)
             raise
-        # netdev_add consumed the named fds: nothing left to close in QEMU, and ours go.
+        # netdev_add took the named fds over: nothing is left to close in QEMU, and ours go.
         fd_stack.pop_all()
         nic.release_fds()
         stack.push_async_callback(_netdev_del_quietly, dom, netdev_id(alias))
-        entry = entry.evolve(fd_names=())
-        dom.record(entry)
 
         stage = "device_add"
-        features = dom.features
         stack.push_async_callback(_unplug_half_attached, dom, alias)
-        props = interface_device_props(dom.live, live, failover=features.failover)
+        props = interface_device_props(dom.live, live, failover=dom.features.failover)
         await dom.monitor.device_add(props)
 
         stage = "set_link"
@@ -176,22 +176,17 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
             await dom.monitor.set_link(alias, False)
 
         dom.live = with_device(dom.live, live)
-        dom.record(entry.evolve(state=EntryState.ATTACHED))
+        dom.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()))
         stack.pop_all()
     except BaseException as exc:
         await _unwind(stack, exc, stage)
-        if isinstance(exc, Exception) and not _is_input_error(exc, stage):
+        if isinstance(exc, Exception):
             raise HotplugError(
                 f"attaching {alias} failed at {stage}: {exc}", alias=alias, stage=stage
             ) from exc
         raise
     log.info("domain %s: attached %s", dom.name, alias)
     return live
-
-
-def _is_input_error(exc: Exception, stage: str) -> bool:
-    """Errors about the request itself, raised before any side effect, stay as they are."""
-    return stage == "reserve" and isinstance(exc, QctlError)
 
 
 async def _unwind(stack: contextlib.AsyncExitStack, error: BaseException, stage: str) -> None:

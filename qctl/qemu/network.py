@@ -1,31 +1,61 @@
-"""Network pools: ``<network>`` definitions kept in the state root.
+"""Network pools: ``<network>`` definitions and who holds which of their devices.
 
-``<interface type='network'>`` draws from a pool by name: a bridge (forward mode bridge)
-or a set of host devices (forward mode hostdev). Definitions are stored as XML files under
-``ROOT/networks/NAME.xml``, written atomically, so every qctl process sees the same pools.
+``<interface type='network'>`` draws from a pool by name: a bridge (forward mode bridge,
+shared by every NIC) or a set of host PCI devices (forward mode hostdev: the VFs of a PF
+found in sysfs, or an explicit list), each given to one interface at a time.
+
+Definitions live as XML files in ``ROOT/networks/NAME.xml``; allocations in
+``ROOT/networks/allocations.json`` (network → device → domain and alias). Both are written
+atomically, and allocation happens under a file lock, so it is exclusive across qctl
+processes and survives controller restarts; a device's ledger entry records its allocation
+so whoever releases the device returns it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from qctl.conf import NetworkDef, format_xml, parse_network
-from qctl.errors import ConfigError, StateError
-from qctl.qemu.state import StateRoot, atomic_write
+from qctl.conf import ForwardMode, NetworkDef, format_xml, parse_network
+from qctl.errors import ConfigError, ResourceBusyError, StateError
+from qctl.qemu.state import StateRoot, atomic_write, lock_file
 
-__all__ = ["NetworkStore"]
+__all__ = ["Allocation", "NetworkStore", "VFLister"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_LOCK_TIMEOUT = 30.0
+
+#: the VFs (PCI addresses, in VF order) of a PF netdev, from sysfs
+VFLister = Callable[[str], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A pool device held by one domain's interface."""
+
+    network: str
+    device: str
+    domain: str
+    alias: str
+
+
+def _no_vfs(pf: str) -> list[str]:
+    raise StateError(f"cannot list the VFs of {pf}: no sysfs reader was given")
 
 
 class NetworkStore:
-    """The pools defined in one state root."""
+    """The pools defined in one state root, and their allocations."""
 
-    def __init__(self, root: StateRoot) -> None:
+    def __init__(self, root: StateRoot, *, vfs_of: VFLister = _no_vfs) -> None:
         self.path = root.path / "networks"
+        self._vfs_of = vfs_of
 
+    # -- definitions ---------------------------------------------------------------------
     def _file(self, name: str) -> Path:
         if not _NAME_RE.match(name):
             raise ConfigError(f"network name {name!r} is not usable as a file name")
@@ -53,6 +83,75 @@ class NetworkStore:
         return sorted(p.stem for p in self.path.glob("*.xml"))
 
     def undefine(self, name: str) -> None:
-        """Forget the pool called ``name`` (no error if absent)."""
+        """Forget the pool ``name``; refused while any of its devices is held."""
+        held = [a for a in self.allocations() if a.network == name]
+        if held:
+            users = ", ".join(f"{a.domain}/{a.alias}" for a in held)
+            raise ResourceBusyError(f"network {name!r} is in use by {users}")
         with contextlib.suppress(FileNotFoundError):
             self._file(name).unlink()
+
+    def devices(self, network: NetworkDef) -> list[str]:
+        """The host devices a hostdev pool hands out, in order (empty for a bridge pool)."""
+        forward = network.forward
+        if forward is None or forward.mode is not ForwardMode.HOSTDEV:
+            return []
+        if forward.pf is not None:
+            return self._vfs_of(str(forward.pf))
+        return [str(address) for address in forward.addresses]
+
+    # -- allocations ---------------------------------------------------------------------
+    @property
+    def _allocations_file(self) -> Path:
+        return self.path / "allocations.json"
+
+    def allocations(self) -> list[Allocation]:
+        """Every device held from any pool."""
+        try:
+            data = json.loads(self._allocations_file.read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError as exc:
+            raise StateError(f"{self._allocations_file} is damaged: {exc}") from exc
+        return [Allocation(**item) for item in data]
+
+    def _write(self, allocations: list[Allocation]) -> None:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data = [
+            {"network": a.network, "device": a.device, "domain": a.domain, "alias": a.alias}
+            for a in allocations
+        ]
+        atomic_write(self._allocations_file, json.dumps(data, indent=1).encode())
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            async with asyncio.timeout(_LOCK_TIMEOUT):
+                lock = await lock_file(self.path / ".allocations.lock")
+        except TimeoutError:
+            raise StateError("the network pools are locked by another qctl process") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def allocate(self, name: str, domain: str, alias: str) -> str:
+        """Give one free device of hostdev pool ``name`` to ``domain``'s interface ``alias``."""
+        network = self.get(name)
+        async with self._locked():
+            held = self.allocations()
+            taken = {a.device for a in held if a.network == name}
+            for device in self.devices(network):
+                if device not in taken:
+                    self._write([*held, Allocation(name, device, domain, alias)])
+                    return device
+        raise ResourceBusyError(f"network {name!r} has no free device left")
+
+    async def release(self, name: str, device: str) -> None:
+        """Return ``device`` to pool ``name`` (no error if it was not held)."""
+        async with self._locked():
+            held = self.allocations()
+            kept = [a for a in held if not (a.network == name and a.device == device)]
+            if len(kept) != len(held):
+                self._write(kept)

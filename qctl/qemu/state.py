@@ -28,7 +28,14 @@ from typing import Any
 
 from qctl.errors import StateError
 
-__all__ = ["DomainDir", "FileLock", "StateRoot", "atomic_write", "default_state_root"]
+__all__ = [
+    "DomainDir",
+    "FileLock",
+    "StateRoot",
+    "atomic_write",
+    "default_state_root",
+    "lock_file",
+]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
@@ -128,22 +135,29 @@ class DomainDir:
     async def lock(self) -> FileLock:
         """Take the domain's file lock, so two qctl processes never work on it at once.
 
-        ``flock`` is tried without blocking and retried after short sleeps, so the event
-        loop never blocks and cancellation is immediate; bound the wait with
-        ``asyncio.timeout()`` at the call site.
+        Bound the wait with ``asyncio.timeout()`` at the call site.
         """
         _make_private_dir(self.path)
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return FileLock(fd)
-                except BlockingIOError:
-                    await asyncio.sleep(0.05)
-        except BaseException:
-            os.close(fd)
-            raise
+        return await lock_file(self.path / "lock")
+
+
+async def lock_file(path: Path) -> FileLock:
+    """Take an exclusive ``flock`` on ``path`` (created 0600 if missing).
+
+    ``flock`` is tried without blocking and retried after short sleeps, so the event loop
+    never blocks and cancellation is immediate; bound the wait at the call site.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return FileLock(fd)
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class FileLock:

@@ -161,13 +161,18 @@ async def test_host_facts_are_fresh_on_every_lookup(
 
 
 async def test_concurrent_lookups_share_one_probe(
-    fake_qemu: FakeQEMU, cache_dir: Path, kvm: Path
+    fake_qemu: FakeQEMU, cache_dir: Path, kvm: Path, tmp_path: Path
 ) -> None:
     binary = fake_qemu()
     cache = make_cache(cache_dir, kvm)
-    results = await asyncio.gather(*(cache.get(binary) for _ in range(5)))
+    tun = tmp_path / "tun"
+    tun.write_text("")
+    other_object = make_cache(cache_dir, kvm, tun_path=str(tun))
+    results = await asyncio.gather(*(cache.get(binary) for _ in range(4)), other_object.get(binary))
     assert spawns(binary) == 1
-    assert all(caps == results[0] for caps in results)
+    assert all(caps == results[0] for caps in results[:4])
+    # each lookup has its own cache object's host facts
+    assert [caps.host.tun for caps in results] == [False] * 4 + [True]
 
 
 def release(binary: Path) -> None:

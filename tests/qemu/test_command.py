@@ -12,11 +12,14 @@ and review the diff.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -283,9 +286,7 @@ def test_vhost_availability_defaults_to_the_caps_host_facts() -> None:
 def test_multiqueue() -> None:
     netdevs, nics = nic_props("multiqueue")
     assert netdevs[0]["fds"] == "tapfd-net0-0:tapfd-net0-1:tapfd-net0-2:tapfd-net0-3"
-    assert netdevs[0]["vhostfds"] == (
-        "vhostfd-net0-0:vhostfd-net0-1:vhostfd-net0-2:vhostfd-net0-3"
-    )
+    assert netdevs[0]["vhostfds"] == ("vhostfd-net0-0:vhostfd-net0-1:vhostfd-net0-2:vhostfd-net0-3")
     assert (nics[0]["mq"], nics[0]["vectors"]) == (True, 10)
     assert netdevs[1] == {"type": "tap", "fds": "tapfd-net1-0:tapfd-net1-1", "id": "hostnet1"}
     assert (nics[1]["mq"], nics[1]["vectors"]) == (True, 6)
@@ -407,9 +408,17 @@ def test_placement_uses_declared_ports_first() -> None:
 # -- the dry run itself ---------------------------------------------------------------------
 
 
-def test_dry_run_touches_nothing_and_uses_symbols() -> None:
+def test_dry_run_touches_nothing_and_uses_symbols(monkeypatch: pytest.MonkeyPatch) -> None:
     defn = parse_domain((DATA / "multiqueue.xml").read_bytes())
-    result = dry_run(defn, load_caps(), vhost_net_available=True, new_mac=counting_macs())
+    caps = load_caps()
+
+    def no_io(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError(f"the dry run did I/O: {args}")
+
+    for module, name in ((os, "open"), (builtins, "open"), (socket, "socket")):
+        monkeypatch.setattr(module, name, no_io)
+    result = dry_run(defn, caps, vhost_net_available=True, new_mac=counting_macs())
+    monkeypatch.undo()
     assert f"socket,id=charmonitor,{DRY_RUN_MONITOR},server=on,wait=off" in result.argv
     assert result.argv[0] == "/usr/bin/qemu-system-x86_64"
     assert result.nics["net0"] == NICResources(

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from support import guest_domain_xml, unique, wait_for_nics
+from support import guest_domain_xml, unique, wait_for_nics, wait_until
 
 from qctl import DetachResult, Domain, parse_domain, parse_network
 from qctl.host import Netlink
@@ -148,8 +148,7 @@ async def test_pending_detach_is_finished_by_the_late_event(
                     break
         # The late event finishes the job in the background.
         async with asyncio.timeout(SEEN_TIMEOUT):
-            while dom.ledger.get(alias) is not None:
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: dom.ledger.get(alias) is None)
     assert alias not in dom.xml()
     assert tap not in await _links(netlink)
     async with asyncio.timeout(SEEN_TIMEOUT):

@@ -13,6 +13,7 @@ The recorded files make this run without libvirt.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def nic_options(argv: list[str]) -> tuple[dict[str, Props], dict[str, Props]]:
     """``-netdev`` backends and NIC ``-device`` frontends by id, normalized."""
     netdevs: dict[str, Props] = {}
     devices: dict[str, Props] = {}
-    for option, value in zip(argv, argv[1:], strict=False):
+    for option, value in itertools.pairwise(argv):
         if option not in ("-netdev", "-device"):
             continue
         assert value.startswith("{"), f"expected JSON syntax: {option} {value}"
@@ -94,7 +95,9 @@ def test_every_example_has_a_recording() -> None:
 
 @pytest.mark.parametrize("name", [n for n in CASES if (LIBVIRT_DIR / f"{n}.args").exists()])
 def test_nic_properties_match_libvirt(name: str) -> None:
-    theirs_netdevs, theirs_devices = nic_options((LIBVIRT_DIR / f"{name}.args").read_text().splitlines())
+    theirs_netdevs, theirs_devices = nic_options(
+        (LIBVIRT_DIR / f"{name}.args").read_text().splitlines()
+    )
     ours_netdevs, ours_devices = nic_options(qctl_argv(name))
     assert theirs_devices, "the recording has no NIC"
     assert ours_devices == theirs_devices

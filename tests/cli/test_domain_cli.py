@@ -1,0 +1,93 @@
+"""The ``qctl`` command end to end on the real QEMU and the bundled guest (private netns).
+
+Each step is a separate ``qctl`` process, as a user (or a script) would run them: start,
+list, attach-device, events, detach-device, dumpxml, stop. Errors are one line with the
+branch's exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import guest_domain_xml, unique
+
+pytestmark = [pytest.mark.qemu, pytest.mark.guest]
+
+SPARE_PORTS = "\n".join(
+    f"    <controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 3)
+)
+
+
+def qctl(*args: str, state: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "qctl.cli.main", *args, "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_lifecycle_and_hotplug_through_the_command_line(
+    guest_paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    name = unique("cli")
+    domain = tmp_path / "domain.xml"
+    domain.write_text(guest_domain_xml(name, SPARE_PORTS, console=tmp_path / "serial.log"))
+    nic = tmp_path / "nic.xml"
+    nic.write_text(
+        "<interface type='user'><mac address='52:54:00:30:00:01'/>"
+        "<model type='virtio'/><alias name='ua-cli0'/></interface>"
+    )
+
+    started = json.loads(qctl("start", str(domain), "--json", state=state).stdout)
+    assert started["name"] == name and started["pid"] > 0
+    try:
+        listed = json.loads(qctl("list", "--json", state=state).stdout)
+        assert listed == [{"name": name, "pid": started["pid"], "state": "running"}]
+
+        attached = qctl("attach-device", name, str(nic), state=state).stdout
+        assert "ua-cli0" in attached and "52:54:00:30:00:01" in attached
+        assert "ua-cli0" in qctl("dumpxml", name, "--live", state=state).stdout
+        assert "ua-cli0" not in qctl("dumpxml", name, state=state).stdout
+
+        again = qctl("attach-device", name, str(nic), state=state, check=False)
+        assert again.returncode == 3  # a configuration error: the MAC and alias are taken
+        assert again.stderr.startswith(f"qctl: {nic}:1: ") and "already used" in again.stderr
+
+        detached = json.loads(
+            qctl("detach-device", name, "--alias", "ua-cli0", "--json", state=state).stdout
+        )
+        assert detached == {"domain": name, "result": "detached"}
+        assert "ua-cli0" not in qctl("dumpxml", name, "--live", state=state).stdout
+
+        missing = qctl("detach-device", name, "--alias", "ua-nope", state=state, check=False)
+        assert missing.returncode == 9 and "ua-nope" in missing.stderr
+    finally:
+        qctl("stop", name, "--force", state=state)
+    assert json.loads(qctl("list", "--json", state=state).stdout) == []
+    gone = qctl("dumpxml", name, state=state, check=False)
+    assert gone.returncode == 8 and "no domain named" in gone.stderr
+
+
+def test_domxml_to_argv_touches_nothing(tmp_path: Path) -> None:
+    domain = tmp_path / "domain.xml"
+    domain.write_text(
+        guest_domain_xml(
+            "argv",
+            "<interface type='bridge'><source bridge='br-none'/><model type='virtio'/>"
+            "</interface>",
+            console=tmp_path / "serial.log",
+        )
+    )
+    out = qctl("domxml-to-argv", str(domain), state=tmp_path / "state").stdout
+    assert "-netdev" in out and "virtio-net-pci" in out
+    assert not (tmp_path / "state").exists()
