@@ -65,6 +65,18 @@ from qctl.errors import (
     XMLSyntaxError,
 )
 from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths
+from qctl.qemu.events import (
+    DeviceAdded,
+    DeviceRemoved,
+    DomainEvent,
+    EventStream,
+    NICRxFilterChanged,
+    OtherEvent,
+    Shutdown,
+    UnplugRejected,
+)
+from qctl.qemu.network import Allocation, NetworkStore
+from qctl.qemu.state import StateRoot
 from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
 from qctl.types import IfName, MACAddress, PCIAddress
 
@@ -134,6 +146,17 @@ __all__ = [
     "Domain",
     "DomainInfo",
     "DetachResult",
+    "StateRoot",
+    "NetworkStore",
+    "Allocation",
+    "DomainEvent",
+    "DeviceAdded",
+    "DeviceRemoved",
+    "UnplugRejected",
+    "NICRxFilterChanged",
+    "Shutdown",
+    "OtherEvent",
+    "EventStream",
     "HostPaths",
     # capabilities and the QMP monitor
     "Capability",

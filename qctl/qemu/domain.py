@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
@@ -34,8 +35,12 @@ from qctl.caps import CapsCache, QEMUCaps
 from qctl.conf import (
     DomainDef,
     DomainType,
+    ForwardMode,
     HostdevDef,
     InterfaceDef,
+    InterfaceSourceDef,
+    InterfaceType,
+    NetworkDef,
     format_xml,
     parse_device,
     validate_device,
@@ -49,19 +54,22 @@ from qctl.qemu.hotplug import (
     DEFAULT_DETACH_TIMEOUT,
     DetachResult,
     attach_interface,
+    attach_vfio,
     device_removed,
     with_device,
 )
 from qctl.qemu.ledger import EntryState, LedgerEntry
 from qctl.qemu.monitor import Monitor, is_not_found
 from qctl.qemu.network import NetworkStore
+from qctl.qemu.placement import alias_for
 from qctl.qemu.plan import features_from_caps
 from qctl.qemu.process import QEMUProcess
-from qctl.qemu.release import release_entry, release_ledger
+from qctl.qemu.release import HostSide, release_entry, release_ledger
 from qctl.qemu.startup import CONNECT_TIMEOUT, HostPaths, launch, take_lock
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import Status, read_status, write_status
+from qctl.qemu.status import Status, devices_held, read_status, write_status
 from qctl.qmp import QMPClient, connect_qmp
+from qctl.types import PCIAddress
 
 __all__ = ["DEFAULT_BINARY", "DetachResult", "Domain", "DomainInfo", "HostPaths"]
 
@@ -134,7 +142,7 @@ class Domain:
         self.directory = directory
         self.process = process
         self.monitor = Monitor(client)
-        self.networks = NetworkStore(root)
+        self.networks = NetworkStore.for_host(root, host_paths.sysfs)
         self.host_paths = host_paths
         self._root = root
         self._caps = caps
@@ -271,7 +279,12 @@ class Domain:
                 status = read_status(directory)
                 process = QEMUProcess(status.identity, directory.log_file)
                 if not process.alive():
-                    await release_ledger(status.ledger, netlink=netlink)
+                    await release_ledger(
+                        status.ledger,
+                        netlink=netlink,
+                        sysfs=host_paths.sysfs,
+                        networks=NetworkStore.for_host(root, host_paths.sysfs),
+                    )
                     directory.remove()
                     raise StateError(
                         f"domain {name!r} is not running (QEMU exited); its resources "
@@ -323,24 +336,55 @@ class Domain:
     # -- hot-plug ------------------------------------------------------------------------
     async def attach_device(
         self, device: str | InterfaceDef | HostdevDef, *, source: str | None = None
-    ) -> InterfaceDef:
-        """Hot-plug an ``<interface>`` (XML text or definition); returns its live definition.
+    ) -> InterfaceDef | HostdevDef:
+        """Hot-plug an ``<interface>`` or ``<hostdev>`` (XML text or definition).
 
-        Validated against the live domain (duplicate MAC/alias, address in use) and this
-        QEMU's capabilities; any failure undoes exactly the steps done. ``source`` names the
-        document in errors (a file name).
+        Returns the device as the live XML shows it. Validated against the live domain
+        (duplicate MAC/alias, address in use) and this QEMU's capabilities; any failure
+        undoes exactly the steps done. ``source`` names the document in errors.
         """
         defn = parse_device(device, source=source) if isinstance(device, str) else device
         async with self._job():
             problems = validate_device(defn, self.live, live=True, source=source)
             if problems:
                 raise problems[0]
-            if isinstance(defn, HostdevDef):
-                raise HotplugError(
-                    "hot-plugging <hostdev> is not supported yet", stage="reserve"
-                )
-            live = await attach_interface(self, defn)
+            live = await self._attach(defn)
         self._publish(DeviceAdded(None, live.alias or ""))
+        return live
+
+    async def _attach(self, defn: InterfaceDef | HostdevDef) -> InterfaceDef | HostdevDef:
+        if isinstance(defn, HostdevDef) or defn.type is InterfaceType.HOSTDEV:
+            return await attach_vfio(self, defn)
+        if defn.type is InterfaceType.NETWORK and defn.source and defn.source.network:
+            network = self.networks.get(defn.source.network)
+            if network.forward is not None and network.forward.mode is ForwardMode.HOSTDEV:
+                return await self._attach_from_pool(defn, network)
+        return await attach_interface(self, defn)
+
+    async def _attach_from_pool(self, iface: InterfaceDef, network: NetworkDef) -> InterfaceDef:
+        """A ``type='network'`` interface on a hostdev pool: one of its VFs, with VFIO.
+
+        The live XML shows the interface as ``type='hostdev'`` on the allocated VF; the
+        ledger remembers the pool, so releasing the device returns the VF to it.
+        """
+        assert network.forward is not None
+        named = alias_for(self.live, iface)
+        assert isinstance(named, InterfaceDef) and named.alias is not None
+        device = await self.networks.allocate(network.name, self.name, named.alias)
+        try:
+            actual = dataclasses.replace(
+                named,
+                type=InterfaceType.HOSTDEV,
+                source=InterfaceSourceDef(pci=PCIAddress.parse(device)),
+                managed=network.forward.managed,
+                model=None,
+                driver=None,
+            )
+            live = await attach_vfio(self, actual, pool=(network.name, device))
+        except BaseException:
+            await asyncio.shield(self.networks.release(network.name, device))
+            raise
+        assert isinstance(live, InterfaceDef)
         return live
 
     async def detach_device(
@@ -497,7 +541,17 @@ class Domain:
 
     async def release_host_resources(self, entry: LedgerEntry) -> None:
         """Free what one ledger entry holds on the host (each step tolerates "already gone")."""
-        await release_entry(entry, netlink=await self.netlink())
+        await release_entry(
+            entry, HostSide(await self.netlink(), self.host_paths.sysfs, self.networks)
+        )
+
+    def devices_in_use(self) -> dict[PCIAddress, str]:
+        """Host PCI devices held by any domain of this state root, as ``domain/alias``."""
+        held = devices_held(self._root, besides=self.name)
+        for entry in self.ledger:
+            if entry.host_device:
+                held[PCIAddress.parse(entry.host_device)] = f"{self.name}/{entry.alias}"
+        return held
 
     async def reconcile(self) -> None:
         """Compare the ledger with QEMU's devices and finish or undo whatever was half done.
@@ -513,6 +567,10 @@ class Domain:
                         self._adopt(entry)
                 else:
                     await device_removed(self, entry)
+            # A pool device allocated just before a crash, never recorded in the ledger.
+            for held in self.networks.allocations():
+                if held.domain == self.name and held.alias not in self.ledger:
+                    await self.networks.release(held.network, held.device)
 
     def _adopt(self, entry: LedgerEntry) -> None:
         """An attach that QEMU completed but whose controller died: put it in the live XML."""

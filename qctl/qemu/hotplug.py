@@ -34,6 +34,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
+from qctl.caps import Capability
 from qctl.conf import (
     DeviceDef,
     DomainDef,
@@ -44,18 +45,28 @@ from qctl.conf import (
     RawXML,
     format_xml,
 )
-from qctl.errors import HotplugError, QMPCommandError, add_rollback_note
+from qctl.errors import HotplugError, QMPCommandError, UnsupportedError, add_rollback_note
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.monitor import is_not_found
-from qctl.qemu.nic import NICResources, interface_device_props, netdev_props
+from qctl.qemu.nic import NICResources, hostdev_props, interface_device_props, netdev_props
 from qctl.qemu.placement import alias_for, netdev_id, place_device
 from qctl.qemu.plan import check_interface_support, random_mac
 from qctl.qemu.prepare import prepare_interface
+from qctl.qemu.vfio import VFIODevice, prepare_vfio
 
 if TYPE_CHECKING:
     from qctl.qemu.domain import Domain
 
-__all__ = ["DEFAULT_DETACH_TIMEOUT", "DetachResult", "attach_interface", "device_removed"]
+__all__ = [
+    "DEFAULT_DETACH_TIMEOUT",
+    "DetachResult",
+    "attach_interface",
+    "attach_vfio",
+    "device_kind",
+    "device_removed",
+    "with_device",
+    "without_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +233,75 @@ async def _unplug_half_attached(dom: Domain, alias: str) -> None:
             await removed
     finally:
         dom.stop_expecting(alias)
+
+
+async def attach_vfio(
+    dom: Domain, device: InterfaceDef | HostdevDef, *, pool: tuple[str, str] | None = None
+) -> InterfaceDef | HostdevDef:
+    """Hot-plug a PCI host device (a ``<hostdev>`` or a hostdev interface) with VFIO.
+
+    The caller holds the job lock and has validated the device. ``pool`` is the network
+    pool allocation the device came from, returned with the device.
+    """
+    caps = await dom.capabilities()
+    if isinstance(device, InterfaceDef):
+        check_interface_support(device, caps)
+        device = _with_mac(dom.live, device)
+    elif not caps.has(Capability.VFIO_PCI):
+        raise UnsupportedError("this QEMU has no vfio-pci device", capability="vfio_pci")
+    placed = alias_for(dom.live, device)
+    _, placed = place_device(dom.live, placed, may_add_port=False)
+    assert placed.alias is not None
+    alias = placed.alias
+    vfio = VFIODevice.of(placed)
+    entry = LedgerEntry(
+        alias=alias,
+        kind=device_kind(placed),
+        state=EntryState.ATTACHING,
+        pool=pool,
+        guest_address=str(placed.address) if placed.address else None,
+        host_device=str(vfio.address),
+        device_xml=format_xml(placed),
+    )
+    stack = contextlib.AsyncExitStack()
+    stage = "host"
+
+    def note(**changes: object) -> None:
+        nonlocal entry
+        entry = entry.evolve(**changes)
+        dom.record(entry)
+
+    in_use = dom.devices_in_use()  # before this device's own entry joins the ledger
+    try:
+        dom.record(entry)
+        stack.callback(dom.forget, alias)
+        await prepare_vfio(
+            vfio,
+            stack,
+            netlink=await dom.netlink(),
+            sysfs=dom.host_paths.sysfs,
+            in_use=in_use,
+            note=note,
+        )
+        stage = "device_add"
+        stack.push_async_callback(_unplug_half_attached, dom, alias)
+        if isinstance(placed, InterfaceDef):
+            props = interface_device_props(dom.live, placed, failover=dom.features.failover)
+        else:
+            props = hostdev_props(dom.live, placed)
+        await dom.monitor.device_add(props)
+        dom.live = with_device(dom.live, placed)
+        dom.record(entry.evolve(state=EntryState.ATTACHED))
+        stack.pop_all()
+    except BaseException as exc:
+        await _unwind(stack, exc, stage)
+        if isinstance(exc, Exception):
+            raise HotplugError(
+                f"attaching {alias} failed at {stage}: {exc}", alias=alias, stage=stage
+            ) from exc
+        raise
+    log.info("domain %s: attached %s (%s)", dom.name, alias, vfio.address)
+    return placed
 
 
 async def device_removed(dom: Domain, entry: LedgerEntry) -> None:

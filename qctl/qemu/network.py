@@ -23,6 +23,7 @@ from pathlib import Path
 
 from qctl.conf import ForwardMode, NetworkDef, format_xml, parse_network
 from qctl.errors import ConfigError, ResourceBusyError, StateError
+from qctl.host import Sysfs, list_vfs
 from qctl.qemu.state import StateRoot, atomic_write, lock_file
 
 __all__ = ["Allocation", "NetworkStore", "VFLister"]
@@ -54,6 +55,12 @@ class NetworkStore:
     def __init__(self, root: StateRoot, *, vfs_of: VFLister = _no_vfs) -> None:
         self.path = root.path / "networks"
         self._vfs_of = vfs_of
+
+    @classmethod
+    def for_host(cls, root: StateRoot, sysfs: Sysfs | None = None) -> NetworkStore:
+        """The pools of ``root``, finding a PF's VFs in ``sysfs`` (the host's by default)."""
+        tree = sysfs or Sysfs()
+        return cls(root, vfs_of=lambda pf: [str(vf.address) for vf in list_vfs(pf, sysfs=tree)])
 
     # -- definitions ---------------------------------------------------------------------
     def _file(self, name: str) -> Path:

@@ -23,13 +23,13 @@ import contextlib
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qctl.caps import QEMUCaps
-from qctl.conf import DomainDef, HostdevDef, InterfaceType, LinkState
+from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
 from qctl.errors import StateError, add_rollback_note
-from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink
+from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
 from qctl.qemu.command import build_command
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
@@ -40,8 +40,10 @@ from qctl.qemu.plan import features_from_caps, plan
 from qctl.qemu.prepare import PreparedHost, prepare_interfaces
 from qctl.qemu.process import QEMUProcess
 from qctl.qemu.state import DomainDir, FileLock, StateRoot
-from qctl.qemu.status import Status, write_status
+from qctl.qemu.status import Status, devices_held, write_status
+from qctl.qemu.vfio import VFIODevice, prepare_vfio
 from qctl.qmp import QMPClient, connect_qmp
+from qctl.types import PCIAddress
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -61,11 +63,11 @@ CONNECT_TIMEOUT = 10.0
 
 @dataclass(frozen=True, slots=True)
 class HostPaths:
-    """Device nodes and trees the host side opens; tests point them elsewhere."""
+    """Device nodes and the sysfs tree the host side uses; tests point them elsewhere."""
 
     tun: str = TUN_PATH
     vhost_net: str = VHOST_NET_PATH
-    sysfs: str = "/sys"
+    sysfs: Sysfs = field(default_factory=Sysfs)
 
 
 @dataclass(slots=True)
@@ -98,7 +100,42 @@ async def unwind(stack: contextlib.AsyncExitStack, error: BaseException, step: s
         add_rollback_note(error, failure, step)
 
 
-def initial_ledger(domain: DomainDef, prepared: PreparedHost) -> Ledger:
+async def _prepare_vfio_devices(
+    domain: DomainDef,
+    stack: contextlib.AsyncExitStack,
+    netlink: LinkControl,
+    host_paths: HostPaths,
+    held: dict[PCIAddress, str],
+) -> dict[str, dict[str, object]]:
+    """The host side of every VFIO device (see :mod:`qctl.qemu.vfio`), undo on ``stack``.
+
+    Returns, by alias, what the ledger must remember (saved VF settings, original driver).
+    Until the status file is first written these live only in memory: a crash in that short
+    window loses them, which a hot-plug (written before each change) does not.
+    """
+    notes: dict[str, dict[str, object]] = {}
+    devices: list[InterfaceDef | HostdevDef] = [
+        *(i for i in domain.interfaces if i.type is InterfaceType.HOSTDEV),
+        *domain.hostdevs,
+    ]
+    for device in devices:
+        assert device.alias is not None
+        vfio = VFIODevice.of(device)
+        await prepare_vfio(
+            vfio,
+            stack,
+            netlink=netlink,
+            sysfs=host_paths.sysfs,
+            in_use=held,
+            note=notes.setdefault(device.alias, {}).update,
+        )
+        held[vfio.address] = f"{domain.name}/{device.alias}"
+    return notes
+
+
+def initial_ledger(
+    domain: DomainDef, prepared: PreparedHost, notes: dict[str, dict[str, object]]
+) -> Ledger:
     """The ledger of a freshly started domain: every NIC and host device, attached."""
     ledger = Ledger()
     for iface in domain.interfaces:
@@ -118,6 +155,10 @@ def initial_ledger(domain: DomainDef, prepared: PreparedHost) -> Ledger:
         )
     for dev in domain.hostdevs:
         ledger.put(hostdev_entry(dev, EntryState.ATTACHED))
+    for alias, changes in notes.items():
+        entry = ledger.get(alias)
+        assert entry is not None
+        ledger.put(entry.evolve(**changes))
     return ledger
 
 
@@ -213,6 +254,9 @@ async def launch(
             tun_path=host_paths.tun,
             vhost_path=host_paths.vhost_net,
         )
+        notes = await _prepare_vfio_devices(
+            prepared.domain, stack, link, host_paths, devices_held(root, besides=planned.name)
+        )
         listener = _listen(directory.qmp_socket)
         stack.callback(listener.close)
         nics = {
@@ -243,7 +287,7 @@ async def launch(
             binary=binary,
             config=defn,
             live=prepared.domain,
-            ledger=initial_ledger(prepared.domain, prepared),
+            ledger=initial_ledger(prepared.domain, prepared, notes),
         )
         write_status(directory, status)
         await monitor.resume()

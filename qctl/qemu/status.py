@@ -13,9 +13,10 @@ from qctl.conf import DomainDef, format_xml, parse_domain
 from qctl.errors import QctlError, StateError
 from qctl.qemu.ledger import Ledger
 from qctl.qemu.process import ProcessIdentity
-from qctl.qemu.state import DomainDir
+from qctl.qemu.state import DomainDir, StateRoot
+from qctl.types import PCIAddress
 
-__all__ = ["STATUS_VERSION", "Status", "read_status", "write_status"]
+__all__ = ["STATUS_VERSION", "Status", "devices_held", "read_status", "write_status"]
 
 STATUS_VERSION = 1
 
@@ -63,3 +64,22 @@ def read_status(directory: DomainDir) -> Status:
         )
     except (KeyError, TypeError, ValueError, QctlError) as exc:
         raise StateError(f"status file {source} is damaged: {exc}") from exc
+
+
+def devices_held(root: StateRoot, *, besides: str | None = None) -> dict[PCIAddress, str]:
+    """Host PCI devices the ledgers of ``root``'s domains hold, as ``domain/alias``.
+
+    ``besides`` leaves out one domain (the caller's own, whose ledger it has in memory).
+    """
+    held: dict[PCIAddress, str] = {}
+    for name in root.names():
+        if name == besides:
+            continue
+        try:
+            ledger = read_status(root.domain(name)).ledger
+        except StateError:
+            continue
+        for entry in ledger:
+            if entry.host_device:
+                held[PCIAddress.parse(entry.host_device)] = f"{name}/{entry.alias}"
+    return held
