@@ -51,15 +51,25 @@ async def show_caps() -> None:
 
 
 def guest_nics(console: Path) -> list[str]:
-    reports = NICS_RE.findall(console.read_text(errors="replace")) if console.exists() else []
+    """The guest's latest NIC report (complete lines only: it may be writing the last)."""
+    text = console.read_text(errors="replace") if console.exists() else ""
+    reports = NICS_RE.findall(text[: text.rfind("\n") + 1])
     return reports[-1].split() if reports else []
 
 
 async def wait_nics(console: Path, count: int) -> list[str]:
+    """The guest's NIC report once it lists ``count`` NICs (90 s at most)."""
     async with asyncio.timeout(90):
-        while len(guest_nics(console)) != count:
+        while True:
+            nics = guest_nics(console)
+            if len(nics) == count:
+                return nics
             await asyncio.sleep(0.1)
-    return guest_nics(console)
+
+
+def ip(*args: str) -> str:
+    """Run ``ip ARGS`` (in the demo's own network namespace) and return its output."""
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
 
 
 def domain_xml(console: Path) -> str:
@@ -75,6 +85,8 @@ def domain_xml(console: Path) -> str:
   </os>
   <devices>
     <controller type='pci' index='0' model='pcie-root'/>
+    <controller type='pci' index='1' model='pcie-root-port'/>
+    <controller type='pci' index='2' model='pcie-root-port'/>
     <serial type='file'><source path='{console}'/></serial>
     <interface type='bridge'>
       <mac address='52:54:00:de:00:01'/>
@@ -88,8 +100,8 @@ def domain_xml(console: Path) -> str:
 
 async def boot_guest(work: Path) -> None:
     step(f"booting the test guest (TCG) with a tap NIC on bridge {BRIDGE}")
-    subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
-    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+    ip("link", "add", BRIDGE, "type", "bridge")
+    ip("link", "set", BRIDGE, "up")
     console = work / "serial.log"
     defn = qctl.parse_domain(domain_xml(console))
     started = time.monotonic()
@@ -100,17 +112,44 @@ async def boot_guest(work: Path) -> None:
         print(f"  guest sees: {' '.join(nics)} ({time.monotonic() - started:.1f}s after start)")
         tap = dom.live.interfaces[0].target_dev
         print(f"  host side: tap {tap} on {BRIDGE}:")
-        subprocess.run(["ip", "-br", "link", "show", "master", BRIDGE], check=True)
+        print(ip("-br", "link", "show", "master", BRIDGE), end="")
         step("live XML of the interface (alias, tap, backend, address filled in)")
         live = dom.xml()
         print(live[live.index("<interface") : live.index("</interface>") + len("</interface>")])
+        await hotplug(dom, console)
     finally:
         step("stopping (ACPI power-down)")
         await dom.stop(grace=20)
-    left = subprocess.run(
-        ["ip", "-br", "link", "show", "master", BRIDGE], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    left = ip("-br", "link", "show", "master", BRIDGE).strip()
     print(f"  stopped; taps left on {BRIDGE}: {left or 'none'}")
+
+
+HOTPLUG_NIC = f"""<interface type='bridge'>
+  <mac address='52:54:00:de:00:02'/>
+  <source bridge='{BRIDGE}'/>
+  <model type='virtio'/>
+  <alias name='ua-hotplug'/>
+</interface>"""
+
+
+async def hotplug(dom: qctl.Domain, console: Path) -> None:
+    step("hot-plugging a second NIC")
+    print(HOTPLUG_NIC)
+    started = time.monotonic()
+    live = await dom.attach_device(HOTPLUG_NIC)
+    took = (time.monotonic() - started) * 1000
+    entry = dom.ledger.get(live.alias or "")
+    assert entry is not None
+    print(f"  attached {live.alias} in {took:.0f} ms: tap {entry.tap}, at {entry.guest_address}")
+    nics = await wait_nics(console, 2)
+    print(f"  guest sees: {' '.join(nics)}")
+    step("unplugging it")
+    started = time.monotonic()
+    result = await dom.detach_device("ua-hotplug")
+    took = (time.monotonic() - started) * 1000
+    print(f"  {result.value} in {took:.0f} ms (DEVICE_DELETED received, netdev and tap released)")
+    nics = await wait_nics(console, 1)
+    print(f"  guest sees: {' '.join(nics)}; ledger holds: {[e.alias for e in dom.ledger]}")
 
 
 async def main() -> int:

@@ -80,11 +80,15 @@ NICS_RE = re.compile(r"^QCTL-NICS:(.*)$", re.MULTILINE)
 
 
 def guest_nics(console: Path) -> dict[str, tuple[str, str]] | None:
-    """The guest's latest interface report from its serial log: {mac: (name, driver)}."""
+    """The guest's latest interface report from its serial log: {mac: (name, driver)}.
+
+    Only complete lines count: the guest may be writing the last one right now.
+    """
     try:
-        reports = NICS_RE.findall(console.read_text(errors="replace"))
+        text = console.read_text(errors="replace")
     except FileNotFoundError:
         return None
+    reports = NICS_RE.findall(text[: text.rfind("\n") + 1])
     if not reports:
         return None
     nics = {}

@@ -88,6 +88,7 @@ def _events(args: argparse.Namespace) -> int:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
             seen = 0
             with dom.events() as stream:
+                print(f"listening for events of {dom.name}", file=sys.stderr, flush=True)
                 async with asyncio.timeout(args.timeout or None):
                     async for event in stream:
                         data = {"event": type(event).__name__, **dataclasses.asdict(event)}

@@ -11,7 +11,7 @@ for ``<link state='down'/>``) before it resumes the CPUs.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType, SerialType
@@ -131,6 +131,21 @@ def _hostdev_args(domain: DomainDef, features: Features) -> list[str]:
     return args
 
 
+def _monitor_args(*backends: str) -> list[str]:
+    """A QMP monitor per backend: ``charmonitor``/``monitor``, then ``…1``, ``…2`` (libvirt's
+    name for the first)."""
+    args: list[str] = []
+    for index, backend in enumerate(backends):
+        suffix = str(index) if index else ""
+        args += [
+            "-chardev",
+            f"socket,id=charmonitor{suffix},{backend},server=on,wait=off",
+            "-mon",
+            f"chardev=charmonitor{suffix},id=monitor{suffix},mode=control",
+        ]
+    return args
+
+
 def build_command(
     domain: DomainDef,
     features: Features,
@@ -138,11 +153,14 @@ def build_command(
     *,
     binary: str,
     monitor: str,
+    extra_monitors: Sequence[str] = (),
 ) -> list[str]:
     """The argv that starts ``domain``.
 
     ``nics`` maps interface aliases to their prepared fds; ``monitor`` is the QMP chardev's
-    backend, ``fd=N`` for a listening socket qctl made (or ``path=…``).
+    backend, ``fd=N`` for a listening socket qctl made (or ``path=…``), and
+    ``extra_monitors`` more of them: QEMU serves one client per monitor, so several let
+    several qctl processes (an event listener and a command) talk to it at once.
     """
     accel = "kvm" if domain.type is DomainType.KVM else "tcg"
     argv = [
@@ -161,13 +179,8 @@ def build_command(
     ]
     if domain.uuid is not None:
         argv += ["-uuid", str(domain.uuid)]
+    argv += ["-display", "none", *_monitor_args(monitor, *extra_monitors)]
     argv += [
-        "-display",
-        "none",
-        "-chardev",
-        f"socket,id=charmonitor,{monitor},server=on,wait=off",
-        "-mon",
-        "chardev=charmonitor,id=monitor,mode=control",
         *_boot_args(domain),
         *_controller_args(domain, features),
         *_serial_args(domain, features),

@@ -65,10 +65,10 @@ from qctl.qemu.placement import alias_for
 from qctl.qemu.plan import features_from_caps
 from qctl.qemu.process import QEMUProcess
 from qctl.qemu.release import HostSide, release_entry, release_ledger
-from qctl.qemu.startup import CONNECT_TIMEOUT, HostPaths, launch, take_lock
+from qctl.qemu.startup import HostPaths, connect_free_monitor, launch, take_lock
 from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.status import Status, devices_held, read_status, write_status
-from qctl.qmp import QMPClient, connect_qmp
+from qctl.qmp import QMPClient
 from qctl.types import PCIAddress
 
 __all__ = ["DEFAULT_BINARY", "DetachResult", "Domain", "DomainInfo", "HostPaths"]
@@ -290,13 +290,7 @@ class Domain:
                         f"domain {name!r} is not running (QEMU exited); its resources "
                         "were released"
                     )
-                try:
-                    client = await connect_qmp(directory.qmp_socket, timeout=CONNECT_TIMEOUT)
-                except QMPError as exc:
-                    raise StateError(
-                        f"cannot reach the monitor of {name!r} (is another qctl process "
-                        f"connected to it?): {exc}"
-                    ) from exc
+                client = await connect_free_monitor(directory)
             finally:
                 lock.release()
             dom = cls(

@@ -6,7 +6,7 @@ Steps, each pushing its undo on an ``AsyncExitStack``:
    fds, so a configuration that cannot be built is refused before the host is touched;
 2. the state directory (refused when a status file says the domain runs), under its lock;
 3. taps and vhost-net fds for every NIC (:mod:`qctl.qemu.prepare`);
-4. a listening monitor socket, passed to QEMU as an fd: qctl can connect at once, and a
+4. listening monitor sockets, passed to QEMU as fds: qctl can connect at once, and a
    QEMU that dies early is noticed as the connection failing;
 5. QEMU itself, paused (``-S``), inheriting only those fds;
 6. the monitor connection; ``set_link`` for links that start down;
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from qctl.caps import QEMUCaps
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
-from qctl.errors import StateError, add_rollback_note
+from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
 from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
 from qctl.qemu.command import build_command
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
@@ -47,6 +47,7 @@ from qctl.types import PCIAddress
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "connect_free_monitor",
     "LOCK_TIMEOUT",
     "HostPaths",
     "Launched",
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
+#: how long a monitor may take to greet before it counts as busy with another client
+BUSY_MONITOR_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +185,7 @@ def _listen(path: Path) -> socket.socket:
     try:
         sock.bind(str(path))
         os.chmod(path, 0o600)
-        sock.listen(1)
+        sock.listen(8)
     except BaseException:
         sock.close()
         raise
@@ -257,8 +260,9 @@ async def launch(
         notes = await _prepare_vfio_devices(
             prepared.domain, stack, link, host_paths, devices_held(root, besides=planned.name)
         )
-        listener = _listen(directory.qmp_socket)
-        stack.callback(listener.close)
+        listeners = [_listen(path) for path in directory.qmp_sockets]
+        for listener in listeners:
+            stack.callback(listener.close)
         nics = {
             alias: NICResources(
                 tap_fds=tuple(str(fd) for fd in nic.tap_fds),
@@ -267,15 +271,23 @@ async def launch(
             )
             for alias, nic in prepared.nics.items()
         }
+        monitors = [f"fd={listener.fileno()}" for listener in listeners]
         argv = build_command(
-            prepared.domain, features, nics, binary=binary, monitor=f"fd={listener.fileno()}"
+            prepared.domain,
+            features,
+            nics,
+            binary=binary,
+            monitor=monitors[0],
+            extra_monitors=monitors[1:],
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
+        listener_fds = [listener.fileno() for listener in listeners]
         process = await QEMUProcess.spawn(
-            argv, log_path=directory.log_file, pass_fds=[*prepared.fds, listener.fileno()]
+            argv, log_path=directory.log_file, pass_fds=[*prepared.fds, *listener_fds]
         )
         stack.push_async_callback(process.stop, 1.0)
-        listener.close()
+        for listener in listeners:
+            listener.close()
         client = await connect_started(directory, process)
         stack.push_async_callback(client.aclose)
         monitor = Monitor(client)
@@ -302,3 +314,25 @@ async def launch(
         await own_link.aclose()
     log.info("started %s (pid %d)", planned.name, process.pid)
     return Launched(directory, process, client, status)
+
+
+async def connect_free_monitor(directory: DomainDir) -> QMPClient:
+    """Connect to the first monitor no other qctl process is using.
+
+    A monitor that serves another client accepts the connection but sends no greeting
+    until that client leaves, so a short greeting timeout tells it is busy.
+    """
+    failure: QMPError | None = None
+    for path in directory.qmp_sockets:
+        try:
+            return await connect_qmp(path, timeout=BUSY_MONITOR_TIMEOUT)
+        except QMPTimeoutError:
+            continue
+        except QMPError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise StateError(f"cannot reach the monitor of {directory.name!r}: {failure}") from failure
+    raise StateError(
+        f"all {len(directory.qmp_sockets)} monitors of {directory.name!r} are in use by "
+        "other qctl processes"
+    )

@@ -5,7 +5,7 @@ Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl``
 
     ROOT/                      0700
       domains/NAME/            0700, one per running domain
-        qmp.sock               0600, QEMU's monitor
+        qmp.sock, qmp-N.sock   0600, QEMU's monitors (one client each)
         status.json            live XML + ledger, written atomically
         qemu.log               QEMU's stderr
         lock                   flock()ed by the process working on the domain
@@ -36,6 +36,9 @@ __all__ = [
     "default_state_root",
     "lock_file",
 ]
+
+#: QMP monitors per domain (see :attr:`DomainDir.qmp_sockets`)
+MONITORS = 3
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
@@ -86,8 +89,14 @@ class DomainDir:
 
     @property
     def qmp_socket(self) -> Path:
-        """The QMP monitor socket QEMU listens on."""
+        """The first QMP monitor socket QEMU listens on."""
         return self.path / "qmp.sock"
+
+    @property
+    def qmp_sockets(self) -> list[Path]:
+        """Every QMP monitor socket: QEMU serves one client on each, so a few qctl
+        processes (say ``qctl events`` and ``qctl attach-device``) can work at once."""
+        return [self.qmp_socket, *(self.path / f"qmp-{n}.sock" for n in range(1, MONITORS))]
 
     @property
     def status_file(self) -> Path:
@@ -123,7 +132,7 @@ class DomainDir:
 
     def remove(self) -> None:
         """Delete the directory and everything in it (idempotent)."""
-        for child in (self.status_file, self.qmp_socket, self.log_file, self.path / "lock"):
+        for child in (self.status_file, *self.qmp_sockets, self.log_file, self.path / "lock"):
             with contextlib.suppress(FileNotFoundError):
                 child.unlink()
         for leftover in self.path.glob(".*"):

@@ -54,6 +54,29 @@ def test_lifecycle_and_hotplug_through_the_command_line(
         listed = json.loads(qctl("list", "--json", state=state).stdout)
         assert listed == [{"name": name, "pid": started["pid"], "state": "running"}]
 
+        # A listener and the commands below talk to QEMU at the same time (one monitor each).
+        listener = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "qctl.cli.main",
+                "events",
+                name,
+                "--json",
+                "--timeout",
+                "60",
+                "--count",
+                "1",
+                "--state-dir",
+                str(state),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert listener.stderr is not None
+        assert "listening for events" in listener.stderr.readline()
+
         attached = qctl("attach-device", name, str(nic), state=state).stdout
         assert "ua-cli0" in attached and "52:54:00:30:00:01" in attached
         assert "ua-cli0" in qctl("dumpxml", name, "--live", state=state).stdout
@@ -67,6 +90,9 @@ def test_lifecycle_and_hotplug_through_the_command_line(
             qctl("detach-device", name, "--alias", "ua-cli0", "--json", state=state).stdout
         )
         assert detached == {"domain": name, "result": "detached"}
+        out, _ = listener.communicate(timeout=60)
+        events = [json.loads(chunk) for chunk in out.replace("}\n{", "}\0{").split("\0")]
+        assert any(e["event"] in ("DeviceRemoved", "NICRxFilterChanged") for e in events)
         assert "ua-cli0" not in qctl("dumpxml", name, "--live", state=state).stdout
 
         missing = qctl("detach-device", name, "--alias", "ua-nope", state=state, check=False)
@@ -83,8 +109,7 @@ def test_domxml_to_argv_touches_nothing(tmp_path: Path) -> None:
     domain.write_text(
         guest_domain_xml(
             "argv",
-            "<interface type='bridge'><source bridge='br-none'/><model type='virtio'/>"
-            "</interface>",
+            "<interface type='bridge'><source bridge='br-none'/><model type='virtio'/></interface>",
             console=tmp_path / "serial.log",
         )
     )

@@ -22,6 +22,7 @@ from qctl import (
     HostError,
     ProcessError,
     StateError,
+    SysfsError,
     parse_domain,
 )
 from qctl.host import Netlink
@@ -205,8 +206,8 @@ async def test_kill_9_without_a_controller_is_released_on_connect(
             "<hostdev mode='subsystem' type='pci' managed='no'><source>"
             "<address domain='0x0000' bus='0x7f' slot='0x1f' function='0x7'/>"
             "</source></hostdev>",
-            ProcessError,
-            "0000:7f:1f.7",
+            SysfsError,
+            "no PCI device 0000:7f:1f.7",
             id="vfio-absent-device",
         ),
     ],

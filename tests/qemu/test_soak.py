@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 CYCLES = 200
 WARMUP = 20
 RSS_ALLOWANCE_KIB = 4096
+MAC = "52:54:00:60:00:01"
 
 
 def rss_kib() -> int:
@@ -43,7 +44,7 @@ async def test_200_attach_detach_cycles_leak_nothing(
     ports = "<controller type='pci' index='1' model='pcie-root-port'/>"
     defn = parse_domain(guest_domain_xml(unique("soak"), ports, console=console))
     nic = (
-        "<interface type='bridge'><mac address='52:54:00:60:00:01'/>"
+        f"<interface type='bridge'><mac address='{MAC}'/>"
         f"<source bridge='{br}'/><model type='virtio'/><alias name='ua-soak'/></interface>"
     )
     dom = await Domain.start(defn, state_root=tmp_path / "state", netlink=netlink)
@@ -55,7 +56,13 @@ async def test_200_attach_detach_cycles_leak_nothing(
             if cycle == WARMUP:
                 baseline = (open_fd_count(), len(await netlink.list_links()), rss_kib())
             await dom.attach_device(nic)
+            # Unplug only once the guest has the NIC, as a user would: a guest still
+            # probing a device refuses to release it (DEVICE_UNPLUG_GUEST_ERROR).
+            async with asyncio.timeout(30):
+                await wait_for_nics(console, lambda nics: MAC in nics)
             assert await dom.detach_device("ua-soak", wait=10) is DetachResult.DETACHED
+            async with asyncio.timeout(30):
+                await wait_for_nics(console, lambda nics: MAC not in nics)
         assert baseline is not None
         fds, links, rss = open_fd_count(), len(await netlink.list_links()), rss_kib()
         assert fds == baseline[0], "open fds grew"
