@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,10 @@ def qemu_binary() -> str:
     if path is None:
         missing(f"{QEMU_BINARY} not found (install qemu-system-x86)")
     return path
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short private directory for UNIX sockets (paths are limited to 107 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="qctl-test-") as path:
+        yield path

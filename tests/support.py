@@ -11,6 +11,8 @@ import itertools
 import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -21,6 +23,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 QEMU_BINARY = "qemu-system-x86_64"
 
 _counter = itertools.count()
+
+
+def run_qctl(
+    *args: str, state: Path, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``qctl`` command (a fresh process, like a user) against the state root ``state``.
+
+    Whatever the outcome, it must never print a traceback; with ``check`` it must succeed.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "qctl.cli.main", *args, "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
 
 
 def missing(what: str) -> NoReturn:

@@ -155,6 +155,7 @@ class Domain:
         self._streams: list[EventStream] = []
         self._unplug_waiters: dict[str, asyncio.Future[DomainEvent]] = {}
         self._finishers: set[asyncio.Task[None]] = set()
+        self._stamp = self._status_stamp()
         subscription = client.events(maxsize=_EVENT_QUEUE)
         self._reader = asyncio.create_task(self._read_events(subscription), name=f"{self}: events")
         self._watcher = asyncio.create_task(self._watch_exit(), name=f"{self}: exit")
@@ -532,6 +533,28 @@ class Domain:
             self.directory,
             Status(self.process.identity, self.binary, self.config, self.live, self.ledger),
         )
+        self._stamp = self._status_stamp()
+
+    def _status_stamp(self) -> tuple[int, int, int] | None:
+        """What identifies the status file's current version (None when it is gone)."""
+        try:
+            info = self.directory.status_file.stat()
+        except FileNotFoundError:
+            return None
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def _refresh(self) -> None:
+        """Take up the books another qctl process wrote since this handle last did.
+
+        Several processes may hold a handle on one domain (there are several monitors);
+        each job starts from the status file as it is, never from a stale copy.
+        """
+        stamp = self._status_stamp()
+        if stamp == self._stamp or stamp is None:  # unchanged, or stopped meanwhile
+            return
+        status = read_status(self.directory)
+        self.live, self.ledger = status.live, status.ledger
+        self._stamp = stamp
 
     async def release_host_resources(self, entry: LedgerEntry) -> None:
         """Free what one ledger entry holds on the host (each step tolerates "already gone")."""
@@ -631,6 +654,8 @@ class Domain:
         async with self._lock:
             lock = await take_lock(self.directory)
             try:
+                if not self._released:
+                    self._refresh()
                 yield
             finally:
                 lock.release()

@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from qctl.caps import Capability
 from qctl.conf import (
@@ -45,13 +45,14 @@ from qctl.conf import (
     RawXML,
     format_xml,
 )
-from qctl.errors import HotplugError, QMPCommandError, UnsupportedError, add_rollback_note
+from qctl.errors import HotplugError, QMPCommandError, UnsupportedError
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.monitor import is_not_found
 from qctl.qemu.nic import NICResources, hostdev_props, interface_device_props, netdev_props
 from qctl.qemu.placement import alias_for, netdev_id, place_device
 from qctl.qemu.plan import check_interface_support, random_mac
 from qctl.qemu.prepare import prepare_interface
+from qctl.qemu.startup import unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
             )
             await dom.monitor.netdev_add(props)
         except BaseException as exc:
-            await _unwind(fd_stack, exc, stage)
+            await unwind(fd_stack, exc, stage)
             raise
         # netdev_add took the named fds over: nothing is left to close in QEMU, and ours go.
         fd_stack.pop_all()
@@ -190,23 +191,22 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
         dom.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()))
         stack.pop_all()
     except BaseException as exc:
-        await _unwind(stack, exc, stage)
-        if isinstance(exc, Exception):
-            raise HotplugError(
-                f"attaching {alias} failed at {stage}: {exc}", alias=alias, stage=stage
-            ) from exc
-        raise
+        await _fail(stack, exc, alias, stage)
     log.info("domain %s: attached %s", dom.name, alias)
     return live
 
 
-async def _unwind(stack: contextlib.AsyncExitStack, error: BaseException, stage: str) -> None:
-    """Undo the steps on ``stack``, shielded; rollback failures become notes on ``error``."""
-    try:
-        await asyncio.shield(stack.aclose())
-    except Exception as failure:  # kept as a note: the original error wins
-        log.warning("rollback after failed %s: %s", stage, failure)
-        add_rollback_note(error, failure, stage)
+async def _fail(
+    stack: contextlib.AsyncExitStack, exc: BaseException, alias: str, stage: str
+) -> NoReturn:
+    """Undo the steps on ``stack`` and raise: a HotplugError naming ``alias`` and ``stage``
+    with ``exc`` as its cause (cancellation and other BaseExceptions as they are)."""
+    await unwind(stack, exc, stage)
+    if isinstance(exc, Exception):
+        raise HotplugError(
+            f"attaching {alias} failed at {stage}: {exc}", alias=alias, stage=stage
+        ) from exc
+    raise exc
 
 
 async def _close_fd_quietly(dom: Domain, name: str) -> None:
@@ -294,12 +294,7 @@ async def attach_vfio(
         dom.record(entry.evolve(state=EntryState.ATTACHED))
         stack.pop_all()
     except BaseException as exc:
-        await _unwind(stack, exc, stage)
-        if isinstance(exc, Exception):
-            raise HotplugError(
-                f"attaching {alias} failed at {stage}: {exc}", alias=alias, stage=stage
-            ) from exc
-        raise
+        await _fail(stack, exc, alias, stage)
     log.info("domain %s: attached %s (%s)", dom.name, alias, vfio.address)
     return placed
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from caps.support import HOST, FakeQEMU, Leftovers, Replay
 from qctl.caps import QEMUCaps, probe
 
 QEMU_BINARY = "qemu-system-x86_64"
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    """A short private directory for UNIX sockets (paths are limited to 107 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="qctl-test-") as path:
-        yield path
 
 
 @pytest.fixture

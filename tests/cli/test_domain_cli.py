@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import guest_domain_xml, unique
+from support import guest_domain_xml, run_qctl, unique
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
@@ -22,17 +22,7 @@ SPARE_PORTS = "\n".join(
 )
 
 
-def qctl(*args: str, state: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "qctl.cli.main", *args, "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result
+qctl = run_qctl
 
 
 def test_lifecycle_and_hotplug_through_the_command_line(

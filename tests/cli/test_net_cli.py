@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from support import run_qctl
 
 from qctl import NetworkStore, StateRoot
 
@@ -20,17 +20,7 @@ VF_POOL = """<network>
 </network>"""
 
 
-def qctl(*args: str, state: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "qctl.cli.main", *args, "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    return result
+qctl = run_qctl
 
 
 def test_pools_are_defined_listed_shown_and_undefined(tmp_path: Path) -> None:

@@ -172,3 +172,31 @@ async def test_device_qemu_no_longer_has_is_taken_as_gone(
     assert await dom.detach_device("ua-ghost") is DetachResult.DETACHED
     assert dom.ledger.get("ua-ghost") is None
     assert "ua-ghost" not in dom.directory.status_file.read_text()
+
+
+async def test_two_handles_on_one_domain_share_the_books(
+    guest: tuple[Domain, Path], netlink: Netlink
+) -> None:
+    dom, console = guest
+    # A second handle, as another qctl process (say `qctl events`) would hold: it uses a
+    # monitor of its own, and each job starts from the status file as the other left it.
+    other = await Domain.connect(dom.name, state_root=dom.directory.path.parent.parent)
+    try:
+        mac = "52:54:00:20:04:01"
+        alias = await _attach_and_see(
+            dom,
+            console,
+            f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
+            mac,
+        )
+        assert await other.detach_device(alias) is DetachResult.DETACHED
+        assert alias not in other.xml()
+        second = await other.attach_device(
+            "<interface type='user'><mac address='52:54:00:20:04:02'/>"
+            "<model type='virtio'/></interface>"
+        )
+        assert second.alias == alias  # the freed alias, as the status file says
+        assert await dom.detach_device(second.alias or "") is DetachResult.DETACHED
+        assert len(dom.ledger) == 0 and len(other.ledger) == 0
+    finally:
+        await other.aclose()

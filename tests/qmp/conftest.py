@@ -6,21 +6,13 @@ import asyncio
 import os
 import shutil
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from fakeqmp import FakeQMPServer
 
 QEMU_BINARY = "qemu-system-x86_64"
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    """A short private directory for UNIX sockets (paths are limited to 107 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="qctl-test-") as path:
-        yield path
 
 
 @pytest.fixture
