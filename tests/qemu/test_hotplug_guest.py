@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import guest_domain_xml, unique, wait_for_nics, wait_until
 
-from qctl import DetachResult, Domain, parse_domain, parse_network
+from qctl import DetachResult, Domain, HotplugError, UnplugRejected, parse_domain, parse_network
 from qctl.host import Netlink
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 
@@ -200,3 +200,34 @@ async def test_two_handles_on_one_domain_share_the_books(
         assert len(dom.ledger) == 0 and len(other.ledger) == 0
     finally:
         await other.aclose()
+
+
+async def test_unplug_refused_by_the_guest_keeps_the_device(
+    guest: tuple[Domain, Path], netlink: Netlink
+) -> None:
+    dom, console = guest
+    mac = "52:54:00:20:05:01"
+    alias = await _attach_and_see(
+        dom,
+        console,
+        f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
+        mac,
+    )
+    tap = dom.ledger.get(alias).tap  # type: ignore[union-attr]
+    # The guest's refusal, as QEMU reports it, without a guest that refuses on cue: the
+    # request reaches no device, and QEMU's DEVICE_UNPLUG_GUEST_ERROR is delivered.
+    real_del = dom.monitor.device_del
+
+    async def refused(device: str) -> None:
+        dom._on_device_event(device, UnplugRejected(None, device))
+
+    dom.monitor.device_del = refused  # type: ignore[method-assign]
+    try:
+        with pytest.raises(HotplugError, match="rejected by the guest"):
+            await dom.detach_device(alias)
+    finally:
+        dom.monitor.device_del = real_del  # type: ignore[method-assign]
+    entry = dom.ledger.get(alias)
+    assert entry is not None and entry.state == "attached"
+    assert tap in await _links(netlink) and alias in dom.xml()
+    assert await dom.detach_device(alias) is DetachResult.DETACHED  # a later try works
