@@ -1,41 +1,43 @@
-"""Benchmark of NIC hot-plug: ``scripts/bench hotplug [--cycles N] [--no-libvirt]``.
+"""Benchmark of NIC hot-plug: ``scripts/bench hotplug [--cycles N] [--no-libvirt] [--profile F]``.
 
-One run measures attach and detach latency of a virtio NIC whose tap joins a Linux bridge,
-on the bundled test guest (TCG, q35, empty pcie-root-ports), for:
+One run measures the attach and detach latency of a virtio NIC whose tap joins a Linux
+bridge, on the bundled test guest (TCG, q35, four empty pcie-root-ports), for:
 
 - qctl: ``await dom.attach_device(iface)`` with the ``InterfaceDef`` parsed beforehand (the
   comparison is about the hot-plug path, not XML parsing), and ``await
   dom.detach_device(alias)``, which returns DETACHED once QEMU sent DEVICE_DELETED and the
   netdev, the tap and the ledger entry are gone;
 - hand-written: the minimal qemu.qmp + pyroute2 script doing the same steps on the same
-  guest. Attach: open /dev/net/tun, ``TUNSETIFF`` (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, kernel
-  picks ``vnetN``), one netlink request setting the tap's MAC (``fe:`` + the guest's last
+  guest. Attach: open /dev/net/tun, ``TUNSETIFF`` (IFF_TAP|IFF_NO_PI|IFF_VNET_HDR, the kernel
+  picks ``vnetN``), one netlink request setting the tap's MAC (``fe`` + the guest MAC's last
   five bytes), its master (the bridge) and ``up``; ``send_fd_scm`` + ``getfd``,
-  ``netdev_add`` (tap, fd=name), ``device_add`` (virtio-net-pci, bus=pci.N, addr=0x0),
-  close its fd. Detach: ``device_del``, wait for DEVICE_DELETED naming the device,
-  ``netdev_del``, delete the tap if it outlived QEMU's fd (it never does);
+  ``netdev_add`` (tap, fd=name), ``device_add`` (virtio-net-pci, netdev, id, mac,
+  bus=pci.4, addr=0x0), close its fd. Detach: ``device_del``, wait for the DEVICE_DELETED
+  naming the device, ``netdev_del``, delete the tap if it outlived QEMU's fd (it never does);
 - libvirt, when installed and its daemon can be started privately: the same guest as a
   transient libvirt domain with the same ``<interface type='bridge'>``, through the Python
   binding (run by /usr/bin/python3, timed inside that process) and through ``virsh
-  attach-device/detach-device --live`` (wall time, including virsh's start-up).
+  attach-device/detach-device --live`` (wall time, so including virsh's start-up).
 
-The whole run happens in a private network namespace (the script re-executes itself under
-``unshare --net``), so the bridge and the taps never touch the host; our own libvirtd is
-started inside it too, so libvirt's taps join the same bridge. The qctl state root is a
-temporary directory on tmpfs (as /run is in production; the status file is fsynced at each
-ledger write).
+Everything happens in a private network namespace (the script re-executes itself under
+``unshare --net``), so the bridge and the taps never touch the host. The libvirtd is our
+own, started inside that namespace too, so libvirt's taps join the same bridge; it is
+stopped at the end. The qctl state root is a temporary directory on tmpfs (/run is a tmpfs
+on a normal host; the status file is fsynced at each ledger write).
 
-Order: qctl and the hand-written script alternate cycle by cycle, in ABBA order (q h, h q,
-…) to spread noise and order effects. QEMU serves one QMP client at a time, so they take
-turns on the monitor: qctl's handle is closed (``Domain.aclose``, QEMU runs on) before the
-hand-written client connects, and reopened with ``Domain.connect`` afterwards; connecting
-(and the capabilities lookup a fresh handle does once) is not timed, for either side.
-After each attach and each detach, untimed, the script waits until the guest reports the
-NIC's MAC (or its absence) on the serial console, so every tool starts from a settled guest
-and we know the guest took part.
+Order: qctl and the hand-written script alternate cycle by cycle in ABBA order (q h, h q,
+…) to spread noise and order effects, after two untimed warm-up cycles each. Both stay
+connected: qctl's handle keeps the domain's first QMP monitor, the hand-written client uses
+the last one (qctl gives each domain three). After each attach, untimed, the script waits
+until the guest reports the NIC's MAC on its serial console and (qctl, hand-written) QEMU
+reports NIC_RX_FILTER_CHANGED for it, i.e. the guest has the NIC up; after each detach, until
+the guest no longer reports it. So every operation starts from a settled guest, and the
+counts printed prove the guest took part.
 
-Prints a table (median and p90 per tool) and the ratios qctl/hand-written; exits 1 when
-either exceeds 1.25.
+Prints a table (median and p90 per tool) and the ratios qctl/hand-written of the medians;
+exits 1 when either exceeds 1.25. ``--profile FILE`` runs qctl's timed calls under cProfile
+(which inflates qctl's numbers, so the targets are not judged), saves the stats to FILE and
+prints the top entries.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import fcntl
 import json
 import os
+import pstats
 import re
 import shutil
 import signal
@@ -56,13 +60,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pyroute2 import AsyncIPRoute
-from qemu.qmp import QMPClient
+from qemu.qmp import EventListener, Message, QMPClient
 
 import qctl
 from qctl.caps import CapsCache, resolve_binary
@@ -80,11 +84,12 @@ SPARE_PORTS = 4
 # qctl puts its NIC on the first free root port; the hand-written script uses the last one.
 HAND_BUS = f"pci.{SPARE_PORTS}"
 MAX_RATIO = 1.25
+WARMUP = 2
 NETNS_MARK = "QCTL_BENCH_NETNS"
 BOOT_TIMEOUT = 120.0
 SEEN_TIMEOUT = 30.0
 DETACH_TIMEOUT = 10.0
-WARMUP = 2
+RX_FILTER_TIMEOUT = 5.0
 
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
@@ -97,43 +102,85 @@ def say(text: str) -> None:
     print(f"bench hotplug: {text}", file=sys.stderr, flush=True)
 
 
-# -- the private network namespace ---------------------------------------------------------
+def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+# -- where it runs ---------------------------------------------------------------------------
 
 
 def in_private_netns() -> bool:
-    """Whether this process's network namespace is not pid 1's (or we made it ourselves)."""
+    """Whether this runs in the namespace :func:`reexec_in_private_netns` made, or in any
+    namespace that is not pid 1's (when pid 1's can be seen: sandboxes may hide it)."""
+    ours = os.stat("/proc/self/ns/net").st_ino
+    if os.environ.get(NETNS_MARK) == str(ours):
+        return True
     try:
-        return os.stat("/proc/self/ns/net").st_ino != os.stat("/proc/1/ns/net").st_ino
+        return ours != os.stat("/proc/1/ns/net").st_ino
     except OSError:
-        return os.environ.get(NETNS_MARK) == "1"
+        return False
 
 
 def reexec_in_private_netns() -> None:
     """Run this script again in a new network namespace whose loopback is up."""
-    os.environ[NETNS_MARK] = "1"
-    script = os.path.abspath(__file__)
+    setup = (
+        f'ip link set lo up && export {NETNS_MARK}=$(stat -L -c %i /proc/self/ns/net) && exec "$@"'
+    )
     os.execvp(
         "unshare",
-        ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-         sys.executable, script, *sys.argv[1:]],
+        ["unshare", "--net", "--", "sh", "-c", setup, "sh",
+         sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
     )  # fmt: skip
 
 
 def tmpfs_dir() -> Path:
     """/run when it is a tmpfs (as on a normal host), else /dev/shm."""
-    mounts = {}
     with open("/proc/self/mounts") as table:
-        for line in table:
-            fields = line.split()
-            mounts[fields[1]] = fields[2]
+        mounts = {fields[1]: fields[2] for fields in map(str.split, table)}
     return Path("/run") if mounts.get("/run") == "tmpfs" else Path("/dev/shm")
 
 
-def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)
+def guest_kernel() -> Path:
+    return GUEST / "vmlinux" if (GUEST / "vmlinux").is_file() else GUEST / "vmlinuz"
 
 
-# -- measurements ---------------------------------------------------------------------------
+def domain_xml(console: Path) -> str:
+    ports = "\n".join(
+        f"    <controller type='pci' index='{i}' model='pcie-root-port'/>"
+        for i in range(1, SPARE_PORTS + 1)
+    )
+    return f"""<domain type='qemu'>
+  <name>{DOMAIN}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>{guest_kernel()}</kernel>
+    <initrd>{GUEST / "initrd.img"}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
+  </os>
+  <devices>
+    <controller type='pci' index='0' model='pcie-root'/>
+{ports}
+    <serial type='file'><source path='{console}'/></serial>
+  </devices>
+</domain>
+"""
+
+
+def interface_xml(mac: str) -> str:
+    return (
+        f"<interface type='bridge'><mac address='{mac}'/><source bridge='{BRIDGE}'/>"
+        "<model type='virtio'/></interface>"
+    )
+
+
+def mac_for(tool: int, cycle: int) -> str:
+    """A distinct guest MAC per tool and cycle, so each report names one device."""
+    return f"52:54:00:b{tool}:{cycle // 256:02x}:{cycle % 256:02x}"
+
+
+# -- measuring -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -145,19 +192,17 @@ class Samples:
     detach: list[float] = field(default_factory=list)
     seen: int = 0
 
+    def values(self, which: str) -> list[float]:
+        return self.attach if which == "attach" else self.detach
+
     def median(self, which: str) -> float:
-        return statistics.median(getattr(self, which))
+        return statistics.median(self.values(which))
 
     def p90(self, which: str) -> float:
-        values: list[float] = getattr(self, which)
+        values = self.values(which)
         if len(values) < 2:
             return values[0]
         return statistics.quantiles(values, n=10, method="inclusive")[8]
-
-
-def mac_for(tool: int, cycle: int) -> str:
-    """A distinct guest MAC per tool and cycle, so each report names one device."""
-    return f"52:54:00:b{tool}:{cycle // 256:02x}:{cycle % 256:02x}"
 
 
 class Console:
@@ -186,6 +231,9 @@ class Console:
         except TimeoutError:
             raise RuntimeError(f"the guest never reported {what} (see {self.path})") from None
 
+    async def booted(self) -> None:
+        await self.wait(lambda macs: True, "its NICs after boot", BOOT_TIMEOUT)
+
     async def seen(self, mac: str) -> None:
         await self.wait(lambda macs: mac in macs, f"NIC {mac}", SEEN_TIMEOUT)
 
@@ -193,105 +241,149 @@ class Console:
         await self.wait(lambda macs: mac not in macs, f"the removal of NIC {mac}", SEEN_TIMEOUT)
 
 
-# -- qctl ------------------------------------------------------------------------------
+class Tool(Protocol):
+    """One way of hot-plugging; ``attach`` returns its time and what ``detach`` needs."""
+
+    samples: Samples
+    number: int  # picks the tool's MACs
+
+    async def attach(self, mac: str) -> tuple[float, str]: ...
+
+    async def settle(self, token: str) -> None: ...
+
+    async def detach(self, token: str) -> float: ...
 
 
-class QctlSide:
-    """qctl's handle on the benchmark domain, closed while the hand-written client has QMP."""
+async def alternate(tools: Sequence[Tool], console: Console, cycles: int, what: str) -> None:
+    """Warm-up, then ``cycles`` timed cycles per tool, in ABBA order."""
+    for cycle in range(WARMUP + cycles):
+        for tool in tools if cycle % 2 == 0 else reversed(tools):
+            mac = mac_for(tool.number, cycle)
+            attach, token = await tool.attach(mac)
+            await console.seen(mac)
+            await tool.settle(token)
+            detach = await tool.detach(token)
+            await console.gone(mac)
+            if cycle >= WARMUP:
+                tool.samples.attach.append(attach)
+                tool.samples.detach.append(detach)
+                tool.samples.seen += 1
+        done = cycle - WARMUP + 1
+        if done > 0 and done % 10 == 0:
+            say(f"{what}: {done}/{cycles} cycles")
 
-    def __init__(self, root: Path, netlink: Netlink) -> None:
-        self.root = root
-        self.netlink = netlink
-        self.dom: qctl.Domain | None = None
-        self.pid: int | None = None
 
-    async def start(self, defn: qctl.DomainDef, caps: qctl.QEMUCaps) -> None:
-        self.dom = await qctl.Domain.start(
-            defn, caps=caps, state_root=self.root, netlink=self.netlink
-        )
-        self.pid = self.dom.process.pid
+# -- qctl ----------------------------------------------------------------------------------
 
-    async def open(self) -> qctl.Domain:
-        if self.dom is None:
-            self.dom = await qctl.Domain.connect(DOMAIN, state_root=self.root, netlink=self.netlink)
-            await self.dom.capabilities()  # a long-lived handle has them; looked up once, untimed
-        return self.dom
 
-    async def close(self) -> None:
-        if self.dom is not None:
-            dom, self.dom = self.dom, None
-            await dom.aclose()
+class QctlTool:
+    """qctl's long-lived handle on the benchmark domain (on its first QMP monitor)."""
 
-    async def attach(self, iface: qctl.InterfaceDef) -> tuple[float, str]:
-        dom = await self.open()
-        start = time.perf_counter()
-        live = await dom.attach_device(iface)
-        elapsed = time.perf_counter() - start
+    number = 1
+
+    def __init__(self, dom: qctl.Domain, profile: cProfile.Profile | None) -> None:
+        self.samples = Samples("qctl")
+        self.dom = dom
+        self.profile = profile
+        self.parsed: dict[str, qctl.InterfaceDef] = {}
+        self._events: qctl.EventStream | None = None
+
+    def prepare(self, cycles: int) -> None:
+        """Parse every cycle's interface now: XML parsing is not what is compared."""
+        for cycle in range(WARMUP + cycles):
+            mac = mac_for(self.number, cycle)
+            iface = qctl.parse_device(interface_xml(mac))
+            assert isinstance(iface, qctl.InterfaceDef)
+            self.parsed[mac] = iface
+
+    async def attach(self, mac: str) -> tuple[float, str]:
+        iface = self.parsed[mac]
+        self._events = self.dom.events()
+        with self._profiled():
+            start = time.perf_counter()
+            live = await self.dom.attach_device(iface)
+            elapsed = time.perf_counter() - start
         assert live.alias is not None
         return elapsed, live.alias
 
-    async def detach(self, alias: str) -> float:
-        dom = await self.open()
-        start = time.perf_counter()
-        result = await dom.detach_device(alias, wait=DETACH_TIMEOUT)
-        elapsed = time.perf_counter() - start
+    async def settle(self, token: str) -> None:
+        """Wait until the guest has set the new NIC's RX filter (it brought the NIC up).
+
+        Besides settling the guest, this keeps that event out of the detach that follows:
+        qctl at the time of writing takes a NIC_RX_FILTER_CHANGED for the NIC being
+        detached as the guest's answer to the unplug ("rejected by the guest").
+        """
+        assert self._events is not None
+        with self._events as events:
+            try:
+                async with asyncio.timeout(RX_FILTER_TIMEOUT):
+                    async for event in events:
+                        if isinstance(event, qctl.NICRxFilterChanged) and event.alias == token:
+                            return
+            except TimeoutError:
+                say(f"qctl: no NIC_RX_FILTER_CHANGED for {token}; detaching anyway")
+
+    async def detach(self, token: str) -> float:
+        with self._profiled():
+            start = time.perf_counter()
+            result = await self.dom.detach_device(token, wait=DETACH_TIMEOUT)
+            elapsed = time.perf_counter() - start
         if result is not qctl.DetachResult.DETACHED:
-            raise RuntimeError(f"qctl: detach of {alias} is {result}")
+            raise RuntimeError(f"qctl: the detach of {token} is {result}")
         return elapsed
 
-    async def stop(self) -> None:
-        """Stop QEMU through a handle (reconnecting if needed), else kill it."""
+    @contextlib.contextmanager
+    def _profiled(self) -> Iterator[None]:
+        if self.profile is None:
+            yield
+            return
+        self.profile.enable()
         try:
-            dom = await self.open()
-            await dom.stop(force=True)
-            await dom.aclose()
-            self.dom = None
-        except (qctl.QctlError, OSError) as exc:
-            say(f"stopping through qctl failed ({exc}); killing QEMU")
-            if self.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
+            yield
+        finally:
+            self.profile.disable()
 
 
-# -- the hand-written script -------------------------------------------------------------
+# -- the hand-written script ---------------------------------------------------------------
+
+
+def event_data(event: Message) -> dict[str, Any]:
+    data = event["data"]
+    return data if isinstance(data, dict) else {}
 
 
 class HandWritten:
     """The minimal qemu.qmp script: the same QMP steps as qctl, nothing else.
 
-    It has its own QMP connection and a pyroute2 netlink socket kept open from one cycle to
-    the next, as any script doing more than one hot-plug would.
+    Its QMP connection (to the domain's last monitor) and its pyroute2 netlink socket stay
+    open from one cycle to the next, as in any script doing more than one hot-plug.
+    qemu.qmp's default event listener queues every event forever: fine for a benchmark.
     """
 
+    number = 2
+
     def __init__(self, qmp_socket: Path, bridge_index: int) -> None:
+        self.samples = Samples("hand-written")
         self.qmp_socket = qmp_socket
         self.bridge_index = bridge_index
+        self.qmp = QMPClient("hand-written")
         self.ipr = AsyncIPRoute()
-        self.client: QMPClient | None = None
+        self.taps: dict[str, str] = {}
+        self._rx_filter: EventListener | None = None
 
-    async def open(self) -> QMPClient:
-        if self.client is None:
-            client = QMPClient("hand-written")
-            await client.connect(str(self.qmp_socket))
-            self.client = client
-        return self.client
-
-    async def close(self) -> None:
-        if self.client is not None:
-            client, self.client = self.client, None
-            await client.disconnect()
+    async def connect(self) -> None:
+        await self.qmp.connect(str(self.qmp_socket))
 
     async def aclose(self) -> None:
-        await self.close()
+        with contextlib.suppress(Exception):
+            await self.qmp.disconnect()
         self.ipr.close()
 
-    async def attach(self, device: str, mac: str) -> tuple[float, str]:
-        qmp = await self.open()
+    async def attach(self, mac: str) -> tuple[float, str]:
+        device = f"hand{len(self.taps)}"
+        self._rx_filter = EventListener("NIC_RX_FILTER_CHANGED")
+        self.qmp.register_listener(self._rx_filter)
         start = time.perf_counter()
-        tap = await self._attach(qmp, device, mac)
-        return time.perf_counter() - start, tap
-
-    async def _attach(self, qmp: QMPClient, device: str, mac: str) -> str:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
         try:
             ifreq = struct.pack("16sH22x", b"vnet%d", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
@@ -303,37 +395,82 @@ class HandWritten:
                 master=self.bridge_index,
                 state="up",
             )
-            qmp.send_fd_scm(fd)
-            await qmp.execute("getfd", {"fdname": device})
-            await qmp.execute("netdev_add", {"type": "tap", "id": f"host{device}", "fd": device})
-            await qmp.execute(
+            self.qmp.send_fd_scm(fd)
+            await self.qmp.execute("getfd", {"fdname": device})
+            await self.qmp.execute(
+                "netdev_add", {"type": "tap", "id": f"host{device}", "fd": device}
+            )
+            await self.qmp.execute(
                 "device_add",
                 {"driver": "virtio-net-pci", "netdev": f"host{device}", "id": device,
                  "mac": mac, "bus": HAND_BUS, "addr": "0x0"},
             )  # fmt: skip
         finally:
             os.close(fd)
-        return tap
+        elapsed = time.perf_counter() - start
+        self.taps[device] = tap
+        return elapsed, device
 
-    async def detach(self, device: str, tap: str) -> float:
-        qmp = await self.open()
+    async def settle(self, token: str) -> None:
+        """Wait until the guest has set the new NIC's RX filter (it brought the NIC up)."""
+        listener = self._rx_filter
+        assert listener is not None
+        try:
+            async with asyncio.timeout(RX_FILTER_TIMEOUT):
+                async for event in listener:
+                    if event_data(event).get("name") == token:
+                        return
+        except TimeoutError:
+            say(f"hand-written: no NIC_RX_FILTER_CHANGED for {token}; detaching anyway")
+        finally:
+            self.qmp.remove_listener(listener)
+
+    async def detach(self, token: str) -> float:
+        tap = self.taps[token]
         start = time.perf_counter()
-        with qmp.listener("DEVICE_DELETED") as deleted:
-            await qmp.execute("device_del", {"id": device})
+        with self.qmp.listener("DEVICE_DELETED") as deleted:
+            await self.qmp.execute("device_del", {"id": token})
             async with asyncio.timeout(DETACH_TIMEOUT):
                 async for event in deleted:
-                    if event["data"].get("device") == device:
+                    if event_data(event).get("device") == token:
                         break
-        await qmp.execute("netdev_del", {"id": f"host{device}"})
+        await self.qmp.execute("netdev_del", {"id": f"host{token}"})
         with contextlib.suppress(OSError):  # QEMU closed the last fd: the tap is gone
             await self.ipr.link("del", index=socket.if_nametoindex(tap))
         return time.perf_counter() - start
 
 
-# -- libvirt ---------------------------------------------------------------------------------
+async def measure_qemu_side(
+    work: Path, cycles: int, binary: str, netlink: Netlink, profile: cProfile.Profile | None
+) -> tuple[Samples, Samples]:
+    """Boot the guest with qctl, alternate qctl and hand-written cycles on it, stop it."""
+    console = Console(work / "serial.log")
+    caps = await CapsCache().get(binary)
+    defn = qctl.parse_domain(domain_xml(console.path))
+    say(f"booting the test guest with qctl (state root {work / 'state'})")
+    dom = await qctl.Domain.start(defn, caps=caps, state_root=work / "state", netlink=netlink)
+    hand: HandWritten | None = None
+    try:
+        await console.booted()
+        hand = HandWritten(dom.directory.qmp_sockets[-1], socket.if_nametoindex(BRIDGE))
+        await hand.connect()
+        ours = QctlTool(dom, profile)
+        ours.prepare(cycles)
+        await alternate([ours, hand], console, cycles, "qctl/hand-written")
+    finally:
+        if hand is not None:
+            await hand.aclose()
+        try:
+            await dom.stop(force=True)
+        finally:
+            await dom.aclose()
+    return ours.samples, hand.samples
+
+
+# -- libvirt -------------------------------------------------------------------------------
 
 # Run by /usr/bin/python3 (the venv cannot import the distribution's libvirt binding). Reads
-# "attach|detach XMLFILE" lines, answers one JSON line each, timing only the libvirt call.
+# "attach|detach XMLFILE MAC" lines and answers one JSON line each, timing only the call.
 LIBVIRT_HELPER = r"""
 import json, sys, time
 import libvirt
@@ -366,7 +503,7 @@ def libvirt_unavailable() -> str | None:
     if shutil.which("virsh") is None or not os.path.exists(LIBVIRTD):
         return "not installed"
     if os.geteuid() != 0:
-        return "needs root (this bench starts its own libvirtd)"
+        return "skipped: needs root (this bench starts its own libvirtd)"
     conf = Path("/etc/libvirt/qemu.conf")
     settings: dict[str, str] = {}
     with contextlib.suppress(OSError):
@@ -375,8 +512,8 @@ def libvirt_unavailable() -> str | None:
             if match:
                 settings[match[1]] = match[2]
     wanted = {"user": '"root"', "group": '"root"', "stdio_handler": '"file"'}
-    if any(settings.get(k) != v for k, v in wanted.items()):
-        return f'skipped: {conf} needs user/group "root" and stdio_handler "file"'
+    if any(settings.get(key) != value for key, value in wanted.items()):
+        return f'skipped: {conf} needs user = "root", group = "root", stdio_handler = "file"'
     if (
         Path("/run/libvirt/libvirt-sock").exists()
         or run(["pgrep", "-x", "libvirtd"], check=False).returncode == 0
@@ -385,10 +522,13 @@ def libvirt_unavailable() -> str | None:
     autostart = Path("/etc/libvirt/qemu/networks/autostart")
     if autostart.is_dir() and any(autostart.iterdir()):
         return f"skipped: {autostart} is not empty (libvirtd would start those networks)"
+    if run([SYSTEM_PYTHON, "-c", "import libvirt"], check=False).returncode != 0:
+        return "skipped: no python3-libvirt for /usr/bin/python3 (apt-get install python3-libvirt)"
     return None
 
 
 def libvirt_domain_xml(console: Path) -> str:
+    """The same guest for libvirt: ACPI on (qctl's default), no devices it would add itself."""
     ports = "\n".join(
         "    <controller type='pci' model='pcie-root-port'/>" for _ in range(SPARE_PORTS)
     )
@@ -415,15 +555,15 @@ def libvirt_domain_xml(console: Path) -> str:
 """
 
 
-def interface_xml(mac: str) -> str:
-    return (
-        f"<interface type='bridge'><mac address='{mac}'/><source bridge='{BRIDGE}'/>"
-        "<model type='virtio'/></interface>"
-    )
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
-class LibvirtSide:
-    """Our own libvirtd (in this network namespace), one transient domain, the binding helper."""
+class Libvirt:
+    """Our own libvirtd (in this network namespace), a transient domain, the binding helper."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
@@ -443,19 +583,18 @@ class LibvirtSide:
                 raise RuntimeError("libvirtd did not answer within 30 s")
             await asyncio.sleep(0.2)
         if self.virsh("domstate", LIBVIRT_DOMAIN, check=False).returncode == 0:
-            raise RuntimeError(f"libvirt already has a domain {LIBVIRT_DOMAIN}")
+            raise RuntimeError(f"libvirt already has a domain called {LIBVIRT_DOMAIN}")
         xml = self.work / "libvirt-domain.xml"
         xml.write_text(libvirt_domain_xml(self.console.path))
         created = self.virsh("create", str(xml), check=False)
         if created.returncode != 0:
-            raise RuntimeError(f"virsh create failed: {created.stderr.strip()}")
-        await self.console.wait(lambda macs: True, "its NICs after boot", BOOT_TIMEOUT)
+            raise RuntimeError(f"virsh create: {created.stderr.strip()}")
+        await self.console.booted()
         self.helper = await asyncio.create_subprocess_exec(
             SYSTEM_PYTHON, "-c", LIBVIRT_HELPER, LIBVIRT_URI, LIBVIRT_DOMAIN,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
-        hello = await self._reply()
-        major, rest = divmod(int(hello["version"]), 1_000_000)
+        major, rest = divmod(int((await self._reply())["version"]), 1_000_000)
         self.version = f"{major}.{rest // 1000}.{rest % 1000}"
 
     async def _reply(self) -> dict[str, Any]:
@@ -468,22 +607,25 @@ class LibvirtSide:
             raise RuntimeError(f"libvirt: {reply['error']}")
         return reply
 
-    def _nic_file(self, mac: str) -> Path:
+    def nic_file(self, mac: str) -> Path:
         path = self.work / f"nic-{mac.replace(':', '')}.xml"
-        path.write_text(interface_xml(mac))
+        if not path.exists():
+            path.write_text(interface_xml(mac))
         return path
 
     async def api(self, op: str, mac: str) -> float:
+        """``op`` through the Python binding, timed inside the helper process."""
         assert self.helper is not None and self.helper.stdin is not None
-        self.helper.stdin.write(f"{op} {self._nic_file(mac)} {mac}\n".encode())
+        self.helper.stdin.write(f"{op} {self.nic_file(mac)} {mac}\n".encode())
         await self.helper.stdin.drain()
         reply = await self._reply()
         if reply.get("pending"):
-            raise RuntimeError(f"libvirt: detach of {mac} still pending")
+            raise RuntimeError(f"libvirt: the detach of {mac} is still pending")
         return float(reply["elapsed"])
 
     async def cli(self, op: str, mac: str) -> float:
-        path = self._nic_file(mac)
+        """``op`` through virsh: wall time, process start-up included."""
+        path = self.nic_file(mac)
         start = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             "virsh", "-c", LIBVIRT_URI, f"{op}-device", LIBVIRT_DOMAIN, str(path), "--live",
@@ -494,16 +636,15 @@ class LibvirtSide:
         if proc.returncode != 0:
             raise RuntimeError(f"virsh {op}-device: {err.decode().strip()}")
         if op == "detach" and b"request sent" in out:
-            raise RuntimeError(f"virsh: detach of {mac} still pending")
+            raise RuntimeError(f"virsh: the detach of {mac} is still pending")
         return elapsed
 
     async def aclose(self) -> None:
-        """Destroy the domain, stop libvirtd, kill a QEMU it left; never raises."""
-        if self.helper is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.helper.kill()
+        """Destroy the domain, stop libvirtd, kill a QEMU it left behind."""
+        if self.helper is not None and self.helper.returncode is None:
+            self.helper.kill()
             await self.helper.wait()
-        qemu_pid = _read_pid(Path(f"/run/libvirt/qemu/{LIBVIRT_DOMAIN}.pid"))
+        qemu = _read_pid(Path(f"/run/libvirt/qemu/{LIBVIRT_DOMAIN}.pid"))
         daemon = _read_pid(self.pidfile)
         if daemon is not None:
             self.virsh("destroy", LIBVIRT_DOMAIN, check=False)
@@ -514,139 +655,56 @@ class LibvirtSide:
                     await asyncio.sleep(0.1)
                 say(f"libvirtd {daemon} ignored SIGTERM; killing it")
                 os.kill(daemon, signal.SIGKILL)
-        if qemu_pid is not None:
+        if qemu is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(qemu_pid, signal.SIGKILL)
+                os.kill(qemu, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.unlink(f"/var/log/libvirt/qemu/{LIBVIRT_DOMAIN}.log")
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
+class LibvirtTool:
+    """libvirt through one of its interfaces (``api`` or ``cli``); the MAC names the NIC."""
 
+    def __init__(
+        self, title: str, number: int, call: Callable[[str, str], Awaitable[float]]
+    ) -> None:
+        self.samples = Samples(title)
+        self.number = number
+        self.call = call
 
-# -- the run -----------------------------------------------------------------------------
+    async def attach(self, mac: str) -> tuple[float, str]:
+        return await self.call("attach", mac), mac
 
+    async def settle(self, token: str) -> None:
+        """libvirt's QMP is its own: the guest reporting the MAC is the settling."""
 
-def guest_kernel() -> Path:
-    return GUEST / "vmlinux" if (GUEST / "vmlinux").is_file() else GUEST / "vmlinuz"
-
-
-def domain_xml(console: Path) -> str:
-    ports = "\n".join(
-        f"    <controller type='pci' index='{i}' model='pcie-root-port'/>"
-        for i in range(1, SPARE_PORTS + 1)
-    )
-    return f"""<domain type='qemu'>
-  <name>{DOMAIN}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{guest_kernel()}</kernel>
-    <initrd>{GUEST / "initrd.img"}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
-  </os>
-  <devices>
-    <controller type='pci' index='0' model='pcie-root'/>
-{ports}
-    <serial type='file'><source path='{console}'/></serial>
-  </devices>
-</domain>
-"""
-
-
-async def measure_qemu_side(
-    work: Path, cycles: int, binary: str, bridge_index: int, netlink: Netlink
-) -> tuple[Samples, Samples]:
-    """Boot the guest with qctl; alternate qctl and hand-written cycles on it; stop it."""
-    q, h = Samples("qctl"), Samples("hand-written")
-    console = Console(work / "serial.log")
-    caps = await CapsCache().get(binary)
-    ifaces = [qctl.parse_device(interface_xml(mac_for(1, c))) for c in range(cycles + WARMUP)]
-    side = QctlSide(work / "state", netlink)
-    say(f"booting the test guest with qctl (state root {side.root})")
-    await side.start(qctl.parse_domain(domain_xml(console.path)), caps)
-    hand: HandWritten | None = None
-    try:
-        await console.wait(lambda macs: True, "its NICs after boot", BOOT_TIMEOUT)
-        dom = await side.open()
-        hand = HandWritten(dom.directory.qmp_socket, bridge_index)
-
-        async def qctl_cycle(c: int) -> None:
-            await hand.close()  # type: ignore[union-attr]
-            iface = ifaces[c]
-            assert isinstance(iface, qctl.InterfaceDef) and iface.mac is not None
-            attach, alias = await side.attach(iface)
-            await console.seen(str(iface.mac))
-            detach = await side.detach(alias)
-            await console.gone(str(iface.mac))
-            if c >= WARMUP:
-                q.attach.append(attach)
-                q.detach.append(detach)
-                q.seen += 1
-
-        async def hand_cycle(c: int) -> None:
-            await side.close()
-            mac = mac_for(2, c)
-            assert hand is not None
-            attach, tap = await hand.attach(f"hand{c}", mac)
-            await console.seen(mac)
-            detach = await hand.detach(f"hand{c}", tap)
-            await console.gone(mac)
-            if c >= WARMUP:
-                h.attach.append(attach)
-                h.detach.append(detach)
-                h.seen += 1
-
-        for c in range(cycles + WARMUP):
-            first, second = (qctl_cycle, hand_cycle) if c % 2 == 0 else (hand_cycle, qctl_cycle)
-            await first(c)
-            await second(c)
-            if c >= WARMUP and (c - WARMUP + 1) % 10 == 0:
-                say(f"qctl/hand-written: {c - WARMUP + 1}/{cycles} cycles")
-    finally:
-        if hand is not None:
-            await hand.aclose()
-        await side.stop()
-    return q, h
+    async def detach(self, token: str) -> float:
+        return await self.call("detach", token)
 
 
 async def measure_libvirt(work: Path, cycles: int) -> tuple[Samples, Samples, str]:
-    api, cli = Samples("libvirt API"), Samples("virsh")
-    side = LibvirtSide(work)
+    """Start our libvirtd and the guest under it, alternate binding and virsh cycles."""
     say("starting a private libvirtd and the test guest as a transient libvirt domain")
+    libvirt = Libvirt(work)
     try:
-        await side.start()
-        turns = [(api, side.api, 3), (cli, side.cli, 4)]
-        for c in range(cycles + WARMUP):
-            for samples, call, tool in turns if c % 2 == 0 else turns[::-1]:
-                mac = mac_for(tool, c)
-                attach = await call("attach", mac)
-                await side.console.seen(mac)
-                detach = await call("detach", mac)
-                await side.console.gone(mac)
-                if c >= WARMUP:
-                    samples.attach.append(attach)
-                    samples.detach.append(detach)
-                    samples.seen += 1
-            if c >= WARMUP and (c - WARMUP + 1) % 10 == 0:
-                say(f"libvirt: {c - WARMUP + 1}/{cycles} cycles")
+        await libvirt.start()
+        api = LibvirtTool("libvirt API", 3, libvirt.api)
+        cli = LibvirtTool("virsh", 4, libvirt.cli)
+        await alternate([api, cli], libvirt.console, cycles, "libvirt")
     finally:
-        await side.aclose()
-    return api, cli, side.version
+        await libvirt.aclose()
+    return api.samples, cli.samples, libvirt.version
 
 
-def report(tools: list[Samples], cycles: int, notes: list[str]) -> bool:
+# -- the run -------------------------------------------------------------------------------
+
+
+def report(tools: list[Samples], notes: list[str], cycles: int, judge: bool) -> bool:
     for note in notes:
         print(note)
     print(f"guest saw every NIC: {', '.join(f'{t.title} {t.seen}/{cycles}' for t in tools)}")
     print()
-    width = 18
-    print(" " * 12 + "".join(f"{t.title:>{width}}" for t in tools))
+    print(" " * 12 + "".join(f"{t.title:>18}" for t in tools))
     print(" " * 12 + "".join(f"{'median':>10}{'p90':>8}" for _ in tools))
     for which in ("attach", "detach"):
         cells = "".join(
@@ -655,57 +713,68 @@ def report(tools: list[Samples], cycles: int, notes: list[str]) -> bool:
         print(f"{which + ' (ms)':<12}{cells}")
     print()
     ok = True
-    q, h = tools[0], tools[1]
     for which in ("attach", "detach"):
-        ratio = q.median(which) / h.median(which)
-        verdict = "ok" if ratio <= MAX_RATIO else "MISSED"
-        ok = ok and ratio <= MAX_RATIO
+        ratio = tools[0].median(which) / tools[1].median(which)
+        met = ratio <= MAX_RATIO
+        ok = ok and met
+        verdict = ("ok" if met else "MISSED") if judge else "(not judged: --profile)"
         print(f"{which} qctl/hand-written = {ratio:.2f} (target <= {MAX_RATIO}) {verdict}")
-    return ok
+    sys.stdout.flush()
+    return ok or not judge
 
 
-async def bench(cycles: int, binary: str, with_libvirt: bool) -> bool:
+async def bench(cycles: int, binary: str, with_libvirt: bool, profile_to: str | None) -> bool:
     work = Path(tempfile.mkdtemp(prefix="qctl-bench-", dir=tmpfs_dir()))
     netlink = Netlink()
+    profile = cProfile.Profile() if profile_to else None
+    bridge_made = False
     try:
         run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+        bridge_made = True
         run(["ip", "link", "set", BRIDGE, "up"])
-        bridge_index = socket.if_nametoindex(BRIDGE)
-        q, h = await measure_qemu_side(work, cycles, binary, bridge_index, netlink)
-        tools = [q, h]
-        version = run([binary, "--version"]).stdout.split("\n")[0]
+        ours, hand = await measure_qemu_side(work, cycles, binary, netlink, profile)
+        tools = [ours, hand]
+        qemu_version = run([binary, "--version"]).stdout.splitlines()[0]
         notes = [
-            f"NIC hot-plug: virtio-net-pci, tap (vnet_hdr) on bridge {BRIDGE}, TCG q35 guest; "
-            f"{version}",
+            f"NIC hot-plug: virtio-net-pci, tap on bridge {BRIDGE}, TCG q35 guest; {qemu_version}",
             f"{cycles} timed cycles per tool after {WARMUP} warm-up cycles; qctl and "
-            "hand-written alternate (ABBA) on the same guest, taking turns on its QMP monitor",
+            "hand-written alternate (ABBA) on the same guest, each on its own QMP monitor",
             "qctl: attach_device(InterfaceDef parsed beforehand: XML parsing is not timed), "
-            "detach_device(alias) until DETACHED",
-            "hand-written: qemu.qmp + pyroute2: tap, 1 netlink request, getfd, netdev_add, "
-            "device_add / device_del, DEVICE_DELETED, netdev_del",
-            f"state root: {work} (tmpfs)",
+            f"detach_device(alias) until DETACHED; state root on tmpfs ({work})",
+            "hand-written: qemu.qmp + pyroute2: tun ioctl, 1 netlink request, getfd, "
+            "netdev_add, device_add / device_del, DEVICE_DELETED, netdev_del",
         ]
         reason = libvirt_unavailable() if with_libvirt else "skipped (--no-libvirt)"
-        if reason is None and not os.access(SYSTEM_PYTHON, os.X_OK):
-            reason = f"skipped: {SYSTEM_PYTHON} not found"
-        if reason is None and run([SYSTEM_PYTHON, "-c", "import libvirt"], check=False).returncode:
-            reason = "skipped: python3-libvirt is not installed (apt-get install python3-libvirt)"
         if reason is None:
-            api, cli, lv_version = await measure_libvirt(work, cycles)
+            api, cli, version = await measure_libvirt(work, cycles)
             tools += [api, cli]
             notes.append(
-                f"libvirt {lv_version}: own libvirtd in this netns, same guest as a transient "
-                "domain, same <interface type='bridge'>; 'libvirt API' = python3-libvirt "
-                "attachDeviceFlags/detachDeviceFlags(LIVE) timed in-process; 'virsh' = "
-                "attach-device/detach-device --live wall time, including virsh start-up"
+                f"libvirt {version}: its own libvirtd in this netns, the same guest as a "
+                "transient domain, the same <interface type='bridge'>; 'libvirt API' = "
+                "python3-libvirt attach/detachDeviceFlags(LIVE) timed in-process; 'virsh' = "
+                "attach-device/detach-device --live wall time, virsh start-up included"
             )
         else:
             notes.append(f"libvirt: {reason}")
-        return report(tools, cycles, notes)
+        if profile is not None and profile_to is not None:
+            profile.dump_stats(profile_to)
+            print(f"qctl's timed calls under cProfile (saved to {profile_to}):")
+            stats = pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative")
+            stats.print_stats("/qctl/", 30)
+        return report(tools, notes, cycles, judge=profile is None)
     finally:
         await netlink.aclose()
-        run(["ip", "link", "del", BRIDGE], check=False)
+        if bridge_made:
+            run(["ip", "link", "del", BRIDGE], check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def bench_until_signal(*args: Any) -> bool:
+    """:func:`bench`, cancelled (and so cleaned up) on SIGTERM as on Ctrl-C."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await bench(*args)
 
 
 def main() -> int:
@@ -713,21 +782,24 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=30, help="timed cycles per tool")
     parser.add_argument("--binary", default=os.environ.get("QCTL_QEMU", "qemu-system-x86_64"))
     parser.add_argument("--no-libvirt", action="store_true", help="leave libvirt out")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile qctl's timed calls")
     args = parser.parse_args()
     if args.cycles < 1:
         parser.error("--cycles must be at least 1")
     if not (GUEST / "initrd.img").is_file():
-        print(
-            "bench hotplug: no test guest in .cache/guest; run ./scripts/bootstrap", file=sys.stderr
-        )
-        return 2
+        sys.exit("bench hotplug: no test guest in .cache/guest; run ./scripts/bootstrap")
     if not in_private_netns():
         reexec_in_private_netns()
     try:
-        ok = asyncio.run(bench(args.cycles, resolve_binary(args.binary), not args.no_libvirt))
-    except KeyboardInterrupt:
+        binary = resolve_binary(args.binary)
+        ok = asyncio.run(bench_until_signal(args.cycles, binary, not args.no_libvirt, args.profile))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted; cleaned up")
         return 130
+    except (RuntimeError, OSError, subprocess.CalledProcessError, qctl.QctlError) as exc:
+        detail = f": {exc.stderr.strip()}" if isinstance(exc, subprocess.CalledProcessError) else ""
+        say(f"failed: {exc}{detail}")
+        return 1
     return 0 if ok else 1
 
 

@@ -49,7 +49,14 @@ from qctl.errors import HotplugError, QMPCommandError, QMPError, StateError
 from qctl.host import LinkControl, Netlink
 from qctl.qemu.command import Features
 from qctl.qemu.dryrun import dry_run_argv
-from qctl.qemu.events import DeviceAdded, DeviceRemoved, DomainEvent, EventStream, from_qmp
+from qctl.qemu.events import (
+    DeviceAdded,
+    DeviceRemoved,
+    DomainEvent,
+    EventStream,
+    UnplugRejected,
+    from_qmp,
+)
 from qctl.qemu.hotplug import (
     DEFAULT_DETACH_TIMEOUT,
     DetachResult,
@@ -477,11 +484,10 @@ class Domain:
                 if event is None:
                     continue
                 self._publish(event)
-                alias = getattr(event, "alias", None)
-                if alias is not None:
-                    self._on_device_event(alias, event)
+                if isinstance(event, DeviceRemoved | UnplugRejected):
+                    self._on_device_event(event.alias, event)
 
-    def _on_device_event(self, alias: str, event: DomainEvent) -> None:
+    def _on_device_event(self, alias: str, event: DeviceRemoved | UnplugRejected) -> None:
         """Wake a waiting detach, or finish one whose waiter gave up (a late event)."""
         waiter = self._unplug_waiters.get(alias)
         if waiter is not None and not waiter.done():

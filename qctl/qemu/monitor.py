@@ -9,18 +9,12 @@ rollback, timeouts of whole operations) to their callers.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 
-from qctl.errors import QMPCommandError, QMPProtocolError
-from qctl.qmp import EventSubscription, QMPClient
-from qctl.types import PCIAddress
+from qctl.errors import QMPCommandError
+from qctl.qmp import QMPClient
 
-__all__ = ["DEVICE_EVENTS", "GuestPCIDevice", "Monitor", "is_not_found"]
-
-#: the events the driver follows for device hot-plug and unplug
-DEVICE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
+__all__ = ["Monitor", "is_not_found"]
 
 _NETWORK_LINE = re.compile(r"^[ \\]*([^\s:]+): index=\d+,type=([\w-]+)", re.MULTILINE)
 
@@ -28,14 +22,6 @@ _NETWORK_LINE = re.compile(r"^[ \\]*([^\s:]+): index=\d+,type=([\w-]+)", re.MULT
 def is_not_found(error: QMPCommandError) -> bool:
     """True when QEMU refused a command because the device or netdev does not exist."""
     return error.error_class == "DeviceNotFound" or "not found" in error.desc.lower()
-
-
-@dataclass(frozen=True, slots=True)
-class GuestPCIDevice:
-    """One device from ``query-pci``: its QEMU id (``qdev_id``, may be empty) and address."""
-
-    qdev_id: str
-    address: PCIAddress
 
 
 class Monitor:
@@ -91,10 +77,6 @@ class Monitor:
         """Make QEMU close the fd passed as ``name`` (``closefd``)."""
         await self.client.close_fd(name)
 
-    def device_events(self, names: Iterable[str] = DEVICE_EVENTS) -> EventSubscription:
-        """Subscribe to device events; make it before the command whose event you expect."""
-        return self.client.events(names)
-
     # -- what QEMU has -----------------------------------------------------------------------
     async def peripherals(self) -> set[str]:
         """Ids of the devices that have one (``qom-list /machine/peripheral``)."""
@@ -118,26 +100,3 @@ class Monitor:
             for match in _NETWORK_LINE.finditer(str(text))
             if match.group(2) != "nic"
         }
-
-    async def pci_devices(self) -> list[GuestPCIDevice]:
-        """Every PCI device the guest has, bridges' buses included (``query-pci``)."""
-        found: list[GuestPCIDevice] = []
-        for bus in await self.client.execute("query-pci"):
-            _collect_pci(bus, found)
-        return found
-
-
-def _collect_pci(bus: Mapping[str, Any], found: list[GuestPCIDevice]) -> None:
-    try:
-        for dev in bus["devices"]:
-            found.append(
-                GuestPCIDevice(
-                    qdev_id=str(dev.get("qdev_id", "")),
-                    address=PCIAddress(0, int(dev["bus"]), int(dev["slot"]), int(dev["function"])),
-                )
-            )
-            bridge = dev.get("pci_bridge")
-            if bridge and "devices" in bridge:
-                _collect_pci(bridge, found)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise QMPProtocolError(f"query-pci: unexpected reply: {exc}") from exc

@@ -18,6 +18,7 @@ from support import guest_domain_xml, unique, wait_for_nics, wait_until
 from qctl import DetachResult, Domain, HotplugError, UnplugRejected, parse_domain, parse_network
 from qctl.host import Netlink
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
+from qctl.qmp import QMPEvent
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
@@ -231,3 +232,39 @@ async def test_unplug_refused_by_the_guest_keeps_the_device(
     assert entry is not None and entry.state == "attached"
     assert tap in await _links(netlink) and alias in dom.xml()
     assert await dom.detach_device(alias) is DetachResult.DETACHED  # a later try works
+
+
+async def test_other_events_for_a_nic_do_not_disturb_its_detach(
+    guest: tuple[Domain, Path], netlink: Netlink
+) -> None:
+    dom, console = guest
+    mac = "52:54:00:20:06:01"
+    alias = await _attach_and_see(
+        dom,
+        console,
+        f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
+        mac,
+    )
+    real_del = dom.monitor.device_del
+
+    async def held(device: str) -> None:  # the guest takes its time: no event yet
+        return None
+
+    def qemu_sends(name: str, data: dict[str, str]) -> None:
+        dom.monitor.client._deliver(QMPEvent(name, data))
+
+    dom.monitor.device_del = held  # type: ignore[method-assign]
+    try:
+        detach = asyncio.create_task(dom.detach_device(alias, wait=1.0))
+        await asyncio.sleep(0.2)
+        # The guest changes the NIC's RX filter while the unplug is pending (as it does
+        # when it brings a NIC up): that is no answer to the unplug.
+        qemu_sends("NIC_RX_FILTER_CHANGED", {"name": alias, "path": f"/machine/peripheral/{alias}"})
+        assert await detach is DetachResult.PENDING
+        assert dom.ledger.get(alias).state == "detaching"  # type: ignore[union-attr]
+    finally:
+        dom.monitor.device_del = real_del  # type: ignore[method-assign]
+    await real_del(alias)  # now QEMU really removes it; its event finishes the detach
+    async with asyncio.timeout(SEEN_TIMEOUT):
+        await wait_until(lambda: dom.ledger.get(alias) is None)
+    assert alias not in dom.xml()
