@@ -103,6 +103,20 @@ class LinkControl(Protocol):
         """Enslave ``name`` to ``master`` (add it as a port of that bridge)."""
         ...
 
+    async def setup_link(
+        self,
+        index: int,
+        name: str,
+        *,
+        mac: MACAddress,
+        mtu: int | None = None,
+        master: tuple[int, str] | None = None,
+    ) -> None:
+        """Give link ``index`` (called ``name``) ``mac`` and ``mtu``, make it a port of
+        ``master`` (its index and name) and bring it up, in one request (a new tap's whole
+        set-up)."""
+        ...
+
     async def set_nomaster(self, name: str) -> None:
         """Release ``name`` from its master, if it has one."""
         ...

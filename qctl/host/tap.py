@@ -35,15 +35,17 @@ import errno as errno_mod
 import fcntl
 import logging
 import os
+import socket
 import struct
 from collections.abc import Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ..errors import HostError, ResourceBusyError, UnsupportedError, add_rollback_note
+from ..errors import HostError, NetlinkError, ResourceBusyError, UnsupportedError, add_rollback_note
 from ..types import IfName, MACAddress
-from .link import LinkControl, LinkInfo, netlink_error
+from .ifioctl import if_driver, if_index, if_mtu
+from .link import LinkControl, netlink_error
 from .oserror import errno_text
 
 __all__ = [
@@ -142,7 +144,7 @@ class Tap:
         index: int,
         fds: list[int],
         mac: MACAddress,
-        mtu: int,
+        mtu: int | None,
         bridge: str | None,
         vnet_hdr: bool,
         netlink: LinkControl,
@@ -273,53 +275,57 @@ async def delete_tap(name: str, *, netlink: LinkControl, index: int | None = Non
 
 
 async def _create(request: TapRequest, netlink: LinkControl, tun_path: str) -> Tap:
-    """The body of :func:`create_tap`."""
-    bridge_mtu = None
-    if request.bridge is not None:
-        bridge_mtu = (await _require_bridge(netlink, request.bridge)).mtu
+    """The body of :func:`create_tap`: one netlink round trip (the tap's whole set-up in one
+    request, after the bridge is checked with ioctls), since this is on every hot-plug's
+    path."""
+    bridge = _require_bridge(request.bridge) if request.bridge else None
     name, fds = _open_queues(request, tun_path)
     mac = tap_mac(request.mac)
+    mtu = request.mtu if request.mtu is not None else (bridge[1] if bridge else None)
+    master = (bridge[0], request.bridge) if bridge and request.bridge else None
     try:
-        await netlink.set_mac(name, mac)
-        mtu = request.mtu if request.mtu is not None else bridge_mtu
-        if mtu is not None:
-            await netlink.set_mtu(name, mtu)
-        if request.bridge is not None:
-            await netlink.set_master(name, request.bridge)
-        await netlink.set_up(name)
-        link = await netlink.get_link(name)
-        if link is None:
-            raise netlink_error(f"tap {name} vanished while being set up", errno_mod.ENODEV)
+        index = _index_of(name)
+        await netlink.setup_link(index, name, mac=mac, mtu=mtu, master=master)
     except BaseException as exc:
         # Closing our fds is the whole undo: nobody else holds one, so the kernel removes the
         # tap, with its MAC, MTU and bridge port, before close() returns.
         for failure in _close_all(fds):
             add_rollback_note(exc, failure, f"closing the fds of tap {name}")
         raise
-    log.debug("created tap %s (index %d, %d queue(s))", name, link.index, len(fds))
+    log.debug("created tap %s (index %d, %d queue(s))", name, index, len(fds))
     return Tap(
         name=name,
-        index=link.index,
+        index=index,
         fds=fds,
         mac=mac,
-        mtu=link.mtu,
+        mtu=mtu,
         bridge=request.bridge,
         vnet_hdr=request.vnet_hdr,
         netlink=netlink,
     )
 
 
-async def _require_bridge(netlink: LinkControl, bridge: str) -> LinkInfo:
-    """The bridge ``bridge``, checked before anything is created."""
-    link = await netlink.get_link(bridge)
-    if link is None:
-        raise netlink_error(f"cannot attach a tap to bridge {bridge}", errno_mod.ENODEV)
-    if link.kind != "bridge":
-        raise HostError(
-            f"cannot attach a tap to {bridge}: it is a {link.kind or 'plain'} device, "
-            "not a bridge"
-        )
-    return link
+def _index_of(name: str) -> int:
+    """The ifindex of the tap just created (an ioctl, no netlink round trip)."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError as exc:
+        raise netlink_error(f"tap {name} vanished while being set up", exc.errno) from exc
+
+
+def _require_bridge(bridge: str) -> tuple[int, int]:
+    """The index and MTU of bridge ``bridge``, checked before anything is created.
+
+    ioctls, not netlink: this runs on every hot-plug, and they cost microseconds.
+    """
+    try:
+        index = if_index(bridge)
+    except NetlinkError as exc:
+        raise netlink_error(f"cannot attach a tap to bridge {bridge}", exc.errno) from exc
+    driver = if_driver(bridge)
+    if driver != "bridge":
+        raise HostError(f"cannot attach a tap to {bridge}: it is a {driver} device, not a bridge")
+    return index, if_mtu(bridge)
 
 
 def _open_queues(request: TapRequest, tun_path: str) -> tuple[str, list[int]]:

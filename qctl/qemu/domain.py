@@ -48,6 +48,7 @@ from qctl.conf import (
 from qctl.errors import HotplugError, QMPCommandError, QMPError, StateError
 from qctl.host import LinkControl, Netlink
 from qctl.qemu.command import Features
+from qctl.qemu.devices import with_device
 from qctl.qemu.dryrun import dry_run_argv
 from qctl.qemu.events import (
     DeviceAdded,
@@ -63,7 +64,6 @@ from qctl.qemu.hotplug import (
     attach_interface,
     attach_vfio,
     device_removed,
-    with_device,
 )
 from qctl.qemu.ledger import EntryState, LedgerEntry
 from qctl.qemu.monitor import Monitor, is_not_found
@@ -85,6 +85,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BINARY = "qemu-system-x86_64"
 _EVENT_QUEUE = 1024
 DEFAULT_HOST_PATHS = HostPaths()
+#: how long a QEMU whose monitor refuses connections may take to finish exiting
+_EXIT_GRACE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,9 @@ class Domain:
         self._unplug_waiters: dict[str, asyncio.Future[DomainEvent]] = {}
         self._finishers: set[asyncio.Task[None]] = set()
         self._stamp = self._status_stamp()
+        # The status file is rewritten at every hot-plug step: render each XML only once.
+        self._config_xml = format_xml(self.config)
+        self._rendered: tuple[DomainDef, str] | None = None
         subscription = client.events(maxsize=_EVENT_QUEUE)
         self._reader = asyncio.create_task(self._read_events(subscription), name=f"{self}: events")
         self._watcher = asyncio.create_task(self._watch_exit(), name=f"{self}: exit")
@@ -286,7 +291,8 @@ class Domain:
             try:
                 status = read_status(directory)
                 process = QEMUProcess(status.identity, directory.log_file)
-                if not process.alive():
+                client = await _connect_unless_exiting(directory, process)
+                if client is None:
                     await release_ledger(
                         status.ledger,
                         netlink=netlink,
@@ -298,7 +304,6 @@ class Domain:
                         f"domain {name!r} is not running (QEMU exited); its resources "
                         "were released"
                     )
-                client = await connect_free_monitor(directory)
             finally:
                 lock.release()
             dom = cls(
@@ -528,16 +533,28 @@ class Domain:
         self._save()
 
     def forget(self, alias: str) -> None:
-        """Drop ``alias`` from the ledger and write the status file."""
+        """Drop ``alias`` from the ledger and write the status file (with a fresh snapshot
+        of the live XML: a removal is never on a hurried path)."""
         self.ledger.remove(alias)
-        self._save()
+        self._save(snapshot=True)
 
-    def _save(self) -> None:
+    def _save(self, *, snapshot: bool = False) -> None:
+        """Write the status file; the live XML in it is a snapshot that may lag behind.
+
+        Rendering the whole domain costs more than a hot-plug step, and the ledger already
+        says which devices exist (with the XML of hot-plugged ones): a reader merges the two
+        (:func:`~qctl.qemu.devices.merge_live`). So an attach never renders it; a removal,
+        which waits far longer for the guest anyway, renews it (``snapshot``).
+        """
         if self._released:
             return
+        if self._rendered is None or (snapshot and self._rendered[0] is not self.live):
+            self._rendered = (self.live, format_xml(self.live))
         write_status(
             self.directory,
             Status(self.process.identity, self.binary, self.config, self.live, self.ledger),
+            config_xml=self._config_xml,
+            live_xml=self._rendered[1],
         )
         self._stamp = self._status_stamp()
 
@@ -687,3 +704,22 @@ class Domain:
         self.directory.remove()
         for stream in list(self._streams):
             stream.end()
+
+
+async def _connect_unless_exiting(directory: DomainDir, process: QEMUProcess) -> QMPClient | None:
+    """A monitor connection to a running QEMU, or None when QEMU has exited.
+
+    A QEMU being killed closes its sockets before it turns into a zombie: a refused
+    connection gives it a moment to finish exiting before it counts as unreachable.
+    """
+    if not process.alive():
+        return None
+    try:
+        return await connect_free_monitor(directory)
+    except StateError:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_EXIT_GRACE):
+                await process.wait()
+        if process.alive():
+            raise
+        return None

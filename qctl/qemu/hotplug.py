@@ -36,16 +36,15 @@ from typing import TYPE_CHECKING, NoReturn
 
 from qctl.caps import Capability
 from qctl.conf import (
-    DeviceDef,
     DomainDef,
     HostdevDef,
     InterfaceDef,
     InterfaceType,
     LinkState,
-    RawXML,
     format_xml,
 )
 from qctl.errors import HotplugError, QMPCommandError, UnsupportedError
+from qctl.qemu.devices import with_device, without_device
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.monitor import is_not_found
 from qctl.qemu.nic import NICResources, hostdev_props, interface_device_props, netdev_props
@@ -65,8 +64,6 @@ __all__ = [
     "attach_vfio",
     "device_kind",
     "device_removed",
-    "with_device",
-    "without_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,27 +79,6 @@ class DetachResult(enum.StrEnum):
 
     DETACHED = "detached"
     PENDING = "pending"
-
-
-def with_device(domain: DomainDef, device: DeviceDef) -> DomainDef:
-    """``domain`` with ``device`` added after the last device of its kind."""
-    items = list(domain.devices.items)
-    same = [i for i, d in enumerate(items) if type(d) is type(device)]
-    position = (same[-1] + 1) if same else len(items)
-    items.insert(position, device)
-    return dataclasses.replace(
-        domain, devices=dataclasses.replace(domain.devices, items=tuple(items))
-    )
-
-
-def without_device(domain: DomainDef, alias: str) -> DomainDef:
-    """``domain`` without the device called ``alias``."""
-    items: list[DeviceDef | RawXML] = [
-        d for d in domain.devices.items if isinstance(d, RawXML) or d.alias != alias
-    ]
-    return dataclasses.replace(
-        domain, devices=dataclasses.replace(domain.devices, items=tuple(items))
-    )
 
 
 def _with_mac(domain: DomainDef, iface: InterfaceDef) -> InterfaceDef:
@@ -127,14 +103,6 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
     _, placed = place_device(dom.live, placed, may_add_port=False)
     assert isinstance(placed, InterfaceDef) and placed.alias is not None
     alias = placed.alias
-    entry = LedgerEntry(
-        alias=alias,
-        kind=DeviceKind.INTERFACE,
-        state=EntryState.ATTACHING,
-        netdev_id=netdev_id(alias),
-        guest_address=str(placed.address) if placed.address else None,
-        device_xml=format_xml(placed),
-    )
     stack = contextlib.AsyncExitStack()
     stage = "tap"
     try:
@@ -152,8 +120,15 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
         )
         tap_names = [f"{alias}-tap{q}" for q in range(len(nic.tap_fds))]
         vhost_names = [f"{alias}-vhost{q}" for q in range(len(nic.vhost_fds))]
-        entry = entry.evolve(
-            tap=nic.tap_name, fd_names=(*tap_names, *vhost_names), device_xml=format_xml(live)
+        entry = LedgerEntry(
+            alias=alias,
+            kind=DeviceKind.INTERFACE,
+            state=EntryState.ATTACHING,
+            netdev_id=netdev_id(alias),
+            tap=nic.tap_name,
+            fd_names=(*tap_names, *vhost_names),
+            guest_address=str(placed.address) if placed.address else None,
+            device_xml=format_xml(live),
         )
         dom.record(entry)
         stack.callback(dom.forget, alias)

@@ -73,13 +73,26 @@ class LedgerEntry:
     device_xml: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        data = dataclasses.asdict(self)
-        data["kind"] = self.kind.value
-        data["state"] = self.state.value
-        data["fd_names"] = list(self.fd_names)
-        data["pool"] = list(self.pool) if self.pool else None
-        return data
+        """A JSON-ready dict (spelled out: it is written at every hot-plug step)."""
+        saved = self.saved_vf
+        return {
+            "alias": self.alias,
+            "kind": self.kind.value,
+            "state": self.state.value,
+            "netdev_id": self.netdev_id,
+            "tap": self.tap,
+            "fd_names": list(self.fd_names),
+            "pool": list(self.pool) if self.pool else None,
+            "saved_vf": (
+                {"pf": saved.pf, "vf": saved.vf, "mac": saved.mac, "vlan": saved.vlan}
+                if saved
+                else None
+            ),
+            "guest_address": self.guest_address,
+            "host_device": self.host_device,
+            "original_driver": self.original_driver,
+            "device_xml": self.device_xml,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LedgerEntry:

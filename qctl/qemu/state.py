@@ -116,7 +116,7 @@ class DomainDir:
 
     def write_status(self, status: dict[str, Any]) -> None:
         """Atomically replace the status file with ``status`` as JSON."""
-        atomic_write(self.status_file, json.dumps(status, indent=1, sort_keys=True).encode())
+        atomic_write(self.status_file, json.dumps(status, separators=(",", ":")).encode())
 
     def read_status(self) -> dict[str, Any]:
         """The status file's content; StateError when missing or damaged."""
@@ -146,7 +146,8 @@ class DomainDir:
 
         Bound the wait with ``asyncio.timeout()`` at the call site.
         """
-        _make_private_dir(self.path)
+        if not self.path.is_dir():
+            _make_private_dir(self.path)
         return await lock_file(self.path / "lock")
 
 

@@ -1,7 +1,9 @@
 """The status file: what a later qctl process needs to take over a running domain.
 
 It holds the QEMU process's identity (pid and start time), the binary, the definition as
-given and the live XML, and the ledger. :func:`write_status` replaces it atomically;
+given, a snapshot of the live XML, and the ledger. The snapshot may lag behind the ledger
+(see :func:`~qctl.qemu.devices.merge_live`); reading the file gives the current live
+definition. :func:`write_status` replaces it atomically;
 :func:`read_status` rebuilds the values or raises :class:`StateError` naming the file.
 """
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 from qctl.conf import DomainDef, format_xml, parse_domain
 from qctl.errors import QctlError, StateError
+from qctl.qemu.devices import merge_live
 from qctl.qemu.ledger import Ledger
 from qctl.qemu.process import ProcessIdentity
 from qctl.qemu.state import DomainDir, StateRoot
@@ -32,8 +35,18 @@ class Status:
     ledger: Ledger
 
 
-def write_status(directory: DomainDir, status: Status) -> None:
-    """Atomically replace the domain's status file."""
+def write_status(
+    directory: DomainDir,
+    status: Status,
+    *,
+    config_xml: str | None = None,
+    live_xml: str | None = None,
+) -> None:
+    """Atomically replace the domain's status file.
+
+    ``config_xml`` and ``live_xml`` may be given already rendered: a running domain writes
+    its status at every hot-plug step, and the definitions change far less often.
+    """
     directory.write_status(
         {
             "version": STATUS_VERSION,
@@ -41,8 +54,8 @@ def write_status(directory: DomainDir, status: Status) -> None:
             "pid": status.identity.pid,
             "start_time": status.identity.start_time,
             "binary": status.binary,
-            "config_xml": format_xml(status.config),
-            "live_xml": format_xml(status.live),
+            "config_xml": config_xml if config_xml is not None else format_xml(status.config),
+            "live_xml": live_xml if live_xml is not None else format_xml(status.live),
             "ledger": status.ledger.to_json(),
         }
     )
@@ -53,14 +66,17 @@ def read_status(directory: DomainDir) -> Status:
     data = directory.read_status()
     source = str(directory.status_file)
     try:
+        ledger = Ledger.from_json(data["ledger"])
         if data.get("version") != STATUS_VERSION:
             raise ValueError(f"unknown status version {data.get('version')!r}")
         return Status(
             identity=ProcessIdentity(int(data["pid"]), int(data["start_time"])),
             binary=str(data["binary"]),
             config=parse_domain(data["config_xml"], source=source),
-            live=parse_domain(data["live_xml"], source=source, live=True),
-            ledger=Ledger.from_json(data["ledger"]),
+            live=merge_live(
+                parse_domain(data["live_xml"], source=source, live=True), ledger
+            ),
+            ledger=ledger,
         )
     except (KeyError, TypeError, ValueError, QctlError) as exc:
         raise StateError(f"status file {source} is damaged: {exc}") from exc

@@ -270,7 +270,7 @@ async def test_not_a_bridge(netlink: Netlink, tun: None) -> None:
 
 @pytest.mark.parametrize(
     ("method", "call"),
-    [("set_mac", 1), ("set_mtu", 1), ("set_master", 1), ("set_up", 1), ("get_link", 2)],
+    [("setup_link", 1)],
 )
 async def test_failure_at_each_step_undoes_everything(
     netlink: Netlink, bridge: MakeBridge, tun: None, method: str, call: int
@@ -298,9 +298,9 @@ async def test_rollback_failure_is_a_note(netlink: Netlink, tun: None) -> None:
             if target == "/dev/net/tun":
                 os.close(int(entry))
 
-    faulty = FaultyLinks(netlink, "set_up", before_failing=close_tap_fd_behind_our_back)
+    faulty = FaultyLinks(netlink, "setup_link", before_failing=close_tap_fd_behind_our_back)
     before = open_fd_count()
-    with pytest.raises(NetlinkError, match="injected failure in set_up") as info:
+    with pytest.raises(NetlinkError, match="injected failure in setup_link") as info:
         await create_tap(TapRequest(mac=GUEST_MAC), netlink=faulty)  # type: ignore[arg-type]
     (note,) = info.value.__notes__
     assert note.startswith("rollback of closing the fds of tap vnet")
@@ -313,13 +313,13 @@ async def test_cancellation_undoes_everything(
 ) -> None:
     br = await bridge()
     before = open_fd_count()
-    faulty = FaultyLinks(netlink, "set_master", block=True)
+    faulty = FaultyLinks(netlink, "setup_link", block=True)
     # create_tap() returns an awaitable, not a coroutine: ensure_future wraps it in a task.
     task = asyncio.ensure_future(
         create_tap(TapRequest(mac=GUEST_MAC, bridge=br), netlink=faulty)  # type: ignore[arg-type]
     )
     await asyncio.wait_for(faulty.blocked.wait(), 5)
-    assert len(await tun_links(netlink)) == 1  # created, and now stuck before enslaving
+    assert len(await tun_links(netlink)) == 1  # created, and now stuck before its set-up
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
