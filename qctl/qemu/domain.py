@@ -72,8 +72,14 @@ from qctl.qemu.placement import alias_for
 from qctl.qemu.plan import features_from_caps
 from qctl.qemu.process import QEMUProcess
 from qctl.qemu.release import HostSide, release_entry, release_ledger
-from qctl.qemu.startup import HostPaths, connect_free_monitor, launch, take_lock
-from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.startup import (
+    LOCK_TIMEOUT,
+    HostPaths,
+    connect_free_monitor,
+    launch,
+    take_lock,
+)
+from qctl.qemu.state import DomainDir, HeldOpenLock, StateRoot
 from qctl.qemu.status import Status, devices_held, read_status, write_status
 from qctl.qmp import QMPClient
 from qctl.types import PCIAddress
@@ -158,6 +164,7 @@ class Domain:
         self._netlink = netlink
         self._own_netlink: Netlink | None = None
         self._lock = asyncio.Lock()
+        self._file_lock = HeldOpenLock(directory.lock_file_path())
         self._released = False
         self._closed = False
         self._exited = asyncio.Event()
@@ -626,6 +633,8 @@ class Domain:
         Without ``force`` the guest is asked to power down (ACPI) and given ``grace``
         seconds; then QEMU is told to ``quit``; then killed. Idempotent.
         """
+        if self._released:
+            return
         async with self._job():
             if self.running and not force:
                 with contextlib.suppress(QMPError, TimeoutError):
@@ -661,6 +670,7 @@ class Domain:
         for stream in list(self._streams):
             stream.end()
         await self.monitor.client.aclose()
+        self._file_lock.close()
         if self._own_netlink is not None:
             await self._own_netlink.aclose()
 
@@ -675,13 +685,20 @@ class Domain:
     async def _job(self) -> AsyncIterator[None]:
         """One job at a time on this domain, in this process and across processes."""
         async with self._lock:
-            lock = await take_lock(self.directory)
+            try:
+                async with asyncio.timeout(LOCK_TIMEOUT):
+                    await self._file_lock.acquire()
+            except TimeoutError:
+                raise StateError(
+                    f"domain {self.name!r} is busy: another qctl process holds its lock"
+                ) from None
+
             try:
                 if not self._released:
                     self._refresh()
                 yield
             finally:
-                lock.release()
+                self._file_lock.release()
 
     async def _watch_exit(self) -> None:
         """Notice QEMU exiting on its own and release what it held."""

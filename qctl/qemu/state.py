@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from qctl.errors import StateError
 __all__ = [
     "DomainDir",
     "FileLock",
+    "HeldOpenLock",
     "StateRoot",
     "atomic_write",
     "default_state_root",
@@ -54,15 +55,26 @@ def default_state_root(env: dict[str, str] | None = None) -> Path:
     return Path(runtime) / "qctl"
 
 
+_temp_names = itertools.count()
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that no reader ever sees a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Replace ``path`` with ``data`` so that no reader ever sees a partial file.
+
+    The temporary file's name is unique to this process and call (pid and a counter), so
+    concurrent writers never share one; plain ``os`` calls keep this cheap, since a running
+    domain's status is written at every hot-plug step.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_temp_names)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -141,6 +153,10 @@ class DomainDir:
         with contextlib.suppress(FileNotFoundError):
             self.path.rmdir()
 
+    def lock_file_path(self) -> Path:
+        """The file whose ``flock`` serializes jobs on this domain."""
+        return self.path / "lock"
+
     async def lock(self) -> FileLock:
         """Take the domain's file lock, so two qctl processes never work on it at once.
 
@@ -148,7 +164,7 @@ class DomainDir:
         """
         if not self.path.is_dir():
             _make_private_dir(self.path)
-        return await lock_file(self.path / "lock")
+        return await lock_file(self.lock_file_path())
 
 
 async def lock_file(path: Path) -> FileLock:
@@ -168,6 +184,37 @@ async def lock_file(path: Path) -> FileLock:
     except BaseException:
         os.close(fd)
         raise
+
+
+class HeldOpenLock:
+    """A file lock whose file stays open between uses: ``flock``/unlock per job, no
+    ``open``/``close`` (a domain handle takes its lock at every hot-plug)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    async def acquire(self) -> None:
+        """Take the lock, retrying without blocking the event loop; bound the wait at the
+        call site. :class:`StateError` once the lock was closed."""
+        if self._fd is None:
+            raise StateError("the lock was closed")
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+
+    def release(self) -> None:
+        """Let the lock go (the file stays open for the next :meth:`acquire`)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the file (idempotent); releases the lock if held."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class FileLock:
