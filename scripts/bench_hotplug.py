@@ -32,7 +32,9 @@ the last one (qctl gives each domain three). After each attach, untimed, the scr
 until the guest reports the NIC's MAC on its serial console and (qctl, hand-written) QEMU
 reports NIC_RX_FILTER_CHANGED for it, i.e. the guest has the NIC up; after each detach, until
 the guest no longer reports it. So every operation starts from a settled guest, and the
-counts printed prove the guest took part.
+counts printed prove the guest took part. A random pause (up to the guest's 0.2 s report
+period) before each timed operation keeps either tool from meeting the guest's busy moments
+more often than the other.
 
 Prints a table (median and p90 per tool) and the ratios qctl/hand-written of the medians;
 exits 1 when either exceeds 1.25. ``--profile FILE`` runs qctl's timed calls under cProfile
@@ -50,6 +52,7 @@ import fcntl
 import json
 import os
 import pstats
+import random
 import re
 import shutil
 import signal
@@ -95,6 +98,11 @@ RX_FILTER_TIMEOUT = 5.0
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 NICS_RE = re.compile(r"^QCTL-NICS:(.*)$", re.MULTILINE)
+#: the guest's NIC report loop wakes every 0.2 s, and under TCG its vCPU holds QEMU's big
+#: lock while it runs, slowing QMP commands that arrive then; every timed operation starts
+#: after a random pause up to this long, so each tool meets the loop at random phases
+#: (settling on the guest's report would otherwise lock a tool onto one phase per run)
+GUEST_PERIOD = 0.2
 
 
 def say(text: str) -> None:
@@ -256,12 +264,15 @@ class Tool(Protocol):
 
 async def alternate(tools: Sequence[Tool], console: Console, cycles: int, what: str) -> None:
     """Warm-up, then ``cycles`` timed cycles per tool, in ABBA order."""
+    jitter = random.Random(cycles)
     for cycle in range(WARMUP + cycles):
         for tool in tools if cycle % 2 == 0 else reversed(tools):
             mac = mac_for(tool.number, cycle)
+            await asyncio.sleep(jitter.uniform(0, GUEST_PERIOD))
             attach, token = await tool.attach(mac)
             await console.seen(mac)
             await tool.settle(token)
+            await asyncio.sleep(jitter.uniform(0, GUEST_PERIOD))
             detach = await tool.detach(token)
             await console.gone(mac)
             if cycle >= WARMUP:
