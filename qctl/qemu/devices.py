@@ -45,8 +45,9 @@ def merge_live(snapshot: DomainDef, ledger: Ledger) -> DomainDef:
     """The live definition ``ledger`` describes, from a possibly older ``snapshot`` of it.
 
     Interfaces and host devices of the snapshot that the ledger no longer has were
-    detached since; attached devices the snapshot lacks were hot-plugged since, and come
-    from the XML their ledger entry keeps.
+    detached since; a device whose ledger entry keeps its XML (every hot-plugged one) is
+    shown as that XML says, since the snapshot may predate it or hold an older device that
+    had the same alias.
     """
     live = snapshot
     held = {entry.alias for entry in ledger}
@@ -54,9 +55,11 @@ def merge_live(snapshot: DomainDef, ledger: Ledger) -> DomainDef:
     for alias in aliases:
         if alias is not None and alias not in held:
             live = without_device(live, alias)
-    shown = {d.alias for d in live.interfaces} | {d.alias for d in live.hostdevs}
     for entry in ledger:
-        if entry.alias not in shown and entry.state in _SHOWN and entry.device_xml:
-            added: InterfaceDef | HostdevDef = parse_device(entry.device_xml, live=True)
-            live = with_device(live, added)
+        if entry.state not in _SHOWN or not entry.device_xml:
+            continue
+        # The ledger's copy wins: the snapshot may show an older device under this alias.
+        live = without_device(live, entry.alias)
+        added: InterfaceDef | HostdevDef = parse_device(entry.device_xml, live=True)
+        live = with_device(live, added)
     return live

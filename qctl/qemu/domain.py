@@ -71,7 +71,7 @@ from qctl.qemu.network import NetworkStore
 from qctl.qemu.placement import alias_for
 from qctl.qemu.plan import features_from_caps
 from qctl.qemu.process import QEMUProcess
-from qctl.qemu.release import HostSide, release_entry, release_ledger
+from qctl.qemu.release import HostSide, release_all, release_entry, release_ledger
 from qctl.qemu.startup import (
     LOCK_TIMEOUT,
     HostPaths,
@@ -149,6 +149,7 @@ class Domain:
         netlink: LinkControl | None = None,
         host_paths: HostPaths = DEFAULT_HOST_PATHS,
         caps: QEMUCaps | None = None,
+        stamp: tuple[int, int, int] | None = None,
     ) -> None:
         self.config = status.config
         self.live = status.live
@@ -171,7 +172,8 @@ class Domain:
         self._streams: list[EventStream] = []
         self._unplug_waiters: dict[str, asyncio.Future[DomainEvent]] = {}
         self._finishers: set[asyncio.Task[None]] = set()
-        self._stamp = self._status_stamp()
+        # What the status file looked like when ``status`` was read (under the lock).
+        self._stamp = stamp if stamp is not None else self._status_stamp()
         # The status file is rewritten at every hot-plug step: render each XML only once.
         self._config_xml = format_xml(self.config)
         self._rendered: tuple[DomainDef, str] | None = None
@@ -297,15 +299,25 @@ class Domain:
             lock = await take_lock(directory)
             try:
                 status = read_status(directory)
+                stamp = status_stamp(directory)
                 process = QEMUProcess(status.identity, directory.log_file)
                 client = await _connect_unless_exiting(directory, process)
                 if client is None:
-                    await release_ledger(
+                    failures = await release_all(
                         status.ledger,
+                        domain=name,
                         netlink=netlink,
                         sysfs=host_paths.sysfs,
                         networks=NetworkStore.for_host(root, host_paths.sysfs),
                     )
+                    if failures:
+                        error = StateError(
+                            f"domain {name!r} is not running (QEMU exited); some of its "
+                            f"resources could not be released: {failures[0]}"
+                        )
+                        for failure in failures[1:]:
+                            error.add_note(str(failure))
+                        raise error
                     directory.remove()
                     raise StateError(
                         f"domain {name!r} is not running (QEMU exited); its resources "
@@ -321,6 +333,7 @@ class Domain:
                 root=root,
                 netlink=netlink,
                 host_paths=host_paths,
+                stamp=stamp,
             )
             try:
                 await dom.reconcile()
@@ -422,7 +435,7 @@ class Domain:
             try:
                 await self.monitor.device_del(alias)
             except QMPCommandError as exc:
-                self.stop_expecting(alias)
+                self.stop_expecting(alias, removed)
                 if not is_not_found(exc):
                     self.record(entry)
                     raise HotplugError(
@@ -430,14 +443,25 @@ class Domain:
                     ) from exc
                 await device_removed(self, self.ledger.get(alias) or entry)
                 return DetachResult.DETACHED
+            except BaseException:
+                # device_del may or may not have reached QEMU: its event finishes the job.
+                self.stop_expecting(alias, removed)
+                raise
         try:
             async with asyncio.timeout(wait):
                 event = await asyncio.shield(removed)
         except TimeoutError:
-            self.stop_expecting(alias)
-            log.info("domain %s: detach of %s pending", self.name, alias)
-            return DetachResult.PENDING
-        self.stop_expecting(alias)
+            if not removed.done() or removed.cancelled():
+                self.stop_expecting(alias, removed)
+                log.info("domain %s: detach of %s pending", self.name, alias)
+                return DetachResult.PENDING
+            event = removed.result()  # it came just as the wait ended
+        except BaseException:
+            self.stop_expecting(alias, removed)
+            raise
+        self.stop_expecting(alias, removed, handled=True)
+        if self._released:  # QEMU is gone, and with it the device and what it held
+            return DetachResult.DETACHED
         if not isinstance(event, DeviceRemoved):
             async with self._job():
                 current = self.ledger.get(alias)
@@ -500,20 +524,22 @@ class Domain:
                     self._on_device_event(event.alias, event)
 
     def _on_device_event(self, alias: str, event: DeviceRemoved | UnplugRejected) -> None:
-        """Wake a waiting detach, or finish one whose waiter gave up (a late event)."""
+        """Wake a waiting detach, or act on the event itself when no one waits (a late
+        event, or one for a device removed behind qctl's back)."""
         waiter = self._unplug_waiters.get(alias)
         if waiter is not None and not waiter.done():
             waiter.set_result(event)
             return
-        entry = self.ledger.get(alias)
-        if entry is None:
+        self._act_on_device_event(alias, event)
+
+    def _act_on_device_event(self, alias: str, event: DomainEvent) -> None:
+        """Finish a removal, or put a refused one back, in a job of its own."""
+        if self._closed or self._released:
             return
-        if isinstance(event, DeviceRemoved):
-            task = asyncio.create_task(self._finish_late(alias), name=f"{self}: finish {alias}")
-            self._finishers.add(task)
-            task.add_done_callback(self._finishers.discard)
-        elif entry.state is EntryState.DETACHING:
-            self.record(entry.evolve(state=EntryState.ATTACHED))
+        action = self._finish_late if isinstance(event, DeviceRemoved) else self._unrefuse
+        task = asyncio.create_task(action(alias), name=f"{self}: {alias} after event")
+        self._finishers.add(task)
+        task.add_done_callback(self._finishers.discard)
 
     async def _finish_late(self, alias: str) -> None:
         async with self._job():
@@ -521,17 +547,33 @@ class Domain:
             if entry is not None:
                 await device_removed(self, entry)
 
+    async def _unrefuse(self, alias: str) -> None:
+        async with self._job():
+            entry = self.ledger.get(alias)
+            if entry is not None and entry.state is EntryState.DETACHING:
+                self.record(entry.evolve(state=EntryState.ATTACHED))
+
     def expect_unplug(self, alias: str) -> asyncio.Future[DomainEvent]:
-        """A future set by the next DEVICE_DELETED or unplug refusal for ``alias``."""
+        """A future set by the next DEVICE_DELETED or unplug refusal for ``alias``
+        (shared with a detach of the same device already waiting)."""
+        current = self._unplug_waiters.get(alias)
+        if current is not None and not current.done():
+            return current
         future: asyncio.Future[DomainEvent] = asyncio.get_running_loop().create_future()
         self._unplug_waiters[alias] = future
         return future
 
-    def stop_expecting(self, alias: str) -> None:
-        """Forget the waiter for ``alias``; a later event then finishes the detach itself."""
-        future = self._unplug_waiters.pop(alias, None)
-        if future is not None and not future.done():
-            future.cancel()
+    def stop_expecting(
+        self, alias: str, future: asyncio.Future[DomainEvent], *, handled: bool = False
+    ) -> None:
+        """Stop waiting on ``future``; later events for ``alias`` then act by themselves.
+
+        An event that arrived but was not ``handled`` by the waiter is acted on now.
+        """
+        if self._unplug_waiters.get(alias) is future:
+            del self._unplug_waiters[alias]
+        if not handled and future.done() and not future.cancelled():
+            self._act_on_device_event(alias, future.result())
 
     # -- the books -------------------------------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
@@ -566,12 +608,7 @@ class Domain:
         self._stamp = self._status_stamp()
 
     def _status_stamp(self) -> tuple[int, int, int] | None:
-        """What identifies the status file's current version (None when it is gone)."""
-        try:
-            info = self.directory.status_file.stat()
-        except FileNotFoundError:
-            return None
-        return (info.st_ino, info.st_size, info.st_mtime_ns)
+        return status_stamp(self.directory)
 
     def _refresh(self) -> None:
         """Take up the books another qctl process wrote since this handle last did.
@@ -585,12 +622,14 @@ class Domain:
         status = read_status(self.directory)
         self.live, self.ledger = status.live, status.ledger
         self._stamp = stamp
+        self._rendered = None  # the snapshot this handle rendered may show an older domain
 
     async def release_host_resources(self, entry: LedgerEntry) -> None:
         """Free what one ledger entry holds on the host (each step tolerates "already gone")."""
-        await release_entry(
-            entry, HostSide(await self.netlink(), self.host_paths.sysfs, self.networks)
-        )
+        await release_entry(entry, await self._host_side())
+
+    async def _host_side(self) -> HostSide:
+        return HostSide(await self.netlink(), self.host_paths.sysfs, self.networks, self.name)
 
     def devices_in_use(self) -> dict[PCIAddress, str]:
         """Host PCI devices held by any domain of this state root, as ``domain/alias``."""
@@ -701,26 +740,51 @@ class Domain:
                 self._file_lock.release()
 
     async def _watch_exit(self) -> None:
-        """Notice QEMU exiting on its own and release what it held."""
+        """Notice QEMU exiting on its own and release what it held, under the domain's
+        file lock (best effort: a stuck holder must not keep the resources)."""
         code = await self.process.wait()
         log.info("domain %s: QEMU exited (status %s)", self.name, code)
         async with self._lock:
-            await asyncio.shield(self._release())
+            locked = False
+            with contextlib.suppress(TimeoutError, StateError):
+                async with asyncio.timeout(LOCK_TIMEOUT):
+                    await self._file_lock.acquire()
+                    locked = True
+            try:
+                await asyncio.shield(self._release())
+            finally:
+                if locked:
+                    self._file_lock.release()
 
     async def _release(self) -> None:
-        """Release every ledger entry's host resources and remove the state (once)."""
+        """Give back what the books hold now that QEMU is gone, then remove the state (once).
+
+        The books are taken from the status file as it is now (another process may have
+        changed them, or already released them: then there is nothing to do). Every entry
+        is released even when one fails; the state stays where anything could not be given
+        back, so a later connect tries again.
+        """
         if self._released:
             return
         self._released = True
         self._exited.set()
-        for future in self._unplug_waiters.values():
-            future.cancel()
+        for alias, future in self._unplug_waiters.items():
+            if not future.done():  # QEMU is gone, and the device with it
+                future.set_result(DeviceRemoved(None, alias))
         await self.monitor.client.aclose()
-        for entry in self.ledger:
-            await self.release_host_resources(entry)
-        self.directory.remove()
-        for stream in list(self._streams):
-            stream.end()
+        try:
+            stamp = self._status_stamp()
+            if stamp is None:
+                return  # someone else released it
+            ledger = self.ledger if stamp == self._stamp else read_status(self.directory).ledger
+            failures = await release_ledger(ledger, await self._host_side())
+            for failure in failures:
+                log.warning("domain %s: %s", self.name, failure)
+            if not failures:
+                self.directory.remove()
+        finally:
+            for stream in list(self._streams):
+                stream.end()
 
 
 async def _connect_unless_exiting(directory: DomainDir, process: QEMUProcess) -> QMPClient | None:
@@ -740,3 +804,12 @@ async def _connect_unless_exiting(directory: DomainDir, process: QEMUProcess) ->
         if process.alive():
             raise
         return None
+
+
+def status_stamp(directory: DomainDir) -> tuple[int, int, int] | None:
+    """What identifies the status file's current version (None when it is gone)."""
+    try:
+        info = directory.status_file.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)

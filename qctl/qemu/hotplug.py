@@ -126,6 +126,7 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
             state=EntryState.ATTACHING,
             netdev_id=netdev_id(alias),
             tap=nic.tap_name,
+            tap_index=nic.tap_index,
             fd_names=(*tap_names, *vhost_names),
             guest_address=str(placed.address) if placed.address else None,
             device_xml=format_xml(live),
@@ -135,12 +136,15 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
 
         stage = "getfd"
         fd_stack = contextlib.AsyncExitStack()
+        # Each undo goes on before its command is sent: a caller cancelled while the
+        # command is in flight cannot know whether QEMU ran it (the undos tolerate "not found").
         try:
             for name, fd in zip([*tap_names, *vhost_names], nic.fds, strict=True):
-                await dom.monitor.send_fd(name, fd)
                 fd_stack.push_async_callback(_close_fd_quietly, dom, name)
+                await dom.monitor.send_fd(name, fd)
 
             stage = "netdev_add"
+            stack.push_async_callback(_netdev_del_quietly, dom, netdev_id(alias))
             props = netdev_props(
                 live, NICResources(tap_fds=tuple(tap_names), vhost_fds=tuple(vhost_names))
             )
@@ -151,7 +155,6 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
         # netdev_add took the named fds over: nothing is left to close in QEMU, and ours go.
         fd_stack.pop_all()
         nic.release_fds()
-        stack.push_async_callback(_netdev_del_quietly, dom, netdev_id(alias))
 
         stage = "device_add"
         stack.push_async_callback(_unplug_half_attached, dom, alias)
@@ -202,12 +205,14 @@ async def _unplug_half_attached(dom: Domain, alias: str) -> None:
     if alias not in await dom.monitor.peripherals():
         return
     removed = dom.expect_unplug(alias)
+    handled = False
     try:
         await dom.monitor.device_del(alias)
         async with asyncio.timeout(_ROLLBACK_UNPLUG_TIMEOUT):
-            await removed
+            await asyncio.shield(removed)
+        handled = True
     finally:
-        dom.stop_expecting(alias)
+        dom.stop_expecting(alias, removed, handled=handled)
 
 
 async def attach_vfio(

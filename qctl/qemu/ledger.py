@@ -56,8 +56,10 @@ class LedgerEntry:
     kind: DeviceKind
     state: EntryState
     netdev_id: str | None = None
-    #: tap created for the device (gone once QEMU closes its fds)
+    #: tap created for the device (gone once QEMU closes its fds), and its ifindex, so a
+    #: later tap that took the name is never mistaken for it
     tap: str | None = None
+    tap_index: int | None = None
     #: fd names passed to QEMU with ``getfd`` and not yet closed
     fd_names: tuple[str, ...] = ()
     #: (network name, resource) allocated from a network pool
@@ -81,6 +83,7 @@ class LedgerEntry:
             "state": self.state.value,
             "netdev_id": self.netdev_id,
             "tap": self.tap,
+            "tap_index": self.tap_index,
             "fd_names": list(self.fd_names),
             "pool": list(self.pool) if self.pool else None,
             "saved_vf": (
@@ -105,6 +108,7 @@ class LedgerEntry:
             state=EntryState(data["state"]),
             netdev_id=data.get("netdev_id"),
             tap=data.get("tap"),
+            tap_index=data.get("tap_index"),
             fd_names=tuple(data.get("fd_names", ())),
             pool=(pool[0], pool[1]) if pool else None,
             saved_vf=SavedVF(**saved) if saved else None,

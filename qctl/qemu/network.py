@@ -155,10 +155,24 @@ class NetworkStore:
                     return device
         raise ResourceBusyError(f"network {name!r} has no free device left")
 
-    async def release(self, name: str, device: str) -> None:
-        """Return ``device`` to pool ``name`` (no error if it was not held)."""
+    async def release(
+        self, name: str, device: str, *, domain: str | None = None, alias: str | None = None
+    ) -> None:
+        """Return ``device`` to pool ``name`` (no error if it was not held).
+
+        With ``domain`` and ``alias``, only if that interface still holds it: a device
+        given back and handed to another domain since is left alone.
+        """
+
+        def released(held: Allocation) -> bool:
+            if held.network != name or held.device != device:
+                return False
+            return (domain is None or held.domain == domain) and (
+                alias is None or held.alias == alias
+            )
+
         async with self._locked():
             held = self.allocations()
-            kept = [a for a in held if not (a.network == name and a.device == device)]
+            kept = [a for a in held if not released(a)]
             if len(kept) != len(held):
                 self._write(kept)

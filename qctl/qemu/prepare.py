@@ -71,6 +71,11 @@ class NICPlan:
         return self.tap.name if self.tap is not None else None
 
     @property
+    def tap_index(self) -> int | None:
+        """The tap's ifindex, if the NIC has one."""
+        return self.tap.index if self.tap is not None else None
+
+    @property
     def tap_fds(self) -> list[int]:
         """Our copies of the tap's fds, one per queue."""
         return self.tap.fds if self.tap is not None else []

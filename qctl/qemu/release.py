@@ -10,43 +10,62 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qctl.errors import QctlError
 from qctl.host import LinkControl, Netlink, Sysfs, delete_tap
 from qctl.qemu.ledger import Ledger, LedgerEntry
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.vfio import release_vfio
 
-__all__ = ["HostSide", "release_entry", "release_ledger"]
+__all__ = ["HostSide", "release_all", "release_entry", "release_ledger"]
 
 
 @dataclass(frozen=True, slots=True)
 class HostSide:
-    """Where released resources go back to: netlink, sysfs and the network pools."""
+    """Where released resources go back to: netlink, sysfs and the network pools, and the
+    domain whose books these are."""
 
     netlink: LinkControl
     sysfs: Sysfs
     networks: NetworkStore
+    domain: str
 
 
 async def release_entry(entry: LedgerEntry, host: HostSide) -> None:
     """Free the host resources of one device."""
     if entry.tap:
-        await delete_tap(entry.tap, netlink=host.netlink)
+        await delete_tap(entry.tap, netlink=host.netlink, index=entry.tap_index)
     await release_vfio(entry, netlink=host.netlink, sysfs=host.sysfs)
     if entry.pool is not None:
-        await host.networks.release(*entry.pool)
+        network, device = entry.pool
+        await host.networks.release(network, device, domain=host.domain, alias=entry.alias)
 
 
-async def release_ledger(
-    ledger: Ledger, *, netlink: LinkControl | None, sysfs: Sysfs, networks: NetworkStore
-) -> None:
-    """Free the host resources of every device in ``ledger`` (a netlink is opened if needed)."""
-    entries = list(ledger)
-    if not entries:
-        return
+async def release_ledger(ledger: Ledger, host: HostSide) -> list[Exception]:
+    """Free the host resources of every device in ``ledger``, going on past failures.
+
+    Returns the failures (empty when everything was given back), so the caller decides
+    what to keep: the state that records what is still held.
+    """
+    failures: list[Exception] = []
+    for entry in ledger:
+        try:
+            await release_entry(entry, host)
+        except QctlError as exc:
+            exc.add_note(f"while releasing {entry.alias} of domain {host.domain}")
+            failures.append(exc)
+    return failures
+
+
+async def release_all(
+    ledger: Ledger,
+    *,
+    domain: str,
+    netlink: LinkControl | None,
+    sysfs: Sysfs,
+    networks: NetworkStore,
+) -> list[Exception]:
+    """:func:`release_ledger`, opening a netlink socket for the purpose when none is given."""
     if netlink is not None:
-        for entry in entries:
-            await release_entry(entry, HostSide(netlink, sysfs, networks))
-        return
+        return await release_ledger(ledger, HostSide(netlink, sysfs, networks, domain))
     async with Netlink() as own:
-        for entry in entries:
-            await release_entry(entry, HostSide(own, sysfs, networks))
+        return await release_ledger(ledger, HostSide(own, sysfs, networks, domain))

@@ -95,12 +95,28 @@ async def take_lock(directory: DomainDir) -> FileLock:
 
 
 async def unwind(stack: contextlib.AsyncExitStack, error: BaseException, step: str) -> None:
-    """Run every pushed undo, shielded from cancellation; failures become notes on ``error``."""
-    try:
-        await asyncio.shield(stack.aclose())
-    except Exception as failure:  # kept as a note: the original error wins
-        log.warning("rollback after failed %s: %s", step, failure)
-        add_rollback_note(error, failure, step)
+    """Run every pushed undo to its end, shielded from cancellation; failures become notes
+    on ``error``.
+
+    A cancellation arriving meanwhile is held until the undo is done (and then raised):
+    the caller's locks must not be let go while the undo still changes things.
+    """
+    undo = asyncio.ensure_future(stack.aclose())
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(undo)
+            break
+        except asyncio.CancelledError:
+            if undo.done():
+                break
+            cancelled = True
+        except Exception as failure:  # kept as a note: the original error wins
+            log.warning("rollback after failed %s: %s", step, failure)
+            add_rollback_note(error, failure, step)
+            break
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _prepare_vfio_devices(
@@ -152,6 +168,7 @@ def initial_ledger(
                 state=EntryState.ATTACHED,
                 netdev_id=None if hostdev else netdev_id(iface.alias),
                 tap=nic.tap_name if nic else None,
+                tap_index=nic.tap_index if nic else None,
                 guest_address=str(iface.address) if iface.address else None,
                 host_device=str(iface.source.pci) if hostdev and iface.source else None,
             )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import guest_domain_xml, open_fd_count, unique, wait_for_nics
+from support import guest_domain_xml, open_fd_count, unique, wait_for_nics, wait_until
 
 from qctl import Domain, HotplugError, QMPCommandError, parse_domain
 from qctl.host import Netlink
@@ -165,3 +165,61 @@ async def test_qemu_killed_mid_attach_releases_everything(
     assert await _links(netlink) == links_before
     assert open_fd_count() <= fds_before
     assert not dom.directory.path.exists()
+
+
+@pytest.mark.parametrize("step", ["send_fd", "netdev_add", "device_add"])
+async def test_cancelling_after_the_command_was_sent_is_undone(
+    guest: Domain, bridge: Callable[..., Awaitable[str]], netlink: Netlink, step: str
+) -> None:
+    """The command reached QEMU, the caller is cancelled before the reply: still undone."""
+    dom = guest
+    br = await bridge()
+    before = await _snapshot(dom, netlink)
+    real = getattr(dom.monitor, step)
+    entered = asyncio.Event()
+
+    async def sent_then_stuck(*args: Any, **kwargs: Any) -> None:
+        await real(*args, **kwargs)
+        entered.set()
+        await asyncio.Event().wait()
+
+    setattr(dom.monitor, step, sent_then_stuck)
+    try:
+        task = asyncio.create_task(dom.attach_device(nic_xml(br)))
+        async with asyncio.timeout(30):
+            await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        delattr(dom.monitor, step)
+    await _assert_nothing_leaked(dom, netlink, before)
+
+
+async def test_a_cancelled_detach_is_still_finished_by_the_event(
+    guest: Domain, bridge: Callable[..., Awaitable[str]], netlink: Netlink
+) -> None:
+    dom = guest
+    br = await bridge()
+    before = await _snapshot(dom, netlink)
+    live = await dom.attach_device(nic_xml(br).replace("<link state='down'/>", ""))
+    assert live.alias == "ua-f0"
+    entered = asyncio.Event()
+    real_del = dom.monitor.device_del
+
+    async def sent(device: str) -> None:
+        await real_del(device)
+        entered.set()
+
+    dom.monitor.device_del = sent  # type: ignore[method-assign]
+    try:
+        task = asyncio.create_task(dom.detach_device("ua-f0", wait=30))
+        await entered.wait()
+        task.cancel()  # the caller gives up while QEMU and the guest do the unplug
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        dom.monitor.device_del = real_del  # type: ignore[method-assign]
+    async with asyncio.timeout(30):
+        await wait_until(lambda: dom.ledger.get("ua-f0") is None)
+    await _assert_nothing_leaked(dom, netlink, before)
