@@ -195,6 +195,11 @@ class Domain:
         return not self._exited.is_set() and self.process.alive()
 
     @property
+    def state_root(self) -> StateRoot:
+        """The state root this domain lives in."""
+        return self._root
+
+    @property
     def accel_is_kvm(self) -> bool:
         """True when the domain runs under KVM (vhost-net is used only then)."""
         return self.live.type is DomainType.KVM
@@ -690,9 +695,12 @@ class Domain:
             await asyncio.shield(self._release())
 
     async def wait_exit(self) -> None:
-        """Wait until QEMU has exited and its resources were released."""
+        """Wait until QEMU has exited and its resources were released (or this handle
+        was closed, which stops watching)."""
         await self._exited.wait()
-        await asyncio.shield(self._watcher)
+        if not self._watcher.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._watcher)
 
     async def aclose(self) -> None:
         """Disconnect from QEMU (it keeps running) and stop this handle's tasks. Idempotent."""

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from qctl.caps import Capability
@@ -45,13 +46,14 @@ from qctl.conf import (
 )
 from qctl.errors import HotplugError, QMPCommandError, UnsupportedError
 from qctl.qemu.devices import with_device, without_device
+from qctl.qemu.events import DeviceRemoved
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.monitor import is_not_found
 from qctl.qemu.nic import NICResources, hostdev_props, interface_device_props, netdev_props
 from qctl.qemu.placement import alias_for, netdev_id, place_device
 from qctl.qemu.plan import check_interface_support, random_mac
-from qctl.qemu.prepare import prepare_interface
-from qctl.qemu.startup import unwind
+from qctl.qemu.prepare import bridge_of, prepare_interface
+from qctl.qemu.startup import take_devices_lock, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 
 if TYPE_CHECKING:
@@ -103,7 +105,10 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
     _, placed = place_device(dom.live, placed, may_add_port=False)
     assert isinstance(placed, InterfaceDef) and placed.alias is not None
     alias = placed.alias
+    bridge_of(placed, dom.networks.get)  # an unknown network is the request's fault
     stack = contextlib.AsyncExitStack()
+    host = contextlib.AsyncExitStack()
+    stack.push_async_callback(_unless_uncertain, dom, alias, host.aclose)
     stage = "tap"
     try:
         # The tap is not persistent (it dies with the last fd), so a crash before the
@@ -111,7 +116,7 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
         # netdev QEMU may hold, and reconciliation can undo them.
         live, nic = await prepare_interface(
             placed,
-            stack,
+            host,
             netlink=await dom.netlink(),
             networks=dom.networks.get,
             accel_is_kvm=dom.accel_is_kvm,
@@ -132,7 +137,7 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
             device_xml=format_xml(live),
         )
         dom.record(entry)
-        stack.callback(dom.forget, alias)
+        stack.push_async_callback(_unless_uncertain, dom, alias, _forgetting(dom, alias))
 
         stage = "getfd"
         fd_stack = contextlib.AsyncExitStack()
@@ -144,7 +149,9 @@ async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
                 await dom.monitor.send_fd(name, fd)
 
             stage = "netdev_add"
-            stack.push_async_callback(_netdev_del_quietly, dom, netdev_id(alias))
+            stack.push_async_callback(
+                _unless_uncertain, dom, alias, lambda: _netdev_del_quietly(dom, netdev_id(alias))
+            )
             props = netdev_props(
                 live, NICResources(tap_fds=tuple(tap_names), vhost_fds=tuple(vhost_names))
             )
@@ -201,7 +208,13 @@ async def _netdev_del_quietly(dom: Domain, netdev: str) -> None:
 
 
 async def _unplug_half_attached(dom: Domain, alias: str) -> None:
-    """Undo a ``device_add`` whose outcome may be unknown (cancelled, or set_link failed)."""
+    """Undo a ``device_add`` whose outcome may be unknown (cancelled, or set_link failed).
+
+    When QEMU's removal cannot be confirmed (the guest does not answer in time, or QMP
+    fails), the device may still be in the guest: its entry becomes ``uncertain`` and keeps
+    every resource (the undos below this one leave them), until its DEVICE_DELETED or the
+    next reconciliation finishes it.
+    """
     if alias not in await dom.monitor.peripherals():
         return
     removed = dom.expect_unplug(alias)
@@ -209,10 +222,35 @@ async def _unplug_half_attached(dom: Domain, alias: str) -> None:
     try:
         await dom.monitor.device_del(alias)
         async with asyncio.timeout(_ROLLBACK_UNPLUG_TIMEOUT):
-            await asyncio.shield(removed)
+            event = await asyncio.shield(removed)
         handled = True
+        if not isinstance(event, DeviceRemoved):
+            raise HotplugError(f"the guest refused to release {alias}", alias=alias)
+    except BaseException:
+        entry = dom.ledger.get(alias)
+        if entry is not None:
+            dom.record(entry.evolve(state=EntryState.UNCERTAIN))
+        raise
     finally:
         dom.stop_expecting(alias, removed, handled=handled)
+
+
+async def _unless_uncertain(dom: Domain, alias: str, undo: Callable[[], Awaitable[object]]) -> None:
+    """Run ``undo`` unless the device may still be in the guest (entry ``uncertain``)."""
+    entry = dom.ledger.get(alias)
+    if entry is not None and entry.state is EntryState.UNCERTAIN:
+        log.warning(
+            "domain %s: %s may still be in the guest; its resources are kept", dom.name, alias
+        )
+        return
+    await undo()
+
+
+def _forgetting(dom: Domain, alias: str) -> Callable[[], Awaitable[None]]:
+    async def forget() -> None:
+        dom.forget(alias)
+
+    return forget
 
 
 async def attach_vfio(
@@ -251,13 +289,21 @@ async def attach_vfio(
         entry = entry.evolve(**changes)
         dom.record(entry)
 
-    in_use = dom.devices_in_use()  # before this device's own entry joins the ledger
     try:
-        dom.record(entry)
-        stack.callback(dom.forget, alias)
+        # Check what other domains hold and record this claim under the state root's
+        # devices lock, so no other domain can take the device between the two.
+        devices_lock = await take_devices_lock(dom.state_root)
+        try:
+            in_use = dom.devices_in_use()  # before this device's own entry joins the ledger
+            dom.record(entry)
+        finally:
+            devices_lock.release()
+        stack.push_async_callback(_unless_uncertain, dom, alias, _forgetting(dom, alias))
+        host = contextlib.AsyncExitStack()
+        stack.push_async_callback(_unless_uncertain, dom, alias, host.aclose)
         await prepare_vfio(
             vfio,
-            stack,
+            host,
             netlink=await dom.netlink(),
             sysfs=dom.host_paths.sysfs,
             in_use=in_use,

@@ -39,7 +39,7 @@ from qctl.qemu.placement import netdev_id
 from qctl.qemu.plan import features_from_caps, plan
 from qctl.qemu.prepare import PreparedHost, prepare_interfaces
 from qctl.qemu.process import QEMUProcess
-from qctl.qemu.state import DomainDir, FileLock, StateRoot
+from qctl.qemu.state import DomainDir, FileLock, StateRoot, lock_file
 from qctl.qemu.status import Status, devices_held, write_status
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 from qctl.qmp import QMPClient, connect_qmp
@@ -52,6 +52,7 @@ __all__ = [
     "HostPaths",
     "Launched",
     "launch",
+    "take_devices_lock",
     "take_lock",
     "unwind",
 ]
@@ -92,6 +93,21 @@ async def take_lock(directory: DomainDir) -> FileLock:
         raise StateError(
             f"domain {directory.name!r} is busy: another qctl process holds its lock"
         ) from None
+
+
+async def take_devices_lock(root: StateRoot) -> FileLock:
+    """The state root's lock on host device claims (LOCK_TIMEOUT at most).
+
+    Each domain checks the other domains' ledgers before it takes a PCI device; holding
+    this lock from that check until its own claim is in its ledger keeps two domains from
+    taking the same device at once.
+    """
+    root.ensure()
+    try:
+        async with asyncio.timeout(LOCK_TIMEOUT):
+            return await lock_file(root.path / ".devices.lock")
+    except TimeoutError:
+        raise StateError("host device claims are locked by another qctl process") from None
 
 
 async def unwind(stack: contextlib.AsyncExitStack, error: BaseException, step: str) -> None:
@@ -150,6 +166,10 @@ async def _prepare_vfio_devices(
         )
         held[vfio.address] = f"{domain.name}/{device.alias}"
     return notes
+
+
+def _has_vfio(domain: DomainDef) -> bool:
+    return bool(domain.hostdevs) or any(i.type is InterfaceType.HOSTDEV for i in domain.interfaces)
 
 
 def initial_ledger(
@@ -256,6 +276,7 @@ async def launch(
     lock = await take_lock(directory)
     stack = contextlib.AsyncExitStack()
     own_link: Netlink | None = None
+    devices_lock: FileLock | None = None
     try:
         if directory.status_file.exists():
             raise StateError(f"domain {planned.name!r} is already running")
@@ -274,6 +295,9 @@ async def launch(
             tun_path=host_paths.tun,
             vhost_path=host_paths.vhost_net,
         )
+        if _has_vfio(planned):
+            # Held until the status file records the claims (released in ``finally``).
+            devices_lock = await take_devices_lock(root)
         notes = await _prepare_vfio_devices(
             prepared.domain, stack, link, host_paths, devices_held(root, besides=planned.name)
         )
@@ -326,6 +350,8 @@ async def launch(
         await unwind(stack, exc, "start")
         raise
     finally:
+        if devices_lock is not None:
+            devices_lock.release()
         lock.release()
     if own_link is not None:
         await own_link.aclose()
@@ -337,7 +363,9 @@ async def connect_free_monitor(directory: DomainDir) -> QMPClient:
     """Connect to the first monitor no other qctl process is using.
 
     A monitor that serves another client accepts the connection but sends no greeting
-    until that client leaves, so a short greeting timeout tells it is busy.
+    until that client leaves, so a short greeting timeout tells it is busy. When every
+    monitor seems busy, the first is tried once more with the full timeout: a QEMU that
+    is merely slow (TCG under load) still answers then.
     """
     failure: QMPError | None = None
     for path in directory.qmp_sockets:
@@ -349,7 +377,10 @@ async def connect_free_monitor(directory: DomainDir) -> QMPClient:
             failure = failure or exc
     if failure is not None:
         raise StateError(f"cannot reach the monitor of {directory.name!r}: {failure}") from failure
-    raise StateError(
-        f"all {len(directory.qmp_sockets)} monitors of {directory.name!r} are in use by "
-        "other qctl processes"
-    )
+    try:
+        return await connect_qmp(directory.qmp_socket, timeout=CONNECT_TIMEOUT)
+    except QMPError as exc:
+        raise StateError(
+            f"all {len(directory.qmp_sockets)} monitors of {directory.name!r} are in use by "
+            f"other qctl processes, or QEMU does not answer: {exc}"
+        ) from exc

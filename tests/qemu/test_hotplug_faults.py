@@ -19,6 +19,7 @@ from support import guest_domain_xml, open_fd_count, unique, wait_for_nics, wait
 
 from qctl import Domain, HotplugError, QMPCommandError, parse_domain
 from qctl.host import Netlink
+from qctl.qemu import hotplug
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
@@ -220,6 +221,44 @@ async def test_a_cancelled_detach_is_still_finished_by_the_event(
             await task
     finally:
         dom.monitor.device_del = real_del  # type: ignore[method-assign]
+    async with asyncio.timeout(30):
+        await wait_until(lambda: dom.ledger.get("ua-f0") is None)
+    await _assert_nothing_leaked(dom, netlink, before)
+
+
+async def test_an_unplug_the_rollback_cannot_confirm_keeps_the_device_uncertain(
+    guest: Domain,
+    bridge: Callable[..., Awaitable[str]],
+    netlink: Netlink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dom = guest
+    br = await bridge()
+    before = await _snapshot(dom, netlink)
+    monkeypatch.setattr(hotplug, "_ROLLBACK_UNPLUG_TIMEOUT", 0.5)
+    real_del = dom.monitor.device_del
+
+    async def set_link_fails(*args: Any) -> None:
+        raise QMPCommandError("set_link", "GenericError", "injected failure of set_link")
+
+    async def guest_silent(device: str) -> None:  # the unplug request gets no answer
+        return None
+
+    dom.monitor.set_link = set_link_fails  # type: ignore[method-assign]
+    dom.monitor.device_del = guest_silent  # type: ignore[method-assign]
+    try:
+        with pytest.raises(HotplugError, match="set_link"):
+            await dom.attach_device(nic_xml(br))
+    finally:
+        del dom.monitor.set_link
+        dom.monitor.device_del = real_del  # type: ignore[method-assign]
+    # QEMU still has the device: qctl keeps it, and everything it holds, as uncertain.
+    entry = dom.ledger.get("ua-f0")
+    assert entry is not None and entry.state == "uncertain"
+    assert "ua-f0" in await dom.monitor.peripherals()
+    assert entry.tap in await _links(netlink)
+    # When QEMU does remove it, its event finishes the books.
+    await real_del("ua-f0")
     async with asyncio.timeout(30):
         await wait_until(lambda: dom.ledger.get("ua-f0") is None)
     await _assert_nothing_leaked(dom, netlink, before)
