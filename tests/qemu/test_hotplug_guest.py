@@ -57,6 +57,13 @@ async def _attach_and_see(dom: Domain, console: Path, xml: str, mac: str) -> str
     return live.alias
 
 
+async def _attach_ethernet(dom: Domain, console: Path, mac: str) -> str:
+    """Attach an ethernet e1000e NIC (a model the test guest has a driver for) and wait
+    until the guest sees it; returns its alias."""
+    xml = f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>"
+    return await _attach_and_see(dom, console, xml, mac)
+
+
 @pytest.mark.parametrize("kind", ["bridge", "user", "ethernet", "network"])
 async def test_attach_then_detach_each_type(
     guest: tuple[Domain, Path],
@@ -131,12 +138,7 @@ async def test_pending_detach_is_finished_by_the_late_event(
 ) -> None:
     dom, console = guest
     mac = "52:54:00:20:02:01"
-    alias = await _attach_and_see(
-        dom,
-        console,
-        f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
-        mac,
-    )
+    alias = await _attach_ethernet(dom, console, mac)
     tap = dom.ledger.get(alias).tap  # type: ignore[union-attr]
     with dom.events() as events:
         assert await dom.detach_device(alias, wait=0) is DetachResult.PENDING
@@ -184,12 +186,7 @@ async def test_two_handles_on_one_domain_share_the_books(
     other = await Domain.connect(dom.name, state_root=dom.directory.path.parent.parent)
     try:
         mac = "52:54:00:20:04:01"
-        alias = await _attach_and_see(
-            dom,
-            console,
-            f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
-            mac,
-        )
+        alias = await _attach_ethernet(dom, console, mac)
         assert await other.detach_device(alias) is DetachResult.DETACHED
         assert alias not in other.xml()
         second = await other.attach_device(
@@ -208,12 +205,7 @@ async def test_unplug_refused_by_the_guest_keeps_the_device(
 ) -> None:
     dom, console = guest
     mac = "52:54:00:20:05:01"
-    alias = await _attach_and_see(
-        dom,
-        console,
-        f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
-        mac,
-    )
+    alias = await _attach_ethernet(dom, console, mac)
     tap = dom.ledger.get(alias).tap  # type: ignore[union-attr]
     # The guest's refusal, as QEMU reports it, without a guest that refuses on cue: the
     # request reaches no device, and QEMU's DEVICE_UNPLUG_GUEST_ERROR is delivered.
@@ -239,12 +231,7 @@ async def test_other_events_for_a_nic_do_not_disturb_its_detach(
 ) -> None:
     dom, console = guest
     mac = "52:54:00:20:06:01"
-    alias = await _attach_and_see(
-        dom,
-        console,
-        f"<interface type='ethernet'><mac address='{mac}'/><model type='e1000e'/></interface>",
-        mac,
-    )
+    alias = await _attach_ethernet(dom, console, mac)
     real_del = dom.monitor.device_del
 
     async def held(device: str) -> None:  # the guest takes its time: no event yet
