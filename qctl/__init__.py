@@ -49,6 +49,7 @@ from qctl.errors import (
     ConfigError,
     HostError,
     HotplugError,
+    JobAbortedError,
     NetlinkError,
     ProcessError,
     QctlError,
@@ -64,7 +65,7 @@ from qctl.errors import (
     ValidationError,
     XMLSyntaxError,
 )
-from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths
+from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths, abort_job
 from qctl.qemu.events import (
     DeviceAdded,
     DeviceRemoved,
@@ -75,8 +76,12 @@ from qctl.qemu.events import (
     Shutdown,
     UnplugRejected,
 )
+from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
 from qctl.qemu.network import Allocation, NetworkStore
+from qctl.qemu.process import Launcher
+from qctl.qemu.runstate import RunState
 from qctl.qemu.state import StateRoot
+from qctl.qemu.txn import JobRecord
 from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
 from qctl.types import IfName, MACAddress, PCIAddress
 
@@ -101,6 +106,7 @@ __all__ = [
     "ProcessError",
     "StateError",
     "HotplugError",
+    "JobAbortedError",
     # value types
     "IfName",
     "MACAddress",
@@ -146,6 +152,13 @@ __all__ = [
     "Domain",
     "DomainInfo",
     "DetachResult",
+    "RunState",
+    "JobRecord",
+    "abort_job",
+    "Ledger",
+    "LedgerEntry",
+    "EntryState",
+    "Launcher",
     "StateRoot",
     "NetworkStore",
     "Allocation",

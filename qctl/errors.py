@@ -19,6 +19,7 @@ per kind of failure a user can act on::
     │   └── ResourceBusyError    a host resource is already in use
     ├── ProcessError             a QEMU process failed to start or exited (exit code, stderr tail)
     ├── StateError               the per-domain state (status file, locks) is missing or damaged
+    │   └── JobAbortedError      the job was aborted (``qctl job-abort``) and rolled back
     └── HotplugError             attach/detach failed (device alias and stage)
 
 ``asyncio.CancelledError`` is never wrapped. When a rollback fails while handling an
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "HostError",
     "HotplugError",
+    "JobAbortedError",
     "NetlinkError",
     "ProcessError",
     "QMPCommandError",
@@ -203,6 +205,11 @@ class ProcessError(QctlError):
 
 class StateError(QctlError):
     """A domain's state directory or status file is missing, locked or damaged."""
+
+
+class JobAbortedError(StateError):
+    """A job was aborted on request (``Domain.abort_job``, ``qctl job-abort``), from this
+    process or another; what it had done was rolled back."""
 
 
 class HotplugError(QctlError):

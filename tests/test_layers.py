@@ -86,3 +86,65 @@ def test_public_api_is_ordered_and_complete() -> None:
     assert len(set(qctl.__all__)) == len(qctl.__all__)
     for name in qctl.__all__:
         assert hasattr(qctl, name), name
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module → the qctl modules it imports (type-checking and function-level imports too:
+    a cycle hidden behind ``TYPE_CHECKING`` is still two modules that know each other)."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    known = {_module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        name = _module_name(path)
+        edges: set[str] = set()
+        for _, module, names in _imports(path):
+            if module.split(".")[0] != "qctl":
+                continue
+            targets = [f"{module}.{n}" for n in names if f"{module}.{n}" in known]
+            edges.update(targets or ([module] if module in known else []))
+        edges.discard(name)
+        graph[name] = edges
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph``, as the modules along it, or None."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_no_import_cycle_anywhere() -> None:
+    # A package's __init__ re-exporting its modules is not a cycle with them, as long as
+    # those modules import their siblings directly, never the package itself.
+    cycle = _cycle(_import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None

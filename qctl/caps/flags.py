@@ -16,10 +16,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from qctl.caps.model import QEMUCaps
+from typing import Literal, Protocol
 
 __all__ = [
     "DETECTION",
@@ -30,6 +27,7 @@ __all__ = [
     "Command",
     "DeviceProperty",
     "Event",
+    "Facts",
     "QOMType",
     "Rule",
     "SchemaPath",
@@ -58,13 +56,33 @@ class Capability(enum.StrEnum):
     KVM_ENABLED = "kvm_enabled"
 
 
+class Facts(Protocol):
+    """What a rule reads: the probed facts of a QEMU (:class:`~qctl.caps.model.QEMUCaps`
+    has them). A protocol, so the rules need not import the model that applies them."""
+
+    @property
+    def commands(self) -> frozenset[str]: ...
+    @property
+    def events(self) -> frozenset[str]: ...
+    @property
+    def qom_types(self) -> frozenset[str]: ...
+    @property
+    def device_properties(self) -> Mapping[str, Mapping[str, str]]: ...
+    @property
+    def schema_paths(self) -> frozenset[str]: ...
+    @property
+    def kvm_present(self) -> bool: ...
+    @property
+    def kvm_enabled(self) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """The QMP command ``name`` exists."""
 
     name: str
 
-    def holds(self, caps: QEMUCaps) -> bool:
+    def holds(self, caps: Facts) -> bool:
         """Whether ``caps`` satisfies this rule."""
         return self.name in caps.commands
 
@@ -75,7 +93,7 @@ class Event:
 
     name: str
 
-    def holds(self, caps: QEMUCaps) -> bool:
+    def holds(self, caps: Facts) -> bool:
         """Whether ``caps`` satisfies this rule."""
         return self.name in caps.events
 
@@ -86,7 +104,7 @@ class QOMType:
 
     name: str
 
-    def holds(self, caps: QEMUCaps) -> bool:
+    def holds(self, caps: Facts) -> bool:
         """Whether ``caps`` satisfies this rule."""
         return self.name in caps.qom_types
 
@@ -98,7 +116,7 @@ class DeviceProperty:
     device: str
     name: str
 
-    def holds(self, caps: QEMUCaps) -> bool:
+    def holds(self, caps: Facts) -> bool:
         """Whether ``caps`` satisfies this rule."""
         return self.name in caps.device_properties.get(self.device, {})
 
@@ -109,7 +127,7 @@ class SchemaPath:
 
     path: str
 
-    def holds(self, caps: QEMUCaps) -> bool:
+    def holds(self, caps: Facts) -> bool:
         """Whether ``caps`` satisfies this rule."""
         return self.path in caps.schema_paths
 
@@ -120,7 +138,7 @@ class KVM:
 
     state: Literal["present", "enabled"]
 
-    def holds(self, caps: QEMUCaps) -> bool:
+    def holds(self, caps: Facts) -> bool:
         """Whether ``caps`` satisfies this rule."""
         return caps.kvm_enabled if self.state == "enabled" else caps.kvm_present
 
@@ -172,6 +190,6 @@ PROBED_DEVICES: tuple[str, ...] = (
 )
 
 
-def detect(caps: QEMUCaps) -> frozenset[Capability]:
+def detect(caps: Facts) -> frozenset[Capability]:
     """The flags whose rule holds for ``caps``."""
     return frozenset(flag for flag, rule in DETECTION.items() if rule.holds(caps))

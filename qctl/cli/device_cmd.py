@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qctl import DetachResult, Domain, format_xml
-from qctl.cli.common import add_json, add_state_dir, print_json
+from qctl.cli.common import add_json, add_state_dir, print_json, run
 
 
 def register(sub: Any) -> None:
@@ -53,12 +53,12 @@ def register(sub: Any) -> None:
 def _attach(args: argparse.Namespace) -> int:
     xml = Path(args.file).read_text()
 
-    async def run() -> str:
+    async def work() -> str:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
             live = await dom.attach_device(xml, source=args.file)
             return format_xml(live)
 
-    live_xml = asyncio.run(run())
+    live_xml = run(work())
     if args.json:
         print_json({"domain": args.name, "device_xml": live_xml})
     else:
@@ -69,11 +69,11 @@ def _attach(args: argparse.Namespace) -> int:
 def _detach(args: argparse.Namespace) -> int:
     target: str = args.alias if args.alias else Path(args.file).read_text()
 
-    async def run() -> DetachResult:
+    async def work() -> DetachResult:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
             return await dom.detach_device(target, wait=args.wait)
 
-    result = asyncio.run(run())
+    result = run(work())
     if args.json:
         print_json({"domain": args.name, "result": result.value})
     elif result is DetachResult.PENDING:
@@ -84,7 +84,7 @@ def _detach(args: argparse.Namespace) -> int:
 
 
 def _events(args: argparse.Namespace) -> int:
-    async def run() -> None:
+    async def work() -> None:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
             seen = 0
             with dom.events() as stream:
@@ -103,5 +103,5 @@ def _events(args: argparse.Namespace) -> int:
                             return
 
     with contextlib.suppress(TimeoutError):  # --timeout ran out: a normal end
-        asyncio.run(run())
+        run(work())
     return 0

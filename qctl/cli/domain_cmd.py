@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shlex
+import sys
 from typing import Any
 
-from qctl import Domain, DomainDef, StateError, ValidationError, load
-from qctl.cli.common import add_json, add_state_dir, print_json
+from qctl import Domain, DomainDef, DomainInfo, StateError, ValidationError, load
+from qctl.cli.common import add_json, add_state_dir, print_json, run
 
 
 def register(sub: Any) -> None:
@@ -60,11 +60,14 @@ def _load_domain(path: str) -> DomainDef:
 def _start(args: argparse.Namespace) -> int:
     defn = _load_domain(args.file)
 
-    async def run() -> dict[str, Any]:
-        async with Domain.start(defn, state_root=args.state_dir) as dom:
+    async def work() -> dict[str, Any]:
+        dom = await Domain.start(defn, state_root=args.state_dir)  # QEMU outlives qctl
+        try:
             return {"name": dom.name, "pid": dom.process.pid, "live_xml": dom.xml()}
+        finally:
+            await dom.aclose()
 
-    result = asyncio.run(run())
+    result = run(work())
     if args.json:
         print_json(result)
     else:
@@ -84,39 +87,60 @@ def _list(args: argparse.Namespace) -> int:
 
     for info in infos:
         if not info.running:
-            asyncio.run(release(info.name))
-    rows = [{"name": i.name, "pid": i.pid, "state": "running" if i.running else "gone"}
-            for i in infos]
+            run(release(info.name))
+    rows = [info_json(i) for i in infos]
     if args.json:
         print_json(rows)
     else:
-        for row in rows:
-            print(f"{row['name']:<24} {row['pid'] or '-':>8}  {row['state']}")
+        print(f"{'NAME':<24} {'PID':>8}  {'STATE':<12} JOB")
+        for info, row in zip(infos, rows, strict=True):
+            job = info.job.describe() if info.job else "-"
+            if info.pending:
+                job += f" (detach pending: {', '.join(info.pending)})"
+            state = "damaged" if info.error else row["state"]
+            print(f"{info.name:<24} {info.pid or '-':>8}  {state:<12} {job}")
+            if info.error:
+                print(f"  {info.error}")
     return 0
 
 
-def _stop(args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with Domain.connect(args.name, state_root=args.state_dir) as dom:
-            await dom.stop(force=args.force, grace=args.timeout)
+def info_json(info: DomainInfo) -> dict[str, Any]:
+    """A domain as ``list --json`` and ``dominfo --json`` show it."""
+    return {
+        "name": info.name,
+        "pid": info.pid,
+        "state": info.state.value if info.running else "gone",
+        "job": info.job.to_json() if info.job else None,
+        "detach_pending": list(info.pending),
+        "error": info.error,
+    }
 
-    asyncio.run(run())
+
+def _stop(args: argparse.Namespace) -> int:
+    def say(line: str) -> None:
+        print(f"qctl: {args.name}: {line}", file=sys.stderr, flush=True)
+
+    async def stop() -> None:
+        async with Domain.connect(args.name, state_root=args.state_dir) as dom:
+            await dom.stop(force=args.force, grace=args.timeout, say=say)
+
+    run(stop())
     print(f"stopped {args.name}")
     return 0
 
 
 def _dumpxml(args: argparse.Namespace) -> int:
-    async def run() -> str:
+    async def work() -> str:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
             return dom.xml(live=args.live)
 
-    print(asyncio.run(run()), end="")
+    print(run(work()), end="")
     return 0
 
 
 def _domxml_to_argv(args: argparse.Namespace) -> int:
     defn = _load_domain(args.file)
-    argv = asyncio.run(Domain.command_line(defn, state_root=args.state_dir))
+    argv = run(Domain.command_line(defn, state_root=args.state_dir))
     if args.json:
         print_json(argv)
     else:

@@ -154,8 +154,12 @@ def build_command(
     binary: str,
     monitor: str,
     extra_monitors: Sequence[str] = (),
+    pidfile: str | None = None,
 ) -> list[str]:
     """The argv that starts ``domain``.
+
+    ``pidfile``: where QEMU writes its pid; its path on QEMU's command line also lets a
+    later qctl find a QEMU whose ``start`` was killed before it recorded the pid.
 
     ``nics`` maps interface aliases to their prepared fds; ``monitor`` is the QMP chardev's
     backend, ``fd=N`` for a listening socket qctl made (or ``path=…``), and
@@ -179,6 +183,8 @@ def build_command(
     ]
     if domain.uuid is not None:
         argv += ["-uuid", str(domain.uuid)]
+    if pidfile is not None:
+        argv += ["-pidfile", pidfile]
     argv += ["-display", "none", *_monitor_args(monitor, *extra_monitors)]
     argv += [
         *_boot_args(domain),

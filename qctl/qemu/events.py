@@ -1,26 +1,38 @@
-"""Typed events of a running domain, and the bounded streams that deliver them.
+"""Typed events of a running domain, and the hub that hands them out.
 
 QEMU's events are translated into small frozen classes (a device went away, the guest
 refused an unplug, a NIC's RX filter changed, the guest shut down); qctl adds its own
-``DeviceAdded`` when an attach completes, since QEMU has no event for that. Each stream made
-by :meth:`Domain.events` keeps at most ``maxsize`` unread events, dropping the oldest, so a
-slow reader never makes the domain's event loop wait or grow.
+``DeviceAdded`` when an attach completes, since QEMU has no event for that.
+
+One pump per QMP connection feeds the :class:`EventHub`, which hands each event to
+
+* every :class:`EventStream` (``Domain.events()``): bounded, dropping the oldest, so a slow
+  reader never makes the domain's event loop wait or grow;
+* every scoped :class:`Expectation` whose predicate matches (``Domain.wait_event``, and a
+  detach waiting for its DEVICE_DELETED). An expectation made *before* the command whose
+  event it waits for cannot miss it;
+* the fallback handler, when no expectation *claimed* it: a DEVICE_DELETED nobody waits for
+  any more (a detach that said "pending") still finishes its device's books.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
+from qctl.errors import StateError
 from qctl.qmp import QMPEvent
 
 __all__ = [
     "DeviceAdded",
     "DeviceRemoved",
     "DomainEvent",
+    "EventHub",
     "EventStream",
+    "Expectation",
     "NICRxFilterChanged",
     "OtherEvent",
     "Shutdown",
@@ -35,6 +47,14 @@ class DomainEvent:
 
     timestamp: float | None
 
+    #: the QEMU event this class stands for ('' for qctl's own)
+    QEMU_NAME: ClassVar[str] = ""
+
+    @property
+    def qemu_name(self) -> str:
+        """The QEMU event's name (``DEVICE_DELETED``, …), or '' for an event of qctl's."""
+        return self.QEMU_NAME
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceAdded(DomainEvent):
@@ -47,12 +67,16 @@ class DeviceAdded(DomainEvent):
 class DeviceRemoved(DomainEvent):
     """QEMU removed the device ``alias`` (DEVICE_DELETED)."""
 
+    QEMU_NAME: ClassVar[str] = "DEVICE_DELETED"
+
     alias: str
 
 
 @dataclass(frozen=True, slots=True)
 class UnplugRejected(DomainEvent):
     """The guest refused to release the device ``alias`` (DEVICE_UNPLUG_GUEST_ERROR)."""
+
+    QEMU_NAME: ClassVar[str] = "DEVICE_UNPLUG_GUEST_ERROR"
 
     alias: str
 
@@ -61,12 +85,16 @@ class UnplugRejected(DomainEvent):
 class NICRxFilterChanged(DomainEvent):
     """The guest changed the RX filter (MAC, multicast list) of NIC ``alias``."""
 
+    QEMU_NAME: ClassVar[str] = "NIC_RX_FILTER_CHANGED"
+
     alias: str
 
 
 @dataclass(frozen=True, slots=True)
 class Shutdown(DomainEvent):
     """QEMU is shutting down; ``guest`` says whether the guest asked for it."""
+
+    QEMU_NAME: ClassVar[str] = "SHUTDOWN"
 
     guest: bool
     reason: str
@@ -78,6 +106,11 @@ class OtherEvent(DomainEvent):
 
     name: str
     data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def qemu_name(self) -> str:
+        """The QEMU event's name."""
+        return self.name
 
 
 def _device_alias(event: QMPEvent) -> str | None:
@@ -154,3 +187,117 @@ class EventStream:
             self._wakeup.clear()
             await self._wakeup.wait()
         return self._queue.popleft()
+
+
+#: what an :class:`Expectation` or a wait looks for
+Match = Callable[[DomainEvent], bool]
+
+
+class Expectation:
+    """A scoped wait for the first event that ``match`` accepts (see :meth:`EventHub.expect`).
+
+    Await it for the event. Leaving its ``with`` block withdraws it; a *claiming*
+    expectation that caught an event it did not :meth:`take` hands it to the hub's
+    fallback then, so a waiter that gave up (timeout, cancellation) never swallows it.
+    """
+
+    def __init__(self, hub: EventHub, match: Match, claim: bool) -> None:
+        self._hub = hub
+        self.match = match
+        self.claim = claim
+        self.future: asyncio.Future[DomainEvent] = asyncio.get_running_loop().create_future()
+        self._taken = False
+
+    def take(self) -> DomainEvent:
+        """The event caught (it must be done), marked as handled by the waiter."""
+        self._taken = True
+        return self.future.result()
+
+    def __await__(self) -> Generator[Any, None, DomainEvent]:
+        return asyncio.shield(self.future).__await__()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._hub._withdraw(self)
+        future = self.future
+        caught = future.done() and not future.cancelled() and future.exception() is None
+        if self.claim and not self._taken and caught:
+            self._hub._unclaimed(future.result())
+
+
+class EventHub:
+    """Hands each typed event to the streams, the expectations and the fallback."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._streams: list[EventStream] = []
+        self._expectations: list[Expectation] = []
+        self._fallback: Callable[[DomainEvent], None] | None = None
+        self._ended = False
+
+    def set_fallback(self, handler: Callable[[DomainEvent], None]) -> None:
+        """What to do with an event no expectation claimed."""
+        self._fallback = handler
+
+    def stream(self, maxsize: int = 256) -> EventStream:
+        """A bounded stream of every event from now on (ended when the hub ends)."""
+        stream = EventStream(maxsize, self._streams.remove)
+        if self._ended:
+            stream.end()
+        else:
+            self._streams.append(stream)
+        return stream
+
+    def expect(self, match: Match, *, claim: bool = False) -> Expectation:
+        """Wait for the next event ``match`` accepts; use it as a ``with`` block.
+
+        ``claim``: the event is the waiter's to handle, not the fallback's (see
+        :class:`Expectation`). When the hub ends first, awaiting raises StateError.
+        """
+        expectation = Expectation(self, match, claim)
+        if self._ended:
+            expectation.future.set_exception(self._gone())
+        else:
+            self._expectations.append(expectation)
+        return expectation
+
+    def publish(self, event: DomainEvent) -> None:
+        """Hand ``event`` out (see the class)."""
+        for stream in list(self._streams):
+            stream.deliver(event)
+        claimed = False
+        for expectation in list(self._expectations):
+            if not expectation.future.done() and expectation.match(event):
+                expectation.future.set_result(event)
+                claimed = claimed or expectation.claim
+        if not claimed:
+            self._unclaimed(event)
+
+    def end(self) -> None:
+        """No more events (QEMU exited, or the handle closed): streams end after what they
+        hold, waits raise StateError."""
+        self._ended = True
+        for stream in list(self._streams):
+            stream.end()
+        for expectation in self._expectations:
+            if not expectation.future.done():
+                expectation.future.set_exception(self._gone())
+                expectation.future.exception()  # retrieved: nobody may be waiting
+
+    @property
+    def ended(self) -> bool:
+        """True once :meth:`end` was called."""
+        return self._ended
+
+    def _gone(self) -> StateError:
+        return StateError(f"domain {self._name!r}: no more events (QEMU exited or closed)")
+
+    def _withdraw(self, expectation: Expectation) -> None:
+        if expectation in self._expectations:
+            self._expectations.remove(expectation)
+
+    def _unclaimed(self, event: DomainEvent) -> None:
+        if self._fallback is not None and not self._ended:
+            self._fallback(event)

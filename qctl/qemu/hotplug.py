@@ -1,28 +1,58 @@
 """Hot-plug and unplug as transactions, with the ledger telling the truth at every step.
 
-Attach (an interface):
+Every function here takes a :class:`~qctl.qemu.runtime.DomainRuntime`; this module owns
+attach, detach, reconciliation and late removals from top to bottom.
 
-    tap         tap on its bridge, vhost-net fds (see :mod:`qctl.qemu.prepare`); then the
-                ledger entry ``attaching`` (alias, address, tap, the fd names to pass)
-    getfd       each fd passed to QEMU by name
-    netdev_add  QEMU takes the named fds over
-    device_add
-    set_link    down, when ``<link state='down'/>``
-    commit      the live XML gains the device, the entry becomes ``attached``
+Attach an interface (user, ethernet, bridge, network in bridge mode)::
 
-The request is validated against the domain and the capabilities first, and those errors
-are raised as they are. Then each step pushes its undo on an ``AsyncExitStack``; a failure
-(or cancellation) unwinds exactly the steps done, shielded from cancellation, and the
-caller sees a :class:`~qctl.errors.HotplugError` naming the device and the stage, with the
-original error as its cause. If QEMU dies meanwhile, the domain's exit watcher releases
-what the ledger holds.
+    step        does                                         its undo (pushed before it acts)
+    validate    against the live domain and the caps         -
+    tap         tap on its bridge, vhost-net fds             our fds closed (tap dies with them)
+    intent      ledger entry ``attaching`` (tap, fd names)   release by the ledger, then forget
+    getfd       each fd passed by name                       closefd, unless QEMU refused getfd
+    netdev_add  QEMU takes the named fds over                netdev_del, unless QEMU refused it
+    device_add                                               unplug and wait, unless refused
+    set_link    down, when ``<link state='down'/>``          -
+    commit      live XML gains the device; ``attached``      -
 
-Detach: ``device_del`` → DEVICE_DELETED → ``netdev_del`` → tap deleted → pool entry and VF
-config returned. The wait for the event holds no lock, so other devices and commands go on;
-when it times out the device stays in the live XML as ``detaching`` and the event, whenever
-it comes, finishes the job (see :meth:`Domain._on_qemu_event`). "Device not found" from QEMU
-means already gone: the books are finished. The guest refusing the unplug puts the device
-back to ``attached``.
+Attach a host device (``<hostdev>``, ``type='hostdev'`` interface, or a VF taken from a
+hostdev pool for a ``type='network'`` interface)::
+
+    pool        a free VF from the pool (pool interfaces)    returned, until the intent has it
+    intent      entry ``attaching`` + claim, under the       release by the ledger, then forget
+                state root's devices lock
+    host        VF MAC/VLAN saved to the ledger, then set;
+                managed: original driver noted, vfio-pci
+    device_add                                               unplug and wait, unless refused
+    commit      live XML gains the device; ``attached``      -
+
+Host resources have one undo: :func:`~qctl.qemu.release.release_entry`, driven by the
+ledger entry, used by rollback, detach, reconciliation and QEMU's exit alike.
+
+Rollback never forgets what it cannot prove gone. An undo that fails or is cancelled makes
+the entry ``uncertain`` and the undos after it are skipped, so the entry keeps its tap,
+netdev, VF and pool entry until its DEVICE_DELETED or the next reconciliation settles it.
+A command QEMU refused created nothing, so its undo is skipped: a rollback never deletes a
+netdev or device of the same id that it did not create. The caller sees a
+:class:`~qctl.errors.HotplugError` naming the device and the stage, the original error as
+its cause (cancellation, and an abort as :class:`~qctl.errors.JobAbortedError`, as they are).
+
+Detach::
+
+    find        the entry named by alias, MAC or host address
+    intent      entry ``detaching``
+    device_del  (QEMU's "not found": already gone, finish the books)
+    -- the job lock is let go: other jobs go on while the guest answers --
+    wait        DEVICE_DELETED, up to ``wait`` seconds; else ``pending``
+    finish      netdev_del, fds closed, release by the ledger, forget
+
+A late DEVICE_DELETED (after a ``pending`` detach, or one nobody waited for) finishes the
+books in a job of its own; a late unplug refusal puts the device back to ``attached``.
+
+Reconcile (on connect, when no other job runs): entries QEMU has are adopted (attaching,
+uncertain) or asked again (detaching: QEMU's answer tells whether the first request
+reached it); entries QEMU lacks are finished; pool VFs allocated to the domain but never
+recorded are returned.
 """
 
 from __future__ import annotations
@@ -31,49 +61,61 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from qctl.caps import Capability
 from qctl.conf import (
     DomainDef,
+    ForwardMode,
     HostdevDef,
     InterfaceDef,
+    InterfaceSourceDef,
     InterfaceType,
     LinkState,
+    NetworkDef,
     format_xml,
+    parse_device,
+    validate_device,
 )
-from qctl.errors import HotplugError, QMPCommandError, UnsupportedError
+from qctl.errors import HotplugError, QMPCommandError, StateError, UnsupportedError
+from qctl.qemu.claims import devices_lock, stray_allocations
 from qctl.qemu.devices import with_device, without_device
-from qctl.qemu.events import DeviceRemoved
+from qctl.qemu.events import DeviceAdded, DeviceRemoved, DomainEvent, UnplugRejected
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
-from qctl.qemu.monitor import is_not_found
+from qctl.qemu.monitor import is_not_found, is_unplug_in_progress
 from qctl.qemu.nic import NICResources, hostdev_props, interface_device_props, netdev_props
 from qctl.qemu.placement import alias_for, netdev_id, place_device
-from qctl.qemu.plan import check_interface_support, random_mac
+from qctl.qemu.plan import check_interface_support, features_from_caps, random_mac
 from qctl.qemu.prepare import bridge_of, prepare_interface
-from qctl.qemu.startup import take_devices_lock, unwind
+from qctl.qemu.runstate import from_status
+from qctl.qemu.runtime import DomainRuntime
+from qctl.qemu.txn import unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
-
-if TYPE_CHECKING:
-    from qctl.qemu.domain import Domain
+from qctl.types import PCIAddress
 
 __all__ = [
     "DEFAULT_DETACH_TIMEOUT",
     "DetachResult",
-    "attach_interface",
-    "attach_vfio",
+    "attach",
+    "detach",
     "device_kind",
     "device_removed",
+    "find_entry",
+    "on_unclaimed",
+    "reconcile",
 ]
 
 log = logging.getLogger(__name__)
 
-#: how long :meth:`Domain.detach_device` waits for DEVICE_DELETED before saying "pending"
+#: how long :func:`detach` waits for DEVICE_DELETED before saying "pending"
 DEFAULT_DETACH_TIMEOUT = 5.0
 #: how long a rollback waits for a half-attached device to go
 _ROLLBACK_UNPLUG_TIMEOUT = 5.0
+
+Device = InterfaceDef | HostdevDef
 
 
 class DetachResult(enum.StrEnum):
@@ -81,6 +123,36 @@ class DetachResult(enum.StrEnum):
 
     DETACHED = "detached"
     PENDING = "pending"
+
+
+# -- attach --------------------------------------------------------------------------------
+async def attach(rt: DomainRuntime, device: str | Device, *, source: str | None = None) -> Device:
+    """Hot-plug an ``<interface>`` or ``<hostdev>`` (XML text or definition) as one job.
+
+    Returns the device as the live XML shows it. ``source`` names the document in errors.
+    """
+    defn = parse_device(device, source=source) if isinstance(device, str) else device
+    async with rt.job("attach", defn.alias):
+        problems = validate_device(defn, rt.live, live=True, source=source)
+        if problems:
+            raise problems[0]
+        if isinstance(defn, HostdevDef) or defn.type is InterfaceType.HOSTDEV:
+            live = await _attach_vfio(rt, defn)
+        elif (network := _hostdev_pool(rt, defn)) is not None:
+            live = await _attach_from_pool(rt, defn, network)
+        else:
+            live = await _attach_interface(rt, defn)
+    rt.publish(DeviceAdded(None, live.alias or ""))
+    return live
+
+
+def _hostdev_pool(rt: DomainRuntime, defn: InterfaceDef) -> NetworkDef | None:
+    """The hostdev pool a ``type='network'`` interface draws from, if it names one."""
+    if defn.type is not InterfaceType.NETWORK or not defn.source or not defn.source.network:
+        return None
+    network = rt.networks.get(defn.source.network)
+    forward = network.forward
+    return network if forward is not None and forward.mode is ForwardMode.HOSTDEV else None
 
 
 def _with_mac(domain: DomainDef, iface: InterfaceDef) -> InterfaceDef:
@@ -93,91 +165,155 @@ def _with_mac(domain: DomainDef, iface: InterfaceDef) -> InterfaceDef:
     return dataclasses.replace(iface, mac=mac)
 
 
-async def attach_interface(dom: Domain, iface: InterfaceDef) -> InterfaceDef:
-    """Hot-plug one interface into ``dom``; returns it as the live XML shows it.
+def _placed(rt: DomainRuntime, device: Device) -> Device:
+    """``device`` with a free alias and a guest address; the job is named after it."""
+    named = alias_for(rt.live, device)
+    _, placed = place_device(rt.live, named, may_add_port=False)
+    assert placed.alias is not None
+    rt.name_job(placed.alias)
+    return placed
 
-    The caller holds the domain's job lock and has validated ``iface`` against the domain.
-    """
-    caps = await dom.capabilities()
+
+class _Outcome:
+    """Whether QEMU refused a command (then it created nothing, and there is nothing to
+    undo) or its fate is unknown or done (then its undo runs)."""
+
+    def __init__(self) -> None:
+        self.refused = False
+
+    async def run(self, command: Awaitable[None]) -> None:
+        """Await ``command``, noting a refusal."""
+        try:
+            await command
+        except QMPCommandError:
+            self.refused = True
+            raise
+
+
+def _undo(
+    rt: DomainRuntime,
+    alias: str,
+    undo: Callable[[], Awaitable[object]],
+    outcome: _Outcome | None = None,
+) -> Callable[[], Awaitable[None]]:
+    """An undo step of ``alias``'s attach: skipped when the entry is ``uncertain`` (an
+    earlier undo could not finish) or the command it undoes was refused; when it fails or
+    is cancelled, the entry becomes ``uncertain`` (and the later undos are skipped)."""
+
+    async def step() -> None:
+        if outcome is not None and outcome.refused:
+            return
+        entry = rt.ledger.get(alias)
+        if entry is not None and entry.state is EntryState.UNCERTAIN:
+            log.warning("domain %s: %s may be in QEMU still; resources kept", rt.name, alias)
+            return
+        try:
+            await undo()
+        except BaseException:
+            _mark_uncertain(rt, alias)
+            raise
+
+    return step
+
+
+async def _unless_refused(outcome: _Outcome, undo: Callable[[], Awaitable[None]]) -> None:
+    if not outcome.refused:
+        await undo()
+
+
+def _mark_uncertain(rt: DomainRuntime, alias: str) -> None:
+    entry = rt.ledger.get(alias)
+    if entry is not None and entry.state is not EntryState.UNCERTAIN:
+        rt.record(entry.evolve(state=EntryState.UNCERTAIN))
+
+
+async def _release_and_forget(rt: DomainRuntime, alias: str) -> None:
+    entry = rt.ledger.get(alias)
+    if entry is not None:
+        await rt.release_host_resources(entry)
+        rt.forget(alias)
+
+
+async def _attach_interface(rt: DomainRuntime, iface: InterfaceDef) -> InterfaceDef:
+    """Hot-plug one interface (see the module's first table)."""
+    caps = await rt.capabilities()
     check_interface_support(iface, caps)
-    iface = _with_mac(dom.live, iface)
-    placed = alias_for(dom.live, iface)
-    _, placed = place_device(dom.live, placed, may_add_port=False)
+    placed = _placed(rt, _with_mac(rt.live, iface))
     assert isinstance(placed, InterfaceDef) and placed.alias is not None
     alias = placed.alias
-    bridge_of(placed, dom.networks.get)  # an unknown network is the request's fault
+    bridge_of(placed, rt.networks.get)  # an unknown network is the request's fault
     stack = contextlib.AsyncExitStack()
-    host = contextlib.AsyncExitStack()
-    stack.push_async_callback(_unless_uncertain, dom, alias, host.aclose)
     stage = "tap"
     try:
-        # The tap is not persistent (it dies with the last fd), so a crash before the
-        # first ledger write leaks nothing; from then on the ledger names every fd and
-        # netdev QEMU may hold, and reconciliation can undo them.
-        live, nic = await prepare_interface(
-            placed,
-            host,
-            netlink=await dom.netlink(),
-            networks=dom.networks.get,
-            accel_is_kvm=dom.accel_is_kvm,
-            tun_path=dom.host_paths.tun,
-            vhost_path=dom.host_paths.vhost_net,
-        )
-        tap_names = [f"{alias}-tap{q}" for q in range(len(nic.tap_fds))]
-        vhost_names = [f"{alias}-vhost{q}" for q in range(len(nic.vhost_fds))]
-        entry = LedgerEntry(
-            alias=alias,
-            kind=DeviceKind.INTERFACE,
-            state=EntryState.ATTACHING,
-            netdev_id=netdev_id(alias),
-            tap=nic.tap_name,
-            tap_index=nic.tap_index,
-            fd_names=(*tap_names, *vhost_names),
-            guest_address=str(placed.address) if placed.address else None,
-            device_xml=format_xml(live),
-        )
-        dom.record(entry)
-        stack.push_async_callback(_unless_uncertain, dom, alias, _forgetting(dom, alias))
+        host = contextlib.AsyncExitStack()
+        try:
+            # The tap is not persistent (it dies with the last fd), so a crash before the
+            # intent is written leaks nothing; from then on the ledger names every fd and
+            # netdev QEMU may hold, and the ledger's release deletes the tap.
+            live, nic = await prepare_interface(
+                placed,
+                host,
+                netlink=await rt.netlink(),
+                networks=rt.networks.get,
+                accel_is_kvm=rt.accel_is_kvm,
+                tun_path=rt.host_paths.tun,
+                vhost_path=rt.host_paths.vhost_net,
+            )
+            tap_names = [f"{alias}-tap{q}" for q in range(len(nic.tap_fds))]
+            vhost_names = [f"{alias}-vhost{q}" for q in range(len(nic.vhost_fds))]
+            entry = LedgerEntry(
+                alias=alias,
+                kind=DeviceKind.INTERFACE,
+                state=EntryState.ATTACHING,
+                netdev_id=netdev_id(alias),
+                tap=nic.tap_name,
+                tap_index=nic.tap_index,
+                fd_names=(*tap_names, *vhost_names),
+                guest_address=str(placed.address) if placed.address else None,
+                device_xml=format_xml(live),
+            )
+            rt.record(entry)
+        except BaseException as exc:
+            await unwind(host, exc, stage)
+            raise
+        host.pop_all()
+        stack.callback(nic.release_fds)  # ours, whatever happens; QEMU has its own copies
+        stack.push_async_callback(_undo(rt, alias, lambda: _release_and_forget(rt, alias)))
 
         stage = "getfd"
-        fd_stack = contextlib.AsyncExitStack()
-        # Each undo goes on before its command is sent: a caller cancelled while the
-        # command is in flight cannot know whether QEMU ran it (the undos tolerate "not found").
-        try:
-            for name, fd in zip([*tap_names, *vhost_names], nic.fds, strict=True):
-                fd_stack.push_async_callback(_close_fd_quietly, dom, name)
-                await dom.monitor.send_fd(name, fd)
+        passed = contextlib.AsyncExitStack()  # closefd each: until netdev_add takes them
+        stack.push_async_callback(_undo(rt, alias, passed.aclose))
+        for name, fd in zip([*tap_names, *vhost_names], nic.fds, strict=True):
+            sent = _Outcome()
+            passed.push_async_callback(_unless_refused, sent, functools.partial(_closefd, rt, name))
+            await sent.run(rt.monitor.send_fd(name, fd))
 
-            stage = "netdev_add"
-            stack.push_async_callback(
-                _unless_uncertain, dom, alias, lambda: _netdev_del_quietly(dom, netdev_id(alias))
-            )
-            props = netdev_props(
-                live, NICResources(tap_fds=tuple(tap_names), vhost_fds=tuple(vhost_names))
-            )
-            await dom.monitor.netdev_add(props)
-        except BaseException as exc:
-            await unwind(fd_stack, exc, stage)
-            raise
-        # netdev_add took the named fds over: nothing is left to close in QEMU, and ours go.
-        fd_stack.pop_all()
-        nic.release_fds()
+        stage = "netdev_add"
+        added = _Outcome()
+        undo_netdev = _undo(rt, alias, lambda: _netdev_del(rt, netdev_id(alias)), added)
+        stack.push_async_callback(undo_netdev)
+        resources = NICResources(tap_fds=tuple(tap_names), vhost_fds=tuple(vhost_names))
+        await added.run(rt.monitor.netdev_add(netdev_props(live, resources)))
+        passed.pop_all()  # QEMU took the named fds over: nothing is left to close there
+        nic.release_fds()  # and ours go
 
         stage = "device_add"
-        stack.push_async_callback(_unplug_half_attached, dom, alias)
-        props = interface_device_props(dom.live, live, failover=dom.features.failover)
-        await dom.monitor.device_add(props)
+        plugged = _Outcome()
+        stack.push_async_callback(_undo(rt, alias, lambda: _unplug(rt, alias), plugged))
+        failover = features_from_caps(caps).failover
+        props = interface_device_props(rt.live, live, failover=failover)
+        await plugged.run(rt.monitor.device_add(props))
 
         stage = "set_link"
         if live.link_state is LinkState.DOWN:
-            await dom.monitor.set_link(alias, False)
+            await rt.monitor.set_link(alias, False)
 
-        dom.live = with_device(dom.live, live)
-        dom.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()))
+        rt.live = with_device(rt.live, live)
+        rt.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()))
         stack.pop_all()
     except BaseException as exc:
         await _fail(stack, exc, alias, stage)
-    log.info("domain %s: attached %s", dom.name, alias)
+    log.info("domain %s: attached %s", rt.name, alias)
     return live
 
 
@@ -185,162 +321,343 @@ async def _fail(
     stack: contextlib.AsyncExitStack, exc: BaseException, alias: str, stage: str
 ) -> NoReturn:
     """Undo the steps on ``stack`` and raise: a HotplugError naming ``alias`` and ``stage``
-    with ``exc`` as its cause (cancellation and other BaseExceptions as they are)."""
+    with ``exc`` as its cause (cancellation and other BaseExceptions as they are, and
+    errors of the books — a status file that cannot be written — as what they are)."""
     await unwind(stack, exc, stage)
-    if isinstance(exc, Exception):
+    if isinstance(exc, Exception) and not isinstance(exc, StateError):
         raise HotplugError(
             f"attaching {alias} failed at {stage}: {exc}", alias=alias, stage=stage
         ) from exc
     raise exc
 
 
-async def _close_fd_quietly(dom: Domain, name: str) -> None:
+async def _closefd(rt: DomainRuntime, name: str) -> None:
     with contextlib.suppress(QMPCommandError):
-        await dom.monitor.close_fd(name)
+        await rt.monitor.close_fd(name)
 
 
-async def _netdev_del_quietly(dom: Domain, netdev: str) -> None:
+async def _netdev_del(rt: DomainRuntime, netdev: str) -> None:
     try:
-        await dom.monitor.netdev_del(netdev)
+        await rt.monitor.netdev_del(netdev)
     except QMPCommandError as exc:
         if not is_not_found(exc):
             raise
 
 
-async def _unplug_half_attached(dom: Domain, alias: str) -> None:
-    """Undo a ``device_add`` whose outcome may be unknown (cancelled, or set_link failed).
+def _unplug_of(alias: str) -> Callable[[DomainEvent], bool]:
+    def match(event: DomainEvent) -> bool:
+        return isinstance(event, DeviceRemoved | UnplugRejected) and event.alias == alias
 
-    When QEMU's removal cannot be confirmed (the guest does not answer in time, or QMP
-    fails), the device may still be in the guest: its entry becomes ``uncertain`` and keeps
-    every resource (the undos below this one leave them), until its DEVICE_DELETED or the
-    next reconciliation finishes it.
+    return match
+
+
+async def _unplug(rt: DomainRuntime, alias: str) -> None:
+    """Undo a ``device_add`` whose outcome may be unknown (cancelled, or a later step failed).
+
+    Only a removal QEMU confirms counts: the device not listed, or its DEVICE_DELETED within
+    the rollback's wait. Anything else — the listing failing, the guest silent or refusing
+    — raises, which leaves the entry ``uncertain`` with everything it holds.
     """
-    if alias not in await dom.monitor.peripherals():
+    if alias not in await rt.monitor.peripherals():
         return
-    removed = dom.expect_unplug(alias)
-    handled = False
-    try:
-        await dom.monitor.device_del(alias)
+    with rt.hub.expect(_unplug_of(alias), claim=True) as removed:
+        await rt.monitor.device_del(alias)
         async with asyncio.timeout(_ROLLBACK_UNPLUG_TIMEOUT):
-            event = await asyncio.shield(removed)
-        handled = True
-        if not isinstance(event, DeviceRemoved):
-            raise HotplugError(f"the guest refused to release {alias}", alias=alias)
-    except BaseException:
-        entry = dom.ledger.get(alias)
-        if entry is not None:
-            dom.record(entry.evolve(state=EntryState.UNCERTAIN))
-        raise
-    finally:
-        dom.stop_expecting(alias, removed, handled=handled)
+            await removed
+        event = removed.take()
+    if not isinstance(event, DeviceRemoved):
+        raise HotplugError(f"the guest refused to release {alias}", alias=alias)
 
 
-async def _unless_uncertain(dom: Domain, alias: str, undo: Callable[[], Awaitable[object]]) -> None:
-    """Run ``undo`` unless the device may still be in the guest (entry ``uncertain``)."""
-    entry = dom.ledger.get(alias)
-    if entry is not None and entry.state is EntryState.UNCERTAIN:
-        log.warning(
-            "domain %s: %s may still be in the guest; its resources are kept", dom.name, alias
-        )
-        return
-    await undo()
+async def _attach_vfio(
+    rt: DomainRuntime, device: Device, *, pool: tuple[str, str] | None = None
+) -> Device:
+    """Hot-plug a PCI host device with VFIO (see the module's second table).
 
-
-def _forgetting(dom: Domain, alias: str) -> Callable[[], Awaitable[None]]:
-    async def forget() -> None:
-        dom.forget(alias)
-
-    return forget
-
-
-async def attach_vfio(
-    dom: Domain, device: InterfaceDef | HostdevDef, *, pool: tuple[str, str] | None = None
-) -> InterfaceDef | HostdevDef:
-    """Hot-plug a PCI host device (a ``<hostdev>`` or a hostdev interface) with VFIO.
-
-    The caller holds the job lock and has validated the device. ``pool`` is the network
-    pool allocation the device came from, returned with the device.
+    ``pool`` is the network pool allocation the device came from: it is returned here if
+    the attach fails before the intent (which then owns it) is written.
     """
-    caps = await dom.capabilities()
-    if isinstance(device, InterfaceDef):
-        check_interface_support(device, caps)
-        device = _with_mac(dom.live, device)
-    elif not caps.has(Capability.VFIO_PCI):
-        raise UnsupportedError("this QEMU has no vfio-pci device", capability="vfio_pci")
-    placed = alias_for(dom.live, device)
-    _, placed = place_device(dom.live, placed, may_add_port=False)
-    assert placed.alias is not None
-    alias = placed.alias
-    vfio = VFIODevice.of(placed)
-    entry = LedgerEntry(
-        alias=alias,
-        kind=device_kind(placed),
-        state=EntryState.ATTACHING,
-        pool=pool,
-        guest_address=str(placed.address) if placed.address else None,
-        host_device=str(vfio.address),
-        device_xml=format_xml(placed),
-    )
+    caps = await rt.capabilities()
     stack = contextlib.AsyncExitStack()
-    stage = "host"
-
-    def note(**changes: object) -> None:
-        nonlocal entry
-        entry = entry.evolve(**changes)
-        dom.record(entry)
-
+    alias = device.alias or "hostdev"
+    stage = "validate"
+    hold = _PoolHold(rt, pool, alias)
+    stack.push_async_callback(hold.give_back)
     try:
-        # Check what other domains hold and record this claim under the state root's
-        # devices lock, so no other domain can take the device between the two.
-        devices_lock = await take_devices_lock(dom.state_root)
-        try:
-            in_use = dom.devices_in_use()  # before this device's own entry joins the ledger
-            dom.record(entry)
-        finally:
-            devices_lock.release()
-        stack.push_async_callback(_unless_uncertain, dom, alias, _forgetting(dom, alias))
-        host = contextlib.AsyncExitStack()
-        stack.push_async_callback(_unless_uncertain, dom, alias, host.aclose)
-        await prepare_vfio(
-            vfio,
-            host,
-            netlink=await dom.netlink(),
-            sysfs=dom.host_paths.sysfs,
-            in_use=in_use,
-            note=note,
+        if isinstance(device, InterfaceDef):
+            check_interface_support(device, caps)
+            device = _with_mac(rt.live, device)
+        elif not caps.has(Capability.VFIO_PCI):
+            raise UnsupportedError("this QEMU has no vfio-pci device", capability="vfio_pci")
+        placed = _placed(rt, device)
+        assert placed.alias is not None
+        alias = placed.alias
+        vfio = VFIODevice.of(placed)
+        entry = LedgerEntry(
+            alias=alias,
+            kind=device_kind(placed),
+            state=EntryState.ATTACHING,
+            pool=pool,
+            guest_address=str(placed.address) if placed.address else None,
+            host_device=str(vfio.address),
+            device_xml=format_xml(placed),
         )
+
+        def note(**changes: object) -> None:
+            nonlocal entry
+            entry = entry.evolve(**changes)
+            rt.record(entry)
+
+        stage = "host"
+        # Check what the other domains hold and record this claim under the state root's
+        # devices lock, so no other domain can take the device between the two.
+        async with devices_lock(rt.root):
+            in_use = rt.devices_in_use()  # before this device's own entry joins the ledger
+            rt.record(entry)
+            hold.recorded = True
+        stack.push_async_callback(_undo(rt, alias, lambda: _release_and_forget(rt, alias)))
+        # The ledger holds the saved VF settings and the original driver before they
+        # change; its release undoes them, so the steps' own undos are not kept.
+        async with contextlib.AsyncExitStack() as ledger_owns:
+            await prepare_vfio(
+                vfio,
+                ledger_owns,
+                netlink=await rt.netlink(),
+                sysfs=rt.host_paths.sysfs,
+                in_use=in_use,
+                note=note,
+            )
+            ledger_owns.pop_all()
+
         stage = "device_add"
-        stack.push_async_callback(_unplug_half_attached, dom, alias)
+        plugged = _Outcome()
+        stack.push_async_callback(_undo(rt, alias, lambda: _unplug(rt, alias), plugged))
         if isinstance(placed, InterfaceDef):
-            props = interface_device_props(dom.live, placed, failover=dom.features.failover)
+            failover = features_from_caps(caps).failover
+            props = interface_device_props(rt.live, placed, failover=failover)
         else:
-            props = hostdev_props(dom.live, placed)
-        await dom.monitor.device_add(props)
-        dom.live = with_device(dom.live, placed)
-        dom.record(entry.evolve(state=EntryState.ATTACHED))
+            props = hostdev_props(rt.live, placed)
+        await plugged.run(rt.monitor.device_add(props))
+        rt.live = with_device(rt.live, placed)
+        rt.record(entry.evolve(state=EntryState.ATTACHED))
         stack.pop_all()
     except BaseException as exc:
         await _fail(stack, exc, alias, stage)
-    log.info("domain %s: attached %s (%s)", dom.name, alias, vfio.address)
+    log.info("domain %s: attached %s (%s)", rt.name, alias, vfio.address)
     return placed
 
 
-async def device_removed(dom: Domain, entry: LedgerEntry) -> None:
+class _PoolHold:
+    """A pool allocation until a ledger entry holds it (whose release then returns it)."""
+
+    def __init__(self, rt: DomainRuntime, pool: tuple[str, str] | None, alias: str) -> None:
+        self._rt = rt
+        self._pool = pool
+        self._alias = alias
+        self.recorded = False
+
+    async def give_back(self) -> None:
+        """Return the allocation, unless there is none or the ledger has it."""
+        if self._pool is not None and not self.recorded:
+            network, device = self._pool
+            rt = self._rt
+            await rt.networks.release(network, device, domain=rt.name, alias=self._alias)
+
+
+async def _attach_from_pool(rt: DomainRuntime, iface: InterfaceDef, network: NetworkDef) -> Device:
+    """A ``type='network'`` interface on a hostdev pool: one of its VFs, with VFIO.
+
+    The live XML shows the interface as ``type='hostdev'`` on the allocated VF; the
+    ledger remembers the pool, so releasing the device returns the VF to it.
+    """
+    assert network.forward is not None
+    named = alias_for(rt.live, iface)
+    assert isinstance(named, InterfaceDef) and named.alias is not None
+    device = await rt.networks.allocate(network.name, rt.name, named.alias)
+    try:
+        actual = dataclasses.replace(
+            named,
+            type=InterfaceType.HOSTDEV,
+            source=InterfaceSourceDef(pci=PCIAddress.parse(device)),
+            managed=network.forward.managed,
+            model=None,
+            driver=None,
+        )
+    except BaseException:
+        await asyncio.shield(
+            rt.networks.release(network.name, device, domain=rt.name, alias=named.alias)
+        )
+        raise
+    return await _attach_vfio(rt, actual, pool=(network.name, device))
+
+
+# -- detach --------------------------------------------------------------------------------
+async def detach(
+    rt: DomainRuntime, device: str | Device, *, wait: float = DEFAULT_DETACH_TIMEOUT
+) -> DetachResult:
+    """Unplug a device named by alias, XML text or definition (see the module's table).
+
+    Waits up to ``wait`` seconds for QEMU's DEVICE_DELETED. Then the device is gone and
+    everything it held released (``DETACHED``), or it stays ``detaching`` (``PENDING``)
+    and the event finishes the job whenever it comes. :class:`HotplugError` when the guest
+    refuses the unplug (the device stays).
+    """
+    with contextlib.ExitStack() as scope:
+        async with rt.job("detach"):
+            entry = find_entry(rt, device)
+            alias = entry.alias
+            rt.name_job(alias)
+            rt.record(entry.evolve(state=EntryState.DETACHING))
+            removed = scope.enter_context(rt.hub.expect(_unplug_of(alias), claim=True))
+            try:
+                await rt.monitor.device_del(alias)
+            except QMPCommandError as exc:
+                if is_not_found(exc):
+                    await device_removed(rt, rt.ledger.get(alias) or entry)
+                    return DetachResult.DETACHED
+                if not is_unplug_in_progress(exc):  # in progress: an earlier request's wait
+                    rt.record(entry)
+                    raise HotplugError(
+                        f"detaching {alias} failed: {exc}", alias=alias, stage="device_del"
+                    ) from exc
+            # Cancelled with device_del in flight: the entry stays ``detaching``; its
+            # event, or the next reconciliation (which asks QEMU again), settles it.
+        try:
+            async with asyncio.timeout(wait):
+                await removed
+        except TimeoutError:
+            if not removed.future.done():
+                log.info("domain %s: detach of %s pending", rt.name, alias)
+                return DetachResult.PENDING
+        except StateError:
+            if rt.released:  # QEMU is gone, and with it the device and what it held
+                return DetachResult.DETACHED
+            raise
+        event = removed.take()
+    if rt.released:
+        return DetachResult.DETACHED
+    async with rt.job("detach", alias):
+        current = rt.ledger.get(alias)
+        if isinstance(event, DeviceRemoved):
+            if current is not None:
+                await device_removed(rt, current)
+            return DetachResult.DETACHED
+        if current is not None:
+            rt.record(current.evolve(state=EntryState.ATTACHED))
+    raise HotplugError(f"unplug of {alias} rejected by the guest", alias=alias, stage="device_del")
+
+
+def find_entry(rt: DomainRuntime, device: str | Device) -> LedgerEntry:
+    """The ledger entry a request names (alias, XML text, MAC, or host address)."""
+    if isinstance(device, str):
+        if not device.lstrip().startswith("<"):
+            entry = rt.ledger.get(device)
+            if entry is None:
+                raise HotplugError(f"no device with alias {device!r}", alias=device)
+            return entry
+        device = parse_device(device, source="<detach-device>")
+    if device.alias and (entry := rt.ledger.get(device.alias)) is not None:
+        return entry
+    if isinstance(device, InterfaceDef) and device.mac:
+        for live in rt.live.interfaces:
+            if live.mac == device.mac and (found := rt.ledger.get(live.alias or "")):
+                return found
+    if isinstance(device, HostdevDef):
+        for entry in rt.ledger:
+            if entry.host_device == str(device.source):
+                return entry
+    raise HotplugError("no attached device matches the definition given")
+
+
+async def device_removed(rt: DomainRuntime, entry: LedgerEntry) -> None:
     """Finish the books of a device QEMU no longer has: free every host resource it held.
 
     Safe to call more than once and after a crash: each release tolerates "already gone".
     """
     if entry.netdev_id is not None and entry.kind is DeviceKind.INTERFACE:
-        await _netdev_del_quietly(dom, entry.netdev_id)
+        await _netdev_del(rt, entry.netdev_id)
     for name in entry.fd_names:
-        await _close_fd_quietly(dom, name)
-    await dom.release_host_resources(entry)
-    dom.live = without_device(dom.live, entry.alias)
-    dom.forget(entry.alias)
-    log.info("domain %s: %s removed", dom.name, entry.alias)
+        await _closefd(rt, name)
+    await rt.release_host_resources(entry)
+    rt.live = without_device(rt.live, entry.alias)
+    rt.forget(entry.alias)
+    log.info("domain %s: %s removed", rt.name, entry.alias)
 
 
-def device_kind(device: InterfaceDef | HostdevDef) -> DeviceKind:
+# -- late events ---------------------------------------------------------------------------
+def on_unclaimed(rt: DomainRuntime, event: DomainEvent) -> None:
+    """The hub's fallback: a removal or refusal nobody waits for is acted on in a job."""
+    if isinstance(event, DeviceRemoved) and event.alias in rt.ledger:
+        rt.spawn(_finish_late(rt, event.alias), f"{rt}: {event.alias} removed")
+    elif isinstance(event, UnplugRejected) and event.alias in rt.ledger:
+        rt.spawn(_unrefuse(rt, event.alias), f"{rt}: {event.alias} refused")
+
+
+async def _finish_late(rt: DomainRuntime, alias: str) -> None:
+    async with rt.job("detach", alias):
+        entry = rt.ledger.get(alias)
+        if entry is not None:
+            await device_removed(rt, entry)
+
+
+async def _unrefuse(rt: DomainRuntime, alias: str) -> None:
+    async with rt.job("detach", alias):
+        entry = rt.ledger.get(alias)
+        if entry is not None and entry.state is EntryState.DETACHING:
+            rt.record(entry.evolve(state=EntryState.ATTACHED))
+
+
+# -- reconcile -----------------------------------------------------------------------------
+async def reconcile(rt: DomainRuntime) -> bool:
+    """Compare the books with QEMU and finish or undo whatever was half done (module doc).
+
+    Only when no other job runs (its owner keeps the books meanwhile); returns whether it
+    ran. Asks QEMU for its devices only when the books have something to check.
+    """
+    async with rt.lock.held_if_free() as free:
+        if not free:
+            return False
+        rt.refresh()
+        stale_job = rt.job_record is not None  # its owner died: nothing holds the lock
+        rt.job_record = None
+        state = from_status(await rt.monitor.status())
+        changed = stale_job or state is not rt.state
+        rt.set_state(state)
+        if rt.ledger.pending():
+            present = await rt.monitor.peripherals()
+            for entry in list(rt.ledger):
+                await _settle(rt, entry, present)
+        for held in stray_allocations(rt.networks, rt.name, rt.ledger):
+            await rt.networks.release(
+                held.network, held.device, domain=held.domain, alias=held.alias
+            )
+        if changed:
+            rt.save()
+    return True
+
+
+async def _settle(rt: DomainRuntime, entry: LedgerEntry, present: set[str]) -> None:
+    if entry.alias not in present:
+        await device_removed(rt, entry)  # never attached, or removed while nobody watched
+    elif entry.state in (EntryState.ATTACHING, EntryState.UNCERTAIN):
+        _adopt(rt, entry)
+    elif entry.state is EntryState.DETACHING:
+        try:
+            await rt.monitor.device_del(entry.alias)
+        except QMPCommandError as exc:
+            if not is_unplug_in_progress(exc):  # the first request never reached QEMU
+                rt.record(entry.evolve(state=EntryState.ATTACHED))
+
+
+def _adopt(rt: DomainRuntime, entry: LedgerEntry) -> None:
+    """An attach QEMU completed but whose controller died: put it in the live XML."""
+    aliases = {i.alias for i in rt.live.interfaces} | {h.alias for h in rt.live.hostdevs}
+    if entry.device_xml and entry.alias not in aliases:
+        rt.live = with_device(rt.live, parse_device(entry.device_xml, live=True))
+    rt.record(entry.evolve(state=EntryState.ATTACHED))
+
+
+def device_kind(device: Device) -> DeviceKind:
     """The ledger kind of a device definition."""
     if isinstance(device, HostdevDef):
         return DeviceKind.HOSTDEV

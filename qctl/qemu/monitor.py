@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from qctl.errors import QMPCommandError
 from qctl.qmp import QMPClient
 
-__all__ = ["Monitor", "is_not_found"]
+__all__ = ["Monitor", "is_not_found", "is_unplug_in_progress"]
 
 _NETWORK_LINE = re.compile(r"^[ \\]*([^\s:]+): index=\d+,type=([\w-]+)", re.MULTILINE)
 
@@ -22,6 +22,12 @@ _NETWORK_LINE = re.compile(r"^[ \\]*([^\s:]+): index=\d+,type=([\w-]+)", re.MULT
 def is_not_found(error: QMPCommandError) -> bool:
     """True when QEMU refused a command because the device or netdev does not exist."""
     return error.error_class == "DeviceNotFound" or "not found" in error.desc.lower()
+
+
+def is_unplug_in_progress(error: QMPCommandError) -> bool:
+    """True when QEMU refused a ``device_del`` because an earlier one still waits for the
+    guest (so that earlier request did reach QEMU)."""
+    return "already in the process of unplug" in error.desc
 
 
 class Monitor:
@@ -35,6 +41,10 @@ class Monitor:
         """Start the vCPUs (``cont``)."""
         await self.client.execute("cont")
 
+    async def pause(self) -> None:
+        """Stop the vCPUs (``stop``)."""
+        await self.client.execute("stop")
+
     async def status(self) -> str:
         """The run state: ``running``, ``paused``, ``prelaunch``, ``shutdown``, …"""
         reply = await self.client.execute("query-status")
@@ -43,6 +53,23 @@ class Monitor:
     async def powerdown(self) -> None:
         """Press the ACPI power button (``system_powerdown``)."""
         await self.client.execute("system_powerdown")
+
+    async def guest_drivers_ready(self) -> bool | None:
+        """Whether a guest driver has set up any virtio device (DRIVER_OK): a sign the
+        guest OS runs and may answer ACPI. None when QEMU cannot say (no virtio device, or
+        no ``x-query-virtio``)."""
+        try:
+            devices = await self.client.execute("x-query-virtio")
+        except QMPCommandError:
+            return None
+        if not devices:
+            return None
+        for device in devices:
+            reply = await self.client.execute("x-query-virtio-status", {"path": device["path"]})
+            status = reply.get("status") if isinstance(reply, dict) else None
+            if "DRIVER_OK" in str(status) or (isinstance(status, int) and status & 4):
+                return True
+        return False
 
     async def quit(self) -> None:
         """Make QEMU exit at once (``quit``); the end of file that follows is expected."""

@@ -21,7 +21,14 @@ from pathlib import Path
 
 from qctl.errors import ProcessError
 
-__all__ = ["ProcessIdentity", "QEMUProcess", "is_alive", "log_tail", "process_identity"]
+__all__ = [
+    "Launcher",
+    "ProcessIdentity",
+    "QEMUProcess",
+    "is_alive",
+    "log_tail",
+    "process_identity",
+]
 
 _TAIL_BYTES = 2000
 
@@ -171,3 +178,22 @@ class QEMUProcess:
         except TimeoutError:
             self._signal(signal.SIGKILL)
             await self.wait()
+
+
+class Launcher:
+    """How the driver starts QEMU processes and adopts running ones.
+
+    The default runs the real binary. Tests inject a subclass that runs no QEMU at all
+    (an in-process fake serving QMP on the monitor sockets), so the driver's transactions
+    can be exercised without a guest.
+    """
+
+    async def spawn(
+        self, argv: Sequence[str], *, log_path: Path, pass_fds: Sequence[int] = ()
+    ) -> QEMUProcess:
+        """Start ``argv`` (see :meth:`QEMUProcess.spawn`)."""
+        return await QEMUProcess.spawn(argv, log_path=log_path, pass_fds=pass_fds)
+
+    def adopt(self, identity: ProcessIdentity, log_path: Path) -> QEMUProcess:
+        """The process of a domain another qctl process started."""
+        return QEMUProcess(identity, log_path)

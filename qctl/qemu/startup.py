@@ -23,55 +23,44 @@ import contextlib
 import logging
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.caps import QEMUCaps
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
-from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
-from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
+from qctl.errors import QMPError, QMPTimeoutError, StateError
+from qctl.host import LinkControl, Netlink
+from qctl.qemu.claims import devices_held, devices_lock
 from qctl.qemu.command import build_command
+from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.nic import NICResources
+from qctl.qemu.orphan import clear_start, note_start, reap_cut_start
 from qctl.qemu.placement import netdev_id
 from qctl.qemu.plan import features_from_caps, plan
 from qctl.qemu.prepare import PreparedHost, prepare_interfaces
-from qctl.qemu.process import QEMUProcess
-from qctl.qemu.state import DomainDir, FileLock, StateRoot, lock_file
-from qctl.qemu.status import Status, devices_held, write_status
+from qctl.qemu.process import Launcher, QEMUProcess
+from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.status import Status, write_status
+from qctl.qemu.txn import take_lock, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 from qctl.qmp import QMPClient, connect_qmp
 from qctl.types import PCIAddress
 
 __all__ = [
     "CONNECT_TIMEOUT",
-    "connect_free_monitor",
-    "LOCK_TIMEOUT",
-    "HostPaths",
     "Launched",
+    "connect_free_monitor",
     "launch",
-    "take_devices_lock",
-    "take_lock",
-    "unwind",
 ]
 
 log = logging.getLogger(__name__)
 
-LOCK_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 #: how long a monitor may take to greet before it counts as busy with another client
 BUSY_MONITOR_TIMEOUT = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class HostPaths:
-    """Device nodes and the sysfs tree the host side uses; tests point them elsewhere."""
-
-    tun: str = TUN_PATH
-    vhost_net: str = VHOST_NET_PATH
-    sysfs: Sysfs = field(default_factory=Sysfs)
 
 
 @dataclass(slots=True)
@@ -82,57 +71,6 @@ class Launched:
     process: QEMUProcess
     client: QMPClient
     status: Status
-
-
-async def take_lock(directory: DomainDir) -> FileLock:
-    """The domain's file lock, waiting at most LOCK_TIMEOUT seconds."""
-    try:
-        async with asyncio.timeout(LOCK_TIMEOUT):
-            return await directory.lock()
-    except TimeoutError:
-        raise StateError(
-            f"domain {directory.name!r} is busy: another qctl process holds its lock"
-        ) from None
-
-
-async def take_devices_lock(root: StateRoot) -> FileLock:
-    """The state root's lock on host device claims (LOCK_TIMEOUT at most).
-
-    Each domain checks the other domains' ledgers before it takes a PCI device; holding
-    this lock from that check until its own claim is in its ledger keeps two domains from
-    taking the same device at once.
-    """
-    root.ensure()
-    try:
-        async with asyncio.timeout(LOCK_TIMEOUT):
-            return await lock_file(root.path / ".devices.lock")
-    except TimeoutError:
-        raise StateError("host device claims are locked by another qctl process") from None
-
-
-async def unwind(stack: contextlib.AsyncExitStack, error: BaseException, step: str) -> None:
-    """Run every pushed undo to its end, shielded from cancellation; failures become notes
-    on ``error``.
-
-    A cancellation arriving meanwhile is held until the undo is done (and then raised):
-    the caller's locks must not be let go while the undo still changes things.
-    """
-    undo = asyncio.ensure_future(stack.aclose())
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(undo)
-            break
-        except asyncio.CancelledError:
-            if undo.done():
-                break
-            cancelled = True
-        except Exception as failure:  # kept as a note: the original error wins
-            log.warning("rollback after failed %s: %s", step, failure)
-            add_rollback_note(error, failure, step)
-            break
-    if cancelled:
-        raise asyncio.CancelledError
 
 
 async def _prepare_vfio_devices(
@@ -264,6 +202,7 @@ async def launch(
     root: StateRoot,
     netlink: LinkControl | None,
     host_paths: HostPaths,
+    launcher: Launcher,
 ) -> Launched:
     """Start ``defn`` (see the module for the steps); nothing is left behind on failure."""
     planned = plan(defn, caps)
@@ -275,12 +214,14 @@ async def launch(
     directory = root.domain(planned.name)
     lock = await take_lock(directory)
     stack = contextlib.AsyncExitStack()
+    claims = contextlib.AsyncExitStack()  # the devices lock, until the status file has them
     own_link: Netlink | None = None
-    devices_lock: FileLock | None = None
     try:
+        await reap_cut_start(directory, remove=False)
         if directory.status_file.exists():
             raise StateError(f"domain {planned.name!r} is already running")
         stack.callback(directory.remove)
+        note_start(directory)  # before anything QEMU could hold is made
         link: LinkControl
         if netlink is None:
             link = own_link = Netlink()
@@ -296,8 +237,7 @@ async def launch(
             vhost_path=host_paths.vhost_net,
         )
         if _has_vfio(planned):
-            # Held until the status file records the claims (released in ``finally``).
-            devices_lock = await take_devices_lock(root)
+            await claims.enter_async_context(devices_lock(root))
         notes = await _prepare_vfio_devices(
             prepared.domain, stack, link, host_paths, devices_held(root, besides=planned.name)
         )
@@ -320,10 +260,11 @@ async def launch(
             binary=binary,
             monitor=monitors[0],
             extra_monitors=monitors[1:],
+            pidfile=str(directory.pid_file),
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]
-        process = await QEMUProcess.spawn(
+        process = await launcher.spawn(
             argv, log_path=directory.log_file, pass_fds=[*prepared.fds, *listener_fds]
         )
         stack.push_async_callback(process.stop, 1.0)
@@ -343,6 +284,7 @@ async def launch(
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
         write_status(directory, status)
+        clear_start(directory)
         await monitor.resume()
         prepared.release_fds()
         stack.pop_all()
@@ -350,8 +292,7 @@ async def launch(
         await unwind(stack, exc, "start")
         raise
     finally:
-        if devices_lock is not None:
-            devices_lock.release()
+        await claims.aclose()
         lock.release()
     if own_link is not None:
         await own_link.aclose()

@@ -58,7 +58,7 @@ def default_state_root(env: dict[str, str] | None = None) -> Path:
 _temp_names = itertools.count()
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that no reader ever sees a partial file.
 
     The temporary file's name is unique to this process and call (pid and a counter), so
@@ -72,7 +72,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -80,6 +81,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
@@ -116,6 +119,22 @@ class DomainDir:
         return self.path / "status.json"
 
     @property
+    def start_file(self) -> Path:
+        """The intent of a ``start`` under way: written before QEMU is spawned, removed once
+        the status file exists. Found alone, it marks a start that was cut short."""
+        return self.path / "starting"
+
+    @property
+    def pid_file(self) -> Path:
+        """Where QEMU writes its pid (``-pidfile``)."""
+        return self.path / "qemu.pid"
+
+    @property
+    def abort_file(self) -> Path:
+        """Where another process asks the running job to abort (it holds the job's id)."""
+        return self.path / "abort"
+
+    @property
     def log_file(self) -> Path:
         """QEMU's stderr."""
         return self.path / "qemu.log"
@@ -126,9 +145,11 @@ class DomainDir:
             raise StateError(f"domain {self.name!r} is already running (state in {self.path})")
         _make_private_dir(self.path)
 
-    def write_status(self, status: dict[str, Any]) -> None:
-        """Atomically replace the status file with ``status`` as JSON."""
-        atomic_write(self.status_file, json.dumps(status, separators=(",", ":")).encode())
+    def write_status(self, status: dict[str, Any], *, durable: bool = True) -> None:
+        """Atomically replace the status file with ``status`` as JSON (``durable``: fsynced)."""
+        atomic_write(
+            self.status_file, json.dumps(status, separators=(",", ":")).encode(), durable=durable
+        )
 
     def read_status(self) -> dict[str, Any]:
         """The status file's content; StateError when missing or damaged."""
@@ -144,7 +165,15 @@ class DomainDir:
 
     def remove(self) -> None:
         """Delete the directory and everything in it (idempotent)."""
-        for child in (self.status_file, *self.qmp_sockets, self.log_file, self.path / "lock"):
+        children = (
+            self.status_file,
+            *self.qmp_sockets,
+            self.log_file,
+            self.abort_file,
+            self.start_file,
+            self.pid_file,
+        )
+        for child in (*children, self.path / "lock"):
             with contextlib.suppress(FileNotFoundError):
                 child.unlink()
         for leftover in self.path.glob(".*"):
@@ -205,6 +234,16 @@ class HeldOpenLock:
             except BlockingIOError:
                 await asyncio.sleep(0.05)
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False at once when someone holds it."""
+        if self._fd is None:
+            raise StateError("the lock was closed")
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
     def release(self) -> None:
         """Let the lock go (the file stays open for the next :meth:`acquire`)."""
         if self._fd is not None:
@@ -249,6 +288,17 @@ class StateRoot:
         """Create the root and its ``domains`` folder, 0700."""
         _make_private_dir(self.path)
         _make_private_dir(self.path / "domains")
+
+    def starting(self) -> list[str]:
+        """Names of domains with a start intent and no status file, sorted."""
+        base = self.path / "domains"
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in base.iterdir()
+            if (p / "starting").is_file() and not (p / "status.json").exists()
+        )
 
     def names(self) -> list[str]:
         """Names of domains that have a status file, sorted."""

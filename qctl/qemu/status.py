@@ -1,10 +1,12 @@
 """The status file: what a later qctl process needs to take over a running domain.
 
 It holds the QEMU process's identity (pid and start time), the binary, the definition as
-given, a snapshot of the live XML, and the ledger. The snapshot may lag behind the ledger
-(see :func:`~qctl.qemu.devices.merge_live`); reading the file gives the current live
-definition. :func:`write_status` replaces it atomically;
-:func:`read_status` rebuilds the values or raises :class:`StateError` naming the file.
+given, a snapshot of the live XML, the ledger, QEMU's run state as last seen, and the job
+under way (if any), so queries answer from the file alone without waiting for the job.
+The snapshot may lag behind the ledger (see :func:`~qctl.qemu.devices.merge_live`);
+reading the file gives the current live definition. :func:`write_status` replaces it
+atomically; :func:`read_status` rebuilds the values or raises :class:`StateError` naming
+the file.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from qctl.errors import QctlError, StateError
 from qctl.qemu.devices import merge_live
 from qctl.qemu.ledger import Ledger
 from qctl.qemu.process import ProcessIdentity
-from qctl.qemu.state import DomainDir, StateRoot
-from qctl.types import PCIAddress
+from qctl.qemu.runstate import RunState
+from qctl.qemu.state import DomainDir
+from qctl.qemu.txn import JobRecord
 
-__all__ = ["STATUS_VERSION", "Status", "devices_held", "read_status", "write_status"]
+__all__ = ["STATUS_VERSION", "Status", "read_status", "write_status"]
 
 STATUS_VERSION = 1
 
@@ -33,6 +36,8 @@ class Status:
     config: DomainDef
     live: DomainDef
     ledger: Ledger
+    state: RunState = RunState.RUNNING
+    job: JobRecord | None = None
 
 
 def write_status(
@@ -41,11 +46,14 @@ def write_status(
     *,
     config_xml: str | None = None,
     live_xml: str | None = None,
+    durable: bool = True,
 ) -> None:
     """Atomically replace the domain's status file.
 
     ``config_xml`` and ``live_xml`` may be given already rendered: a running domain writes
     its status at every hot-plug step, and the definitions change far less often.
+    ``durable=False`` skips the fsync, for changes a crash may lose (a job record: its
+    owner's death shows it is over).
     """
     directory.write_status(
         {
@@ -57,7 +65,10 @@ def write_status(
             "config_xml": config_xml if config_xml is not None else format_xml(status.config),
             "live_xml": live_xml if live_xml is not None else format_xml(status.live),
             "ledger": status.ledger.to_json(),
-        }
+            "state": status.state.value,
+            "job": status.job.to_json() if status.job is not None else None,
+        },
+        durable=durable,
     )
 
 
@@ -77,25 +88,8 @@ def read_status(directory: DomainDir) -> Status:
                 parse_domain(data["live_xml"], source=source, live=True), ledger
             ),
             ledger=ledger,
+            state=RunState(data.get("state", RunState.RUNNING.value)),
+            job=JobRecord.from_json(data["job"]) if data.get("job") is not None else None,
         )
-    except (KeyError, TypeError, ValueError, QctlError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, QctlError) as exc:
         raise StateError(f"status file {source} is damaged: {exc}") from exc
-
-
-def devices_held(root: StateRoot, *, besides: str | None = None) -> dict[PCIAddress, str]:
-    """Host PCI devices the ledgers of ``root``'s domains hold, as ``domain/alias``.
-
-    ``besides`` leaves out one domain (the caller's own, whose ledger it has in memory).
-    """
-    held: dict[PCIAddress, str] = {}
-    for name in root.names():
-        if name == besides:
-            continue
-        try:
-            ledger = read_status(root.domain(name)).ledger
-        except StateError:
-            continue
-        for entry in ledger:
-            if entry.host_device:
-                held[PCIAddress.parse(entry.host_device)] = f"{name}/{entry.alias}"
-    return held

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,9 @@ def test_lifecycle_and_hotplug_through_the_command_line(
     assert started["name"] == name and started["pid"] > 0
     try:
         listed = json.loads(qctl("list", "--json", state=state).stdout)
-        assert listed == [{"name": name, "pid": started["pid"], "state": "running"}]
+        assert [{k: row[k] for k in ("name", "pid", "state", "job")} for row in listed] == [
+            {"name": name, "pid": started["pid"], "state": "running", "job": None}
+        ]
 
         # A listener and the commands below talk to QEMU at the same time (one monitor each).
         listener = subprocess.Popen(
@@ -106,3 +109,27 @@ def test_domxml_to_argv_touches_nothing(tmp_path: Path) -> None:
     out = qctl("domxml-to-argv", str(domain), state=tmp_path / "state").stdout
     assert "-netdev" in out and "virtio-net-pci" in out
     assert not (tmp_path / "state").exists()
+
+
+def test_suspend_then_stop_quits_without_waiting_for_acpi(
+    guest_paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    name = unique("sus")
+    domain = tmp_path / "domain.xml"
+    domain.write_text(guest_domain_xml(name, "", console=tmp_path / "serial.log"))
+    qctl("start", str(domain), state=state)
+    try:
+        qctl("suspend", name, state=state)
+        [row] = json.loads(qctl("list", "--json", state=state).stdout)
+        assert row["state"] == "paused"
+        assert qctl("domstate", name, state=state).stdout.strip() == "paused"
+        began = time.monotonic()
+        stopped = qctl("stop", name, "--timeout", "30", state=state)
+        took = time.monotonic() - began
+    finally:
+        qctl("stop", name, "--force", state=state, check=False)
+    # A paused guest cannot answer ACPI: straight to quit, never the 30 s grace.
+    assert "the domain is paused: quitting at once" in stopped.stderr
+    assert took < 20, took
+    assert json.loads(qctl("list", "--json", state=state).stdout) == []

@@ -118,9 +118,10 @@ async def test_another_process_connects_by_name_and_stops(
     name = unique("dom")
     devices = f"<interface type='ethernet'><mac address='{MAC_ETH}'/></interface>"
     defn = parse_domain(guest_domain_xml(name, devices, console=console))
-    async with Domain.start(defn, state_root=state_root) as dom:
-        tap = str(dom.live.interfaces[0].target_dev)
-        pid = dom.process.pid
+    dom = await Domain.start(defn, state_root=state_root)  # QEMU outlives the handle
+    tap = str(dom.live.interfaces[0].target_dev)
+    pid = dom.process.pid
+    await dom.aclose()
     # This handle is closed; QEMU runs on. A separate process takes over by name.
     script = (
         "import asyncio, sys\n"
@@ -169,9 +170,10 @@ async def test_kill_9_without_a_controller_is_released_on_connect(
     name = unique("dom")
     devices = f"<interface type='ethernet'><mac address='{MAC_ETH}'/></interface>"
     defn = parse_domain(guest_domain_xml(name, devices, console=console))
-    async with Domain.start(defn, state_root=state_root) as dom:
-        pid = dom.process.pid
-        directory = dom.directory.path
+    dom = await Domain.start(defn, state_root=state_root)
+    pid = dom.process.pid
+    directory = dom.directory.path
+    await dom.aclose()
     os.kill(pid, signal.SIGKILL)
     # Not our child once the handle is closed? It is, but nobody watches it now: a new
     # connect must find QEMU gone (a zombie counts as gone) and release the ledger.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from support import guest_domain_xml, open_fd_count, unique, wait_for_nics, wait_until
 
-from qctl import Domain, HotplugError, QMPCommandError, parse_domain
+from qctl import Domain, HotplugError, QMPCommandError, QMPError, QMPTimeoutError, parse_domain
 from qctl.host import Netlink
 from qctl.qemu import hotplug
 
@@ -89,7 +89,10 @@ async def test_a_failing_step_is_undone(
 
     async def failing(*args: Any, **kwargs: Any) -> None:
         if step == "device_add":
-            await real(*args, **kwargs)  # QEMU has the device: the undo must unplug it
+            # QEMU has the device, but its reply is lost: the undo must unplug it. (A
+            # refusal, QMPCommandError, means QEMU created nothing: nothing is undone.)
+            await real(*args, **kwargs)
+            raise QMPTimeoutError(f"{step}: no reply from QEMU (injected)")
         raise QMPCommandError(step, "GenericError", f"injected failure of {step}")
 
     setattr(dom.monitor, step, failing)
@@ -99,7 +102,7 @@ async def test_a_failing_step_is_undone(
     finally:
         delattr(dom.monitor, step)
     assert caught.value.stage == STAGE.get(step, step) and caught.value.alias == "ua-f0"
-    assert isinstance(caught.value.__cause__, QMPCommandError)
+    assert isinstance(caught.value.__cause__, QMPError)
     await _assert_nothing_leaked(dom, netlink, before)
 
 

@@ -164,7 +164,7 @@ async def test_device_qemu_no_longer_has_is_taken_as_gone(
     dom, _ = guest
     # The ledger claims a device QEMU does not have (as after a crash mid-way): QEMU's
     # "device not found" for device_del means already gone, and the books are finished.
-    dom.record(
+    dom.runtime.record(
         LedgerEntry(
             alias="ua-ghost",
             kind=DeviceKind.INTERFACE,
@@ -174,7 +174,7 @@ async def test_device_qemu_no_longer_has_is_taken_as_gone(
     )
     assert await dom.detach_device("ua-ghost") is DetachResult.DETACHED
     assert dom.ledger.get("ua-ghost") is None
-    assert "ua-ghost" not in dom.directory.status_file.read_text()
+    assert "ua-ghost" not in dom.runtime.directory.status_file.read_text()
 
 
 async def test_two_handles_on_one_domain_share_the_books(
@@ -183,7 +183,7 @@ async def test_two_handles_on_one_domain_share_the_books(
     dom, console = guest
     # A second handle, as another qctl process (say `qctl events`) would hold: it uses a
     # monitor of its own, and each job starts from the status file as the other left it.
-    other = await Domain.connect(dom.name, state_root=dom.directory.path.parent.parent)
+    other = await Domain.connect(dom.name, state_root=dom.state_root)
     try:
         mac = "52:54:00:20:04:01"
         alias = await _attach_ethernet(dom, console, mac)
@@ -212,7 +212,7 @@ async def test_unplug_refused_by_the_guest_keeps_the_device(
     real_del = dom.monitor.device_del
 
     async def refused(device: str) -> None:
-        dom._on_device_event(device, UnplugRejected(None, device))
+        dom.runtime.hub.publish(UnplugRejected(None, device))
 
     dom.monitor.device_del = refused  # type: ignore[method-assign]
     try:

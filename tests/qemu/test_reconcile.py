@@ -62,9 +62,12 @@ async def guest(
     name = unique("rec")
     state = tmp_path / "state"
     defn = parse_domain(guest_domain_xml(name, SPARE_PORTS, console=console))
-    async with Domain.start(defn, state_root=state):
+    dom = await Domain.start(defn, state_root=state)  # QEMU outlives this handle
+    try:
         async with asyncio.timeout(90):
             await wait_for_nics(console, lambda nics: nics == {})
+    finally:
+        await dom.aclose()
     try:
         yield name, state, console
     finally:

@@ -1,0 +1,107 @@
+"""Finding and ending the QEMU of a ``start`` that was killed before it recorded it.
+
+``start`` writes its intent (``starting``, naming its own process) before it spawns QEMU,
+and QEMU is spawned with ``-pidfile`` in the domain's state directory. A state directory
+with an intent but no status file, whose ``start`` is no longer alive, is a start cut
+short: its QEMU — found by that pidfile path on its command line, so even one killed before
+QEMU wrote the file is found — is killed (it never ran the guest: it waits paused, ``-S``),
+which also frees its taps, and the directory is removed. Any later command does this for
+the name it touches, under the domain's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from qctl.errors import ProcessError
+from qctl.qemu.process import ProcessIdentity, QEMUProcess, is_alive, process_identity
+from qctl.qemu.state import DomainDir, atomic_write
+
+__all__ = ["clear_start", "cut_short", "note_start", "reap_cut_start"]
+
+log = logging.getLogger(__name__)
+
+#: how long a killed orphan may take to go
+_KILL_WAIT = 5.0
+
+
+def note_start(directory: DomainDir) -> None:
+    """Record that this process is starting the domain (before QEMU is spawned)."""
+    me = process_identity(os.getpid())
+    data = {"pid": me.pid, "start_time": me.start_time}
+    atomic_write(directory.start_file, json.dumps(data).encode())
+
+
+def clear_start(directory: DomainDir) -> None:
+    """The start is over: the status file (or nothing) now says what there is."""
+    with contextlib.suppress(FileNotFoundError):
+        directory.start_file.unlink()
+
+
+def cut_short(directory: DomainDir) -> bool:
+    """Whether ``directory`` holds a start whose process died before it finished."""
+    if directory.status_file.exists():
+        return False
+    try:
+        data = json.loads(directory.start_file.read_bytes())
+        owner = ProcessIdentity(int(data["pid"]), int(data["start_time"]))
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # a damaged intent: nobody can be finishing it
+    return not is_alive(owner)
+
+
+def _qemus_of(pidfile: Path) -> list[int]:
+    """Processes whose command line names ``pidfile`` after ``-pidfile``."""
+    wanted = ["-pidfile", str(pidfile)]
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if any(args[i : i + 2] == wanted for i in range(len(args) - 1)):
+            found.append(int(entry.name))
+    return found
+
+
+async def reap_cut_start(directory: DomainDir, *, remove: bool = True) -> bool:
+    """End what a start cut short left (see the module); True when there was one.
+
+    Call it holding the domain's lock, so no live ``start`` is mistaken for a dead one.
+    ``remove=False`` keeps the directory (and the lock in it) for a new start.
+    """
+    if not cut_short(directory):
+        return False
+    for pid in _qemus_of(directory.pid_file):
+        log.warning("domain %s: killing QEMU %d left by a start that was cut short",
+                    directory.name, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        identity = _identity(pid)
+        if identity is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_KILL_WAIT):
+                    await QEMUProcess(identity, directory.log_file).wait()
+    if remove:
+        directory.remove()
+    else:
+        clear_start(directory)
+    return True
+
+
+def _identity(pid: int) -> ProcessIdentity | None:
+    try:
+        return process_identity(pid)
+    except ProcessError:  # gone already
+        return None

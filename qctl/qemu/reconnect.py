@@ -1,0 +1,133 @@
+"""Taking over a running domain from its status file alone (``Domain.connect``).
+
+Nothing here waits for another process's job: the status file is read as it is (it is only
+ever replaced whole), and a free monitor is taken. Only a QEMU found gone needs the
+domain's lock, to release what its ledger held and remove the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from qctl.errors import StateError
+from qctl.host import LinkControl
+from qctl.qemu.hostpaths import HostPaths
+from qctl.qemu.network import NetworkStore
+from qctl.qemu.orphan import cut_short, reap_cut_start
+from qctl.qemu.process import Launcher, QEMUProcess
+from qctl.qemu.release import release_all
+from qctl.qemu.runtime import DomainRuntime, status_stamp
+from qctl.qemu.startup import connect_free_monitor
+from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.status import read_status
+from qctl.qemu.txn import take_lock
+from qctl.qmp import QMPClient
+
+__all__ = ["open_runtime"]
+
+#: how long a QEMU whose monitor refuses connections may take to finish exiting
+_EXIT_GRACE = 2.0
+
+
+async def open_runtime(
+    name: str,
+    root: StateRoot,
+    *,
+    netlink: LinkControl | None,
+    host_paths: HostPaths,
+    launcher: Launcher,
+) -> DomainRuntime:
+    """The runtime of the running domain ``name`` (its tasks not started yet).
+
+    If QEMU is gone, what the ledger holds is released, the state removed, and
+    :class:`StateError` raised.
+    """
+    directory = root.domain(name)
+    try:
+        status = read_status(directory)
+    except StateError:
+        if cut_short(directory):
+            await _reap(directory)
+        raise
+    stamp = status_stamp(directory)
+    process = launcher.adopt(status.identity, directory.log_file)
+    client = await _connect_unless_exiting(directory, process)
+    if client is None:
+        await _release_dead(directory, root, netlink, host_paths)
+    assert client is not None
+    return DomainRuntime(
+        status=status,
+        directory=directory,
+        process=process,
+        client=client,
+        root=root,
+        netlink=netlink,
+        host_paths=host_paths,
+        stamp=stamp,
+    )
+
+
+async def _reap(directory: DomainDir) -> None:
+    """End what a ``start`` cut short left; always raises."""
+    lock = await take_lock(directory)
+    try:
+        await reap_cut_start(directory)
+    finally:
+        lock.release()
+    raise StateError(
+        f"domain {directory.name!r} is not running: its start was cut short, and the QEMU "
+        "it had spawned was ended"
+    )
+
+
+async def _release_dead(
+    directory: DomainDir, root: StateRoot, netlink: LinkControl | None, host_paths: HostPaths
+) -> None:
+    """Release what a dead QEMU's ledger held and remove its state; always raises."""
+    name = directory.name
+    lock = await take_lock(directory)
+    try:
+        try:
+            ledger = read_status(directory).ledger
+        except StateError:
+            directory.remove()  # released meanwhile by another process
+            raise StateError(f"domain {name!r} is not running") from None
+        failures = await release_all(
+            ledger,
+            domain=name,
+            netlink=netlink,
+            sysfs=host_paths.sysfs,
+            networks=NetworkStore.for_host(root, host_paths.sysfs),
+        )
+        if failures:
+            error = StateError(
+                f"domain {name!r} is not running (QEMU exited); some of its "
+                f"resources could not be released: {failures[0]}"
+            )
+            for failure in failures[1:]:
+                error.add_note(str(failure))
+            raise error
+        directory.remove()
+    finally:
+        lock.release()
+    raise StateError(f"domain {name!r} is not running (QEMU exited); its resources were released")
+
+
+async def _connect_unless_exiting(directory: DomainDir, process: QEMUProcess) -> QMPClient | None:
+    """A monitor connection to a running QEMU, or None when QEMU has exited.
+
+    A QEMU being killed closes its sockets before it turns into a zombie: a refused
+    connection gives it a moment to finish exiting before it counts as unreachable.
+    """
+    if not process.alive():
+        return None
+    try:
+        return await connect_free_monitor(directory)
+    except StateError:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_EXIT_GRACE):
+                await process.wait()
+        if process.alive():
+            raise
+        return None

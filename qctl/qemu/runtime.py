@@ -1,0 +1,405 @@
+"""A running domain's runtime: what every job of the driver takes.
+
+:class:`DomainRuntime` holds the books (the definition as given, the live definition, the
+ledger, the status file that keeps them), the job lock and the record of the job under
+way, QEMU's run state, the monitor, the capabilities, and the host handles (netlink,
+sysfs, network pools). Jobs — hot-plug (:mod:`~qctl.qemu.hotplug`), power
+(:mod:`~qctl.qemu.power`), migration — are functions that take a runtime; none of them
+knows the public :class:`~qctl.qemu.domain.Domain` handle.
+
+Background tasks, all owned here and cancelled and awaited by :meth:`aclose`: the event
+pump (one per QMP connection: run-state changes, then the :class:`EventHub`), QEMU's
+exit watcher (releases what the ledger holds when QEMU exits on its own), and tasks jobs
+hand over with :meth:`spawn` (finishing a removal after a late event). None start before
+:meth:`begin`, so a runtime can be built and inspected without an event loop running.
+
+Jobs (:meth:`job`): one modifying job at a time per domain, recorded in the status file
+(kind, device, owner, start, progress) so other processes can see it without waiting and
+abort it; an abort request (a file naming the job) cancels the owner's task, which rolls
+back as for any cancellation and raises :class:`~qctl.errors.JobAbortedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+from qctl.caps import CapsCache, QEMUCaps
+from qctl.conf import DomainDef, DomainType, format_xml
+from qctl.errors import JobAbortedError, StateError
+from qctl.host import LinkControl, Netlink
+from qctl.qemu.claims import devices_in_use
+from qctl.qemu.command import Features
+from qctl.qemu.events import DomainEvent, EventHub, from_qmp
+from qctl.qemu.hostpaths import HostPaths
+from qctl.qemu.ledger import LedgerEntry
+from qctl.qemu.monitor import Monitor
+from qctl.qemu.network import NetworkStore
+from qctl.qemu.plan import features_from_caps
+from qctl.qemu.process import QEMUProcess
+from qctl.qemu.release import HostSide, release_entry, release_ledger
+from qctl.qemu.runstate import RunState, after_event
+from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.status import Status, read_status, write_status
+from qctl.qemu.txn import LOCK_TIMEOUT, JobLock, JobRecord
+from qctl.qmp import QMPClient
+from qctl.types import PCIAddress
+
+__all__ = ["ABORT_POLL", "DomainRuntime", "status_stamp"]
+
+log = logging.getLogger(__name__)
+
+_EVENT_QUEUE = 1024
+#: how often a running job looks for an abort request from another process (seconds)
+ABORT_POLL = 0.1
+
+
+def status_stamp(directory: DomainDir) -> tuple[int, int, int] | None:
+    """What identifies the status file's current version (None when it is gone)."""
+    try:
+        info = directory.status_file.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class DomainRuntime:
+    """The books, lock, job, run state, monitor and host handles of one running domain."""
+
+    def __init__(
+        self,
+        *,
+        status: Status,
+        directory: DomainDir,
+        process: QEMUProcess,
+        client: QMPClient,
+        root: StateRoot,
+        netlink: LinkControl | None = None,
+        host_paths: HostPaths | None = None,
+        caps: QEMUCaps | None = None,
+        stamp: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.config = status.config
+        self.live = status.live
+        self.ledger = status.ledger
+        self.binary = status.binary
+        self.state = status.state
+        self.job_record = status.job
+        self.directory = directory
+        self.process = process
+        self.client = client
+        self.monitor = Monitor(client)
+        self.root = root
+        self.host_paths = host_paths if host_paths is not None else HostPaths()
+        self.networks = NetworkStore.for_host(root, self.host_paths.sysfs)
+        self.hub = EventHub(status.live.name)
+        self.lock = JobLock(status.live.name, directory.lock_file_path())
+        self.released = False
+        self.closed = False
+        self.exited = asyncio.Event()
+        self._caps = caps
+        self._netlink = netlink
+        self._own_netlink: Netlink | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._releasing: asyncio.Task[None] | None = None
+        # What the status file looked like when ``status`` was read.
+        self._stamp = stamp if stamp is not None else status_stamp(directory)
+        # The status file is rewritten at every hot-plug step: render each XML only once.
+        self._config_xml = format_xml(self.config)
+        self._rendered: tuple[DomainDef, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<DomainRuntime {self.name} pid={self.process.pid}>"
+
+    # -- what it is ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The domain's name."""
+        return self.live.name
+
+    @property
+    def running(self) -> bool:
+        """True until QEMU has exited."""
+        return not self.exited.is_set() and self.process.alive()
+
+    @property
+    def accel_is_kvm(self) -> bool:
+        """True when the domain runs under KVM (vhost-net is used only then)."""
+        return self.live.type is DomainType.KVM
+
+    async def capabilities(self) -> QEMUCaps:
+        """This QEMU's capabilities (from the start, or the cache)."""
+        if self._caps is None:
+            self._caps = await CapsCache().get(self.binary)
+        return self._caps
+
+    async def features(self) -> Features:
+        """The command-line features of this QEMU."""
+        return features_from_caps(await self.capabilities())
+
+    async def netlink(self) -> LinkControl:
+        """The netlink facade: the injected one, or one this runtime opens and closes."""
+        if self._netlink is not None:
+            return self._netlink
+        if self._own_netlink is None:
+            self._own_netlink = Netlink()
+        return self._own_netlink
+
+    async def host_side(self) -> HostSide:
+        """Where released host resources go back to."""
+        return HostSide(await self.netlink(), self.host_paths.sysfs, self.networks, self.name)
+
+    def devices_in_use(self) -> dict[PCIAddress, str]:
+        """Host PCI devices held by any domain of this state root, as ``domain/alias``."""
+        return devices_in_use(self.root, self.name, self.ledger)
+
+    # -- the books -----------------------------------------------------------------------
+    def record(self, entry: LedgerEntry) -> None:
+        """Put ``entry`` in the ledger and write the status file."""
+        self.ledger.put(entry)
+        self.save()
+
+    def forget(self, alias: str) -> None:
+        """Drop ``alias`` from the ledger and write the status file (with a fresh snapshot
+        of the live XML: a removal is never on a hurried path)."""
+        self.ledger.remove(alias)
+        self.save(snapshot=True)
+
+    def set_state(self, state: RunState) -> None:
+        """Note QEMU's run state; written with the next save (call under a job)."""
+        self.state = state
+
+    def save(self, *, snapshot: bool = False, durable: bool = True) -> None:
+        """Write the status file; the live XML in it is a snapshot that may lag behind.
+
+        Rendering the whole domain costs more than a hot-plug step, and the ledger already
+        says which devices exist (with the XML of hot-plugged ones): a reader merges the
+        two (:func:`~qctl.qemu.devices.merge_live`). So an attach never renders it; a
+        removal, which waits far longer for the guest anyway, renews it (``snapshot``).
+        """
+        if self.released:
+            return
+        if self._rendered is None or (snapshot and self._rendered[0] is not self.live):
+            self._rendered = (self.live, format_xml(self.live))
+        status = Status(
+            self.process.identity,
+            self.binary,
+            self.config,
+            self.live,
+            self.ledger,
+            state=self.state,
+            job=self.job_record,
+        )
+        write_status(
+            self.directory,
+            status,
+            config_xml=self._config_xml,
+            live_xml=self._rendered[1],
+            durable=durable,
+        )
+        self._stamp = status_stamp(self.directory)
+
+    def refresh(self) -> None:
+        """Take up the books another qctl process wrote since this runtime last did.
+
+        Several processes may hold a handle on one domain (there are several monitors);
+        each job starts from the status file as it is, never from a stale copy.
+        """
+        stamp = status_stamp(self.directory)
+        if stamp == self._stamp or stamp is None:  # unchanged, or stopped meanwhile
+            return
+        status = read_status(self.directory)
+        self.live, self.ledger = status.live, status.ledger
+        self._stamp = stamp
+        self._rendered = None  # the snapshot rendered here may show an older domain
+
+    # -- jobs --------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def job(self, kind: str, alias: str | None = None) -> AsyncIterator[JobRecord]:
+        """Run the block as this domain's one modifying job (see the module).
+
+        The record reaches the status file with the job's first write (or at once, for a
+        job that writes nothing else); an abort request cancels the task running the
+        block and the block's cancellation becomes :class:`JobAbortedError`.
+        """
+        task = asyncio.current_task()
+        assert task is not None, "a job runs in a task"
+        async with self.lock.held():
+            if not self.released:
+                self.refresh()
+            record = JobRecord.begin(kind, alias)
+            self.job_record = record
+            watch = _AbortWatch(self.directory.abort_file, record.id, task)
+            try:
+                yield record
+            except asyncio.CancelledError:
+                if watch.fired and task.uncancel() == 0:
+                    raise JobAbortedError(
+                        f"{kind}{' of ' + alias if alias else ''} on domain {self.name!r} "
+                        "was aborted; what it had done was rolled back"
+                    ) from None
+                raise
+            finally:
+                watch.stop()
+                self.job_record = None
+                if not self.released and status_stamp(self.directory) is not None:
+                    self.save(durable=False)
+
+    def name_job(self, alias: str) -> None:
+        """Say which device the running job works on (once it is known)."""
+        if self.job_record is not None:
+            self.job_record = dataclasses.replace(self.job_record, alias=alias)
+
+    def note_progress(self, progress: str) -> None:
+        """Say how far the running job has come (shown by ``qctl job``)."""
+        if self.job_record is not None:
+            self.job_record = dataclasses.replace(self.job_record, progress=progress)
+            self.save(durable=False)
+
+    async def announce_job(self) -> None:
+        """Write the job record now (for a job that may run long before its first write)."""
+        self.save(durable=False)
+
+    # -- tasks -------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start the event pump and the exit watcher (once)."""
+        if self._watcher is not None:
+            return
+        subscription = self.client.events(maxsize=_EVENT_QUEUE)
+        self.spawn(self._pump(subscription), f"{self}: events")
+        self._watcher = asyncio.create_task(self._watch_exit(), name=f"{self}: exit")
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in a task this runtime owns (cancelled by :meth:`aclose`)."""
+        if self.closed:
+            work.close()
+            return
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, subscription: Any) -> None:
+        with subscription:
+            async for raw in subscription:
+                self.state = after_event(self.state, raw)
+                event = from_qmp(raw)
+                if event is not None:
+                    self.hub.publish(event)
+
+    def publish(self, event: DomainEvent) -> None:
+        """Hand one of qctl's own events (``DeviceAdded``) to the hub."""
+        self.hub.publish(event)
+
+    async def _watch_exit(self) -> None:
+        """Notice QEMU exiting on its own and release what it held, under the domain's
+        lock (best effort: a stuck holder must not keep the resources)."""
+        code = await self.process.wait()
+        log.info("domain %s: QEMU exited (status %s)", self.name, code)
+        with contextlib.suppress(StateError):
+            async with self.lock.held(LOCK_TIMEOUT):
+                await self.release()
+                return
+        await self.release()
+
+    async def wait_exit(self) -> None:
+        """Wait until QEMU has exited and its resources were released (or this runtime was
+        closed, which stops watching)."""
+        await self.exited.wait()
+        if self._releasing is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._releasing)
+
+    async def release(self) -> None:
+        """Give back what the books hold now that QEMU is gone, then remove the state (once;
+        shielded from cancellation, and awaited by :meth:`aclose` when in flight)."""
+        if self._releasing is None:
+            self._releasing = asyncio.ensure_future(self._release())
+        await asyncio.shield(self._releasing)
+
+    async def _release(self) -> None:
+        """The books are taken from the status file as it is now (another process may have
+        changed them, or already released them: then there is nothing to do). Every entry
+        is released even when one fails; the state stays where anything could not be given
+        back, so a later connect tries again."""
+        self.released = True
+        self.state = RunState.SHUTOFF
+        self.exited.set()
+        self.hub.end()
+        await self.client.aclose()
+        stamp = status_stamp(self.directory)
+        if stamp is None:
+            return  # someone else released it
+        ledger = self.ledger if stamp == self._stamp else read_status(self.directory).ledger
+        failures = await release_ledger(ledger, await self.host_side())
+        for failure in failures:
+            log.warning("domain %s: %s", self.name, failure)
+        if not failures:
+            self.directory.remove()
+
+    async def release_host_resources(self, entry: LedgerEntry) -> None:
+        """Free what one ledger entry holds on the host (each step tolerates "already gone")."""
+        await release_entry(entry, await self.host_side())
+
+    async def aclose(self) -> None:
+        """Disconnect from QEMU (it keeps running) and stop the tasks; a release already
+        under way is finished first. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        tasks = [*self._tasks, *([self._watcher] if self._watcher else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._releasing is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._releasing)
+        self.hub.end()
+        await self.client.aclose()
+        self.lock.close()
+        if self._own_netlink is not None:
+            await self._own_netlink.aclose()
+
+
+class _AbortWatch:
+    """Polls for an abort request naming job ``job_id`` and cancels ``task`` when one comes.
+
+    A timer, not a task: a job that ends within one period costs one ``call_later``.
+    """
+
+    def __init__(self, path: Path, job_id: str, task: asyncio.Task[Any]) -> None:
+        self._path = path
+        self._job_id = job_id
+        self._task = task
+        self.fired = False
+        self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            ABORT_POLL, self._check
+        )
+
+    def _check(self) -> None:
+        try:
+            wanted = self._path.read_text().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            wanted = ""
+        if wanted == self._job_id:
+            self.fired = True
+            self._handle = None
+            self._task.cancel(f"job {self._job_id} aborted")
+            return
+        self._handle = asyncio.get_running_loop().call_later(ABORT_POLL, self._check)
+
+    def stop(self) -> None:
+        """Stop watching; drop an abort request that named this job."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self.fired:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()

@@ -1,0 +1,232 @@
+"""Jobs others can see and abort, QEMU's run state, and the event hub, on a fake QEMU.
+
+The domain runs in this process against :class:`fakeqemu.FakeQEMU`; other processes are
+real ``qctl`` commands, which reach the fake through the domain's monitor sockets and
+status file exactly as they would reach QEMU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fakeqemu import FakeLauncher, FakeQEMU
+from support import open_fd_count, unique
+
+from qctl import (
+    DeviceRemoved,
+    Domain,
+    JobAbortedError,
+    OtherEvent,
+    QEMUCaps,
+    RunState,
+    StateError,
+    abort_job,
+    parse_domain,
+)
+from qctl.host import Netlink
+
+DATA = Path(__file__).parent / "data"
+CAPS = QEMUCaps.from_json((DATA / "argv" / "qemu-7.2.caps.json").read_text())
+DOMAIN = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices><controller type='pci' index='1' model='pcie-root-port'/></devices>
+</domain>"""
+NIC = (
+    "<interface type='ethernet'><mac address='52:54:00:bb:00:01'/>"
+    "<target dev='{tap}'/><model type='virtio'/></interface>"
+)
+
+
+@dataclass
+class Rig:
+    dom: Domain
+    qemu: FakeQEMU
+    state: Path
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    launcher = FakeLauncher()
+    state = tmp_path / "state"
+    defn = parse_domain(DOMAIN.format(name=unique("job")))
+    dom = await Domain.start(defn, caps=CAPS, state_root=state, launcher=launcher)
+    try:
+        yield Rig(dom, launcher.qemu, state)
+    finally:
+        await dom.stop(force=True)
+
+
+async def qctl(*args: str, state: Path) -> tuple[int, str, str, float]:
+    """Run ``qctl ARGS`` in a child process without blocking this event loop (the fake QEMU
+    it talks to lives here); returns (exit code, stdout, stderr, seconds)."""
+    began = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qctl.cli.main",
+        *args,
+        "--state-dir",
+        str(state),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert b"Traceback" not in err, err.decode()
+    return proc.returncode or 0, out.decode(), err.decode(), time.monotonic() - began
+
+
+async def test_a_long_job_blocks_no_query_and_is_aborted_from_another_process(
+    rig: Rig, tun: None, netlink: Netlink
+) -> None:
+    tap = unique("qjob")
+    qemu, name = rig.qemu, rig.dom.name
+    warm = await rig.dom.attach_device(NIC.format(tap=tap))  # opens netlink, once
+    await rig.dom.detach_device(warm.alias or "")
+    fds_before = open_fd_count()
+    devices_before = set(qemu.peripherals)
+    qemu.stall("device_add", effect=False)  # QEMU holds device_add: the job stays open
+    attach = asyncio.create_task(rig.dom.attach_device(NIC.format(tap=tap)))
+    async with asyncio.timeout(10):
+        await qemu.stalled["device_add"].wait()
+
+    # Other processes query while the job runs; none waits for it (LOCK_TIMEOUT is 30 s).
+    code, out, _, _ = await qctl("list", "--json", state=rig.state)
+    assert code == 0, out
+    [row] = json.loads(out)
+    assert row["job"]["kind"] == "attach" and row["job"]["alias"] == "net0"
+    assert row["state"] == "running"
+    code, out, _, _ = await qctl("job", name, "--json", state=rig.state)
+    assert code == 0 and json.loads(out)["job"]["kind"] == "attach"
+    code, out, _, _ = await qctl("dumpxml", name, "--live", state=rig.state)
+    assert code == 0 and f"<name>{name}</name>" in out
+    code, out, err, _ = await qctl("events", name, "--timeout", "0.3", state=rig.state)
+    assert code == 0 and "listening" in err
+    assert not attach.done() and await netlink.get_link(tap) is not None
+
+    code, out, err, _ = await qctl("job-abort", name, state=rig.state)
+    assert code == 0, err
+    assert "aborted attach of net0" in out
+    with pytest.raises(JobAbortedError, match="aborted"):
+        await attach
+    # Rolled back as for a cancellation: nothing leaks.
+    assert len(rig.dom.ledger) == 0 and rig.dom.job is None
+    assert qemu.netdevs == set() and qemu.fds == set() and qemu.peripherals == devices_before
+    assert await netlink.get_link(tap) is None
+    assert open_fd_count() <= fds_before
+    assert not rig.dom.directory.abort_file.exists()
+    # The domain is usable again.
+    qemu.stalled.clear()
+    live = await rig.dom.attach_device(NIC.format(tap=tap))
+    assert live.alias == "net0"
+
+
+async def test_abort_in_the_same_process_and_with_no_job(rig: Rig) -> None:
+    with pytest.raises(StateError, match="no job running"):
+        await rig.dom.abort_job()
+    rig.qemu.stall("netdev_add", effect=True)
+    attach = asyncio.create_task(
+        rig.dom.attach_device("<interface type='user'><model type='virtio'/></interface>")
+    )
+    async with asyncio.timeout(10):
+        await rig.qemu.stalled["netdev_add"].wait()
+    job = await abort_job(rig.dom.name, state_root=rig.state)
+    assert job.kind == "attach"
+    with pytest.raises(JobAbortedError):
+        await attach
+    assert rig.qemu.netdevs == set() and len(rig.dom.ledger) == 0
+
+
+async def test_a_job_whose_owner_died_is_shown_and_recovered_on_connect(rig: Rig) -> None:
+    # A job record left by a process that died (its flock went with it).
+    status = json.loads(rig.dom.directory.status_file.read_text())
+    status["job"] = {
+        "id": "1.1.1",
+        "kind": "attach",
+        "alias": "net7",
+        "pid": 999999,
+        "pid_start_time": 1,
+        "started": time.time(),
+        "progress": None,
+    }
+    rig.dom.directory.status_file.write_text(json.dumps(status))
+    [info] = Domain.list(rig.state)
+    assert info.job is not None and not info.job.owner_alive
+    assert "owner died" in info.job.describe()
+    with pytest.raises(StateError, match="cut short"):
+        await abort_job(rig.dom.name, state_root=rig.state)
+    async with Domain.connect(rig.dom.name, state_root=rig.state):
+        pass
+    [info] = Domain.list(rig.state)
+    assert info.job is None
+
+
+async def test_run_state_follows_qemu(rig: Rig) -> None:
+    assert rig.dom.state is RunState.RUNNING
+    await rig.dom.suspend()
+    assert rig.dom.state is RunState.PAUSED
+    [info] = Domain.list(rig.state)
+    assert info.state is RunState.PAUSED
+    resumed = asyncio.create_task(rig.dom.wait_event("RESUME", timeout=5))
+    async with Domain.connect(rig.dom.name, state_root=rig.state) as other:
+        assert other.state is RunState.PAUSED  # query-status at connect
+        await other.resume()
+    await resumed
+    assert rig.dom.state is RunState.RUNNING
+    panicked = asyncio.create_task(rig.dom.wait_event("GUEST_PANICKED", timeout=5))
+    await asyncio.sleep(0.01)
+    await rig.qemu.emit("GUEST_PANICKED", {"action": "pause"})
+    await panicked
+    assert rig.dom.state is RunState.CRASHED
+
+
+async def test_stop_of_a_paused_domain_quits_at_once(rig: Rig) -> None:
+    await rig.dom.suspend()
+    said: list[str] = []
+    began = time.monotonic()
+    await rig.dom.stop(grace=30, say=said.append)
+    assert time.monotonic() - began < 10  # not the 30 s grace
+    assert said == ["the domain is paused: quitting at once"]
+    commands = [command for command, _ in rig.qemu.log]
+    assert "system_powerdown" not in commands and "quit" in commands
+    assert Domain.list(rig.state) == []
+
+
+async def test_stop_asks_a_running_guest_first(rig: Rig) -> None:
+    said: list[str] = []
+    await rig.dom.stop(grace=5, say=said.append)
+    assert said == ["asking the guest to power down (5 s)…"]
+    assert "system_powerdown" in [command for command, _ in rig.qemu.log]
+
+
+async def test_stop_says_when_the_guest_does_not_answer(rig: Rig) -> None:
+    rig.qemu.guest_answers_acpi = False
+    said: list[str] = []
+    await rig.dom.stop(grace=0.2, say=said.append)
+    assert said == ["asking the guest to power down (0.2 s)…", "the guest did not answer; quitting"]
+
+
+async def test_wait_event_is_scoped_and_typed(rig: Rig) -> None:
+    waiter = asyncio.create_task(
+        rig.dom.wait_event(DeviceRemoved, match=lambda e: getattr(e, "alias", "") == "b", timeout=5)
+    )
+    await asyncio.sleep(0.05)
+    await rig.qemu.emit("DEVICE_DELETED", {"device": "a"})
+    await rig.qemu.emit("DEVICE_DELETED", {"device": "b"})
+    event = await waiter
+    assert isinstance(event, DeviceRemoved) and event.alias == "b"
+    with pytest.raises(TimeoutError):
+        await rig.dom.wait_event("NEVER_SENT", timeout=0.1)
+    other = asyncio.create_task(rig.dom.wait_event("SOMETHING", timeout=5))
+    await asyncio.sleep(0.05)
+    await rig.qemu.emit("SOMETHING", {"x": 1})
+    got = await other
+    assert isinstance(got, OtherEvent) and got.data == {"x": 1}
