@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fakeqmp import FakeQMPServer, Recording, read_log
 
+from caps.entitled import comparable, module_dir
 from caps.support import HOST, FakeQEMU, Leftovers, Replay, start_log, wait_until
 from qctl.caps import Capability, probe, resolve_binary
 from qctl.errors import (
@@ -291,7 +292,8 @@ async def test_the_recording_replays_to_what_the_real_probe_sees(
     qemu_binary: str, recording: Recording, replay: Replay
 ) -> None:
     real = await probe(qemu_binary, host=HOST)
-    assert await replay(recording) == dataclasses.replace(real, binary=None)
+    recorded, real = comparable(await replay(recording), real, module_dir(qemu_binary))
+    assert recorded == real
 
 
 @pytest.mark.qemu
@@ -305,3 +307,30 @@ async def test_capture_caps_records_a_replayable_session(
     assert await proc.wait() == 0
     real = await probe(qemu_binary, host=HOST)
     assert await replay(Recording.load(output)) == dataclasses.replace(real, binary=None)
+
+
+async def test_replays_compare_equal_but_for_the_optional_module_types(
+    recording: Recording, replay: Replay, tmp_path: Path
+) -> None:
+    """A machine without the optional GL module (``tmp_path`` as its module directory) and a
+    newer Debian revision: comparable. Its module file there, or any other type: not."""
+    recorded = await replay(recording)
+    types = recording.reply("qom-list-types")
+    types[:] = [t for t in types if t["name"] != "virtio-gpu-gl-device"]
+    version = recording.reply("query-version")
+    version["qemu"]["micro"] += 1
+    version["package"] += "+deb12u99"
+    elsewhere = await replay(recording)
+    assert elsewhere.version[2] == recorded.version[2] + 1
+    left, right = comparable(recorded, elsewhere, tmp_path)
+    assert left == right
+    (tmp_path / "hw-display-virtio-gpu-gl.so").touch()
+    with pytest.raises(AssertionError, match=r"hw-display-virtio-gpu-gl\.so is in .*, yet QEMU"):
+        comparable(recorded, elsewhere, tmp_path)
+    (tmp_path / "hw-display-virtio-gpu-gl.so").unlink()
+    types.append({"name": "qctl-unknown-device", "parent": "device"})
+    left, right = comparable(recorded, await replay(recording), tmp_path)
+    assert right.qom_types - left.qom_types == {"qctl-unknown-device"}
+    version["qemu"]["minor"] += 1
+    with pytest.raises(AssertionError, match=r"\(7, 3, 23\)"):
+        comparable(recorded, await replay(recording), tmp_path)
