@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +115,15 @@ class QEMUProcess:
 
     @classmethod
     async def spawn(
-        cls, argv: Sequence[str], *, log_path: Path, pass_fds: Sequence[int] = ()
+        cls,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
     ) -> QEMUProcess:
-        """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``."""
+        """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``.
+        ``env`` replaces the environment when given."""
         with log_path.open("ab") as log:
             os.fchmod(log.fileno(), 0o600)
             try:
@@ -127,6 +133,7 @@ class QEMUProcess:
                     stdout=log,
                     stderr=log,
                     pass_fds=tuple(pass_fds),
+                    env=env,
                     start_new_session=True,
                 )
             except OSError as exc:
