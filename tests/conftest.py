@@ -11,15 +11,77 @@ create taps also need ``/dev/net/tun`` to open, which it does not inside a user 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import QEMU_BINARY, guest_dir, in_private_netns, missing, unique
+from support import QEMU_VERSIONS, guest_dir, in_private_netns, missing, qemu_path, unique
 
 from qctl.host import TUN_PATH, Netlink
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test marked ``qemu`` runs once per QEMU of :data:`QEMU_VERSIONS` (ids
+    ``qemu7.2``, ``qemu10.0``); the others run once."""
+    if metafunc.definition.get_closest_marker("qemu") is not None:
+        metafunc.parametrize("qemu_version", list(QEMU_VERSIONS), indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def qemu_version(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The QEMU this test runs against (a key of :data:`QEMU_VERSIONS`), ``None`` for a test
+    not marked ``qemu``. Its binary is ``$QCTL_QEMU`` during the test, so domains started
+    without an ``<emulator>`` (and ``qctl`` commands run from the test) use it."""
+    version: str | None = getattr(request, "param", None)
+    if version is not None:
+        monkeypatch.setenv("QCTL_QEMU", qemu_path(version))
+    return version
+
+
+@pytest.fixture
+def qemu_binary(qemu_version: str | None) -> str:
+    """Path of the qemu-system-x86_64 this test runs against (tests marked ``qemu`` only)."""
+    if qemu_version is None:
+        pytest.fail("a test that uses the real QEMU must be marked qemu")
+    return qemu_path(qemu_version)
+
+
+_outcomes: dict[str, Counter[str]] = {version: Counter() for version in QEMU_VERSIONS}
+_version_of: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Note which QEMU each collected QEMU-backed test runs against."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "qemu_version" in callspec.params:
+            _version_of[item.nodeid] = callspec.params["qemu_version"]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count each QEMU-backed test's outcome under its QEMU (see the terminal summary)."""
+    version = _version_of.get(report.nodeid)
+    if version is None:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _outcomes[version][report.outcome] += 1
+    elif report.when == "teardown" and report.failed:
+        _outcomes[version]["error"] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per QEMU: how its QEMU-backed tests went."""
+    if not any(_outcomes.values()):
+        return
+    terminalreporter.section("per QEMU version")
+    for version, counts in _outcomes.items():
+        terminalreporter.write_line(
+            f"{version}: {counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped"
+            + (f", {counts['error']} errors in teardown" if counts["error"] else "")
+        )
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +144,7 @@ def guest_paths() -> tuple[Path, Path]:
     kernel, initrd = base / "vmlinuz", base / "initrd.img"
     absent = [p.name for p in (kernel, initrd) if not p.is_file()]
     if absent:
-        missing(
-            f"test guest not built: no {', '.join(absent)} in {base} (run scripts/build-guest)"
-        )
+        missing(f"test guest not built: no {', '.join(absent)} in {base} (run scripts/build-guest)")
     return kernel, initrd
 
 
@@ -98,15 +158,6 @@ def guest_pvh_kernel(guest_paths: tuple[Path, Path]) -> Path:
     path = guest_paths[0].parent / "vmlinux"
     if not path.is_file():
         pytest.skip(f"no PVH kernel {path} (this kernel has no PVH entry point)")
-    return path
-
-
-@pytest.fixture
-def qemu_binary() -> str:
-    """Path of qemu-system-x86_64."""
-    path = shutil.which(QEMU_BINARY)
-    if path is None:
-        missing(f"{QEMU_BINARY} not found (install qemu-system-x86)")
     return path
 
 

@@ -24,7 +24,7 @@ import itertools
 import json
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -338,7 +338,12 @@ class FakeLauncher(Launcher):
         return self.started[-1]
 
     async def spawn(
-        self, argv: Sequence[str], *, log_path: Path, pass_fds: Sequence[int] = ()
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
     ) -> QEMUProcess:
         fake = FakeQEMU(argv)
         listeners = []

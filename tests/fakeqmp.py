@@ -48,6 +48,7 @@ DEFAULT_GREETING: dict[str, Any] = {
 GARBAGE = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 DATA_DIR = Path(__file__).resolve().parent / "data" / "caps"
 RECORDING_7_2 = DATA_DIR / "qemu-7.2.jsonl"
+RECORDING_10_0 = DATA_DIR / "qemu-10.0.jsonl"
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QEMU_BINARY = "qemu-system-x86_64"
+# The QEMUs the QEMU-backed tests run against, by test id: the system's (Debian 12's 7.2) and
+# the one scripts/fetch-qemu unpacks from backports.
+QEMU_VERSIONS: dict[str, str] = {
+    "qemu7.2": QEMU_BINARY,
+    "qemu10.0": str(REPO_ROOT / ".cache" / "qemu-10.0" / "usr" / "bin" / QEMU_BINARY),
+}
 
 _counter = itertools.count()
 
@@ -49,6 +56,16 @@ def missing(what: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{what} (CI is set, so this is a failure, not a skip)")
     pytest.skip(what)
+
+
+def qemu_path(version: str) -> str:
+    """The binary of ``version`` (a key of :data:`QEMU_VERSIONS`); a skip, or a failure under
+    CI, when it is not there."""
+    name = QEMU_VERSIONS[version]
+    path = shutil.which(name)
+    if path is None:
+        missing(f"{name} not found (scripts/bootstrap installs it)")
+    return path
 
 
 def in_private_netns() -> bool:

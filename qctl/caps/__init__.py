@@ -7,6 +7,7 @@ binary, qctl, the kernel and ``/dev/kvm`` stay the same, a fresh :func:`probe` o
 from qctl.caps.cache import CapsCache, Fingerprint, default_cache_dir, probe_many
 from qctl.caps.flags import DETECTION, PROBED_DEVICES, Capability
 from qctl.caps.hostfact import host_facts
+from qctl.caps.install import QEMUInstall, locate_install
 from qctl.caps.model import HostFacts, MachineType, QEMUCaps
 from qctl.caps.probe import PROBE_TIMEOUT, probe, resolve_binary
 from qctl.caps.schema import QAPISchema
@@ -22,8 +23,10 @@ __all__ = [
     "MachineType",
     "QAPISchema",
     "QEMUCaps",
+    "QEMUInstall",
     "default_cache_dir",
     "host_facts",
+    "locate_install",
     "probe",
     "probe_many",
     "resolve_binary",

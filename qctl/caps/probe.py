@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from qctl.caps.flags import PROBED_DEVICES, SCHEMA_PATHS
 from qctl.caps.hostfact import host_facts
+from qctl.caps.install import QEMUInstall, locate_install
 from qctl.caps.model import HostFacts, MachineType, QEMUCaps
 from qctl.caps.schema import QAPISchema
 from qctl.errors import (
@@ -105,10 +106,11 @@ def resolve_binary(binary: str | os.PathLike[str]) -> str:
     return os.path.realpath(found)
 
 
-def _argv(binary: str, qmp_path: str) -> list[str]:
+def _argv(binary: str, install: QEMUInstall, qmp_path: str) -> list[str]:
     """The probe's command line: paused, bare, machine 'none', QMP on ``qmp_path``."""
     return [
         binary,
+        *install.args(),
         "-S",
         "-no-user-config",
         "-nodefaults",
@@ -126,19 +128,22 @@ async def _probe_binary(path: str, host: HostFacts, recorder: Recorder | None) -
     with tempfile.TemporaryDirectory(prefix="qctl-probe-") as workdir:  # mode 0700
         qmp_path = os.path.join(workdir, "qmp.sock")
         log_path = os.path.join(workdir, "stderr")
-        proc = await _spawn(_argv(path, qmp_path), log_path)
+        install = locate_install(path)
+        proc = await _spawn(_argv(path, install, qmp_path), log_path, install.environ())
         try:
             return await _probe_child(proc, path, qmp_path, log_path, host, recorder)
         finally:
             await _shielded(_stop(proc))
 
 
-async def _spawn(argv: list[str], log_path: str) -> asyncio.subprocess.Process:
+async def _spawn(
+    argv: list[str], log_path: str, env: dict[str, str] | None
+) -> asyncio.subprocess.Process:
     """Start ``argv`` with stdin and stdout on /dev/null and stderr into ``log_path``."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         return await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env
         )
     except OSError as exc:
         raise ProcessError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc

@@ -28,6 +28,8 @@ class Features:
     json_netdev: bool = True
     json_device: bool = True
     failover: bool = True
+    # QEMU's data directories (-L), for a binary outside the system prefixes.
+    data_dirs: tuple[str, ...] = ()
 
 
 def format_props(props: Props, *, as_json: bool, head: str) -> str:
@@ -169,6 +171,7 @@ def build_command(
     accel = "kvm" if domain.type is DomainType.KVM else "tcg"
     argv = [
         binary,
+        *(arg for directory in features.data_dirs for arg in ("-L", directory)),
         "-name",
         f"guest={domain.name.replace(',', ',,')},debug-threads=on",
         "-S",

@@ -13,7 +13,7 @@ import dataclasses
 import secrets
 from collections.abc import Callable
 
-from qctl.caps import Capability, QEMUCaps
+from qctl.caps import Capability, QEMUCaps, QEMUInstall, locate_install
 from qctl.conf import (
     ControllerModel,
     DeviceDef,
@@ -49,11 +49,14 @@ def random_mac() -> MACAddress:
 
 
 def features_from_caps(caps: QEMUCaps) -> Features:
-    """The command-line choices this QEMU supports."""
+    """The command-line choices this QEMU supports, and the data directories its binary
+    needs (see :mod:`qctl.caps.install`)."""
+    install = locate_install(caps.binary) if caps.binary else QEMUInstall()
     return Features(
         json_netdev=caps.has(Capability.NETDEV_JSON),
         json_device=caps.has(Capability.DEVICE_JSON),
         failover=caps.has(Capability.VIRTIO_NET_FAILOVER),
+        data_dirs=install.data_dirs,
     )
 
 
@@ -147,4 +150,3 @@ def plan(domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac) 
         raise problems[0]
     check_support(domain, caps)
     return plan_domain(assign_macs(domain, new_mac))
-

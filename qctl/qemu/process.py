@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,9 +122,15 @@ class QEMUProcess:
 
     @classmethod
     async def spawn(
-        cls, argv: Sequence[str], *, log_path: Path, pass_fds: Sequence[int] = ()
+        cls,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
     ) -> QEMUProcess:
-        """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``."""
+        """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``.
+        ``env`` replaces the environment when given."""
         with log_path.open("ab") as log:
             os.fchmod(log.fileno(), 0o600)
             try:
@@ -134,6 +140,7 @@ class QEMUProcess:
                     stdout=log,
                     stderr=log,
                     pass_fds=tuple(pass_fds),
+                    env=env,
                     start_new_session=True,
                 )
             except OSError as exc:
@@ -189,10 +196,15 @@ class Launcher:
     """
 
     async def spawn(
-        self, argv: Sequence[str], *, log_path: Path, pass_fds: Sequence[int] = ()
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
     ) -> QEMUProcess:
         """Start ``argv`` (see :meth:`QEMUProcess.spawn`)."""
-        return await QEMUProcess.spawn(argv, log_path=log_path, pass_fds=pass_fds)
+        return await QEMUProcess.spawn(argv, log_path=log_path, pass_fds=pass_fds, env=env)
 
     def adopt(self, identity: ProcessIdentity, log_path: Path) -> QEMUProcess:
         """The process of a domain another qctl process started."""

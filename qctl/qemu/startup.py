@@ -26,7 +26,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from qctl.caps import QEMUCaps
+from qctl.caps import QEMUCaps, locate_install
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
 from qctl.errors import QMPError, QMPTimeoutError, StateError
 from qctl.host import LinkControl, Netlink
@@ -265,7 +265,10 @@ async def launch(
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]
         process = await launcher.spawn(
-            argv, log_path=directory.log_file, pass_fds=[*prepared.fds, *listener_fds]
+            argv,
+            log_path=directory.log_file,
+            pass_fds=[*prepared.fds, *listener_fds],
+            env=locate_install(binary).environ(),  # the binary's own modules
         )
         stack.push_async_callback(process.stop, 1.0)
         for listener in listeners:

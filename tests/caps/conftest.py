@@ -4,23 +4,24 @@ QEMU binaries, the real QEMU, and a check that a probe left no process or direct
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-from fakeqmp import RECORDING_7_2, FakeQMPServer, Recording, write_fake_binary
+from fakeqmp import RECORDING_7_2, RECORDING_10_0, FakeQMPServer, Recording, write_fake_binary
 
 from caps.support import HOST, FakeQEMU, Leftovers, Replay
 from qctl.caps import QEMUCaps, probe
 
-QEMU_BINARY = "qemu-system-x86_64"
+# The recorded probe of each QEMU the QEMU-backed tests run against (see tests/support.py).
+RECORDINGS = {"qemu7.2": RECORDING_7_2, "qemu10.0": RECORDING_10_0}
 
 
 @pytest.fixture
-def recording() -> Recording:
-    """The recorded probe of this project's reference QEMU 7.2, free to edit."""
-    return Recording.load(RECORDING_7_2)
+def recording(qemu_version: str | None) -> Recording:
+    """The recorded probe of the QEMU this test runs against, free to edit; for a test not
+    marked ``qemu``, of this project's reference QEMU 7.2."""
+    return Recording.load(RECORDINGS[qemu_version or "qemu7.2"])
 
 
 @pytest.fixture
@@ -61,14 +62,3 @@ def leftovers(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> Leftovers:
     tmpdir.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
     return Leftovers(tmpdir)
-
-
-@pytest.fixture
-def qemu_binary() -> str:
-    """The real qemu-system-x86_64 (a skip when absent, a failure under CI)."""
-    path = shutil.which(QEMU_BINARY)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{QEMU_BINARY} not found (CI is set, so this is a failure)")
-        pytest.skip(f"{QEMU_BINARY} not found")
-    return path

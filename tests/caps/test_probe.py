@@ -3,16 +3,19 @@ spawned command line, bad inputs and cancellation — each ending typed, leaving
 
 from __future__ import annotations
 
+import _ctypes
 import asyncio
 import dataclasses
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeqmp import FakeQMPServer, Recording, read_log
+from fakeqmp import RECORDING_10_0, FakeQMPServer, Recording, read_log
 
+from caps.entitled import comparable, module_dir
 from caps.support import HOST, FakeQEMU, Leftovers, Replay, start_log, wait_until
 from qctl.caps import Capability, probe, resolve_binary
 from qctl.errors import (
@@ -277,13 +280,27 @@ async def test_probe_needs_exactly_one_target() -> None:
 
 
 @pytest.mark.qemu
-async def test_the_installed_qemu_7_2(qemu_binary: str, leftovers: Leftovers) -> None:
+async def test_the_installed_qemu(
+    qemu_binary: str, qemu_version: str, leftovers: Leftovers
+) -> None:
     caps = await probe(qemu_binary)
-    assert caps.version[:2] == (7, 2)
+    assert f"qemu{caps.version[0]}.{caps.version[1]}" == qemu_version
     for flag in (C.VIRTIO_NET_FAILOVER, C.NETDEV_JSON, C.VFIO_PCI, C.KVM_PRESENT):
         assert caps.has(flag), flag
+    # QEMU 8.2 added the Xen PV NIC.
+    assert caps.has(C.XEN_PV_NIC) == (caps.version >= (8, 2, 0))
     assert caps.binary == resolve_binary(qemu_binary)
     leftovers.check()
+
+
+async def test_replayed_10_0_session(replay: Replay) -> None:
+    """Debian's QEMU 10.0 from backports has everything qctl looks for."""
+    caps = await replay(Recording.load(RECORDING_10_0))
+    assert caps.version[:2] == (10, 0)
+    assert caps.package.startswith("Debian 1:10.0")
+    assert caps.flags == frozenset(Capability)
+    assert dict(caps.device_properties["xen-net-device"])["netdev"] == "str"
+    assert {"UNPLUG_PRIMARY", "FAILOVER_NEGOTIATED", "DEVICE_UNPLUG_GUEST_ERROR"} <= caps.events
 
 
 @pytest.mark.qemu
@@ -291,7 +308,8 @@ async def test_the_recording_replays_to_what_the_real_probe_sees(
     qemu_binary: str, recording: Recording, replay: Replay
 ) -> None:
     real = await probe(qemu_binary, host=HOST)
-    assert await replay(recording) == dataclasses.replace(real, binary=None)
+    recorded, real = comparable(await replay(recording), real, module_dir(qemu_binary))
+    assert recorded == real
 
 
 @pytest.mark.qemu
@@ -305,3 +323,31 @@ async def test_capture_caps_records_a_replayable_session(
     assert await proc.wait() == 0
     real = await probe(qemu_binary, host=HOST)
     assert await replay(Recording.load(output)) == dataclasses.replace(real, binary=None)
+
+
+async def test_replays_compare_equal_but_for_the_optional_module_types(
+    recording: Recording, replay: Replay, tmp_path: Path
+) -> None:
+    """A machine without the optional GL module (``tmp_path`` as its module directory) and a
+    newer Debian revision: comparable. Its module file there, or any other type: not."""
+    recorded = await replay(recording)
+    types = recording.reply("qom-list-types")
+    types[:] = [t for t in types if t["name"] != "virtio-gpu-gl-device"]
+    version = recording.reply("query-version")
+    version["qemu"]["micro"] += 1
+    version["package"] += "+deb12u99"
+    elsewhere = await replay(recording)
+    assert elsewhere.version[2] == recorded.version[2] + 1
+    left, right = comparable(recorded, elsewhere, tmp_path)
+    assert left == right
+    # A shared object whose libraries are all there stands in for the module.
+    shutil.copy(_ctypes.__file__, tmp_path / "hw-display-virtio-gpu-gl.so")
+    with pytest.raises(AssertionError, match=r"hw-display-virtio-gpu-gl\.so in .* loads, yet"):
+        comparable(recorded, elsewhere, tmp_path)
+    (tmp_path / "hw-display-virtio-gpu-gl.so").unlink()
+    types.append({"name": "qctl-unknown-device", "parent": "device"})
+    left, right = comparable(recorded, await replay(recording), tmp_path)
+    assert right.qom_types - left.qom_types == {"qctl-unknown-device"}
+    version["qemu"]["minor"] += 1
+    with pytest.raises(AssertionError, match=r"\(7, 3, 23\)"):
+        comparable(recorded, await replay(recording), tmp_path)

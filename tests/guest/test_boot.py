@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from qctl.caps import locate_install
+
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
 TIMEOUT = 60.0
@@ -29,6 +31,7 @@ E1000E_MAC = "52:54:00:00:00:02"
 def qemu_command(qemu: str, kernel: Path, initrd: Path) -> list[str]:
     return [
         qemu,
+        *locate_install(qemu).args(),
         "-accel", "tcg",
         "-machine", "q35",
         "-m", "256",
@@ -90,6 +93,7 @@ def boot_and_check(qemu: str, kernel: Path, initrd: Path, tmp_path: Path) -> Non
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
+            env=locate_install(qemu).environ(),
         )
     try:
         ready_after: float | None = None

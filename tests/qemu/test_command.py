@@ -482,3 +482,18 @@ def test_features_follow_caps() -> None:
     assert features_from_caps(caps) == Features(True, True, True)
     assert features_from_caps(without_json(caps)) == Features(False, False, True)
     assert features_from_caps(without_failover(caps)).failover is False
+
+
+def test_a_qemu_outside_the_system_prefixes_gets_its_data_directories(tmp_path: Path) -> None:
+    """The -L of :mod:`qctl.caps.install` follow the binary, before anything else."""
+    binary = tmp_path / "usr" / "bin" / "qemu-system-x86_64"
+    binary.parent.mkdir(parents=True)
+    binary.touch()
+    (tmp_path / "usr" / "share" / "qemu").mkdir(parents=True)
+    caps = dataclasses.replace(load_caps(), binary=str(binary))
+    features = features_from_caps(caps)
+    assert features.data_dirs == (f"{tmp_path}/usr/share/qemu",)
+    defn = _defn("link-down")
+    bare = dataclasses.replace(defn, devices=dataclasses.replace(defn.devices, items=()))
+    argv = build_command(bare, features, {}, binary=str(binary), monitor="fd=3")
+    assert argv[:4] == [str(binary), "-L", f"{tmp_path}/usr/share/qemu", "-name"]

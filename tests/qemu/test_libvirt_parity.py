@@ -8,6 +8,10 @@ same order, apart from what depends on the run: fd numbers (only their count mus
 the PCI placement (``bus``, ``addr``). A configuration libvirt refused must be refused by qctl
 with the same meaning.
 
+The ``libvirt-upstream-*`` recordings are libvirt's argv for a current QEMU
+(``x86_64-latest``): they are also compared with qctl's argv for QEMU 10.0's caps
+(``qemu-10.0.caps.json``, from the recorded 10.0 probe).
+
 The recorded files make this run without libvirt.
 """
 
@@ -28,6 +32,7 @@ from qctl.qemu.dryrun import dry_run_argv
 HERE = Path(__file__).parent
 XML_DIR = HERE / "data" / "argv"
 CAPS_FILE = XML_DIR / "qemu-7.2.caps.json"
+CAPS_10_0 = XML_DIR / "qemu-10.0.caps.json"
 LIBVIRT_DIR = HERE.parent / "data" / "libvirt"
 
 CASES = sorted(p.stem for p in XML_DIR.glob("libvirt-*.xml"))
@@ -78,9 +83,9 @@ def nic_options(argv: list[str]) -> tuple[dict[str, Props], dict[str, Props]]:
     return netdevs, devices
 
 
-def qctl_argv(name: str) -> list[str]:
+def qctl_argv(name: str, caps_file: Path = CAPS_FILE) -> list[str]:
     defn = parse_domain((XML_DIR / f"{name}.xml").read_bytes(), source=f"{name}.xml")
-    caps = QEMUCaps.from_json(CAPS_FILE.read_text())
+    caps = QEMUCaps.from_json(caps_file.read_text())
     # compare-libvirt gave libvirt a stand-in /dev/vhost-net for these only; this host has none
     vhost = name.startswith("libvirt-vhostnet-")
     return dry_run_argv(defn, caps, vhost_net_available=vhost)
@@ -93,15 +98,27 @@ def test_every_example_has_a_recording() -> None:
         assert sum(p.exists() for p in recorded) == 1, f"{name}: need exactly one of {recorded}"
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if (LIBVIRT_DIR / f"{n}.args").exists()])
-def test_nic_properties_match_libvirt(name: str) -> None:
+def assert_same_nics(name: str, caps_file: Path) -> None:
     theirs_netdevs, theirs_devices = nic_options(
         (LIBVIRT_DIR / f"{name}.args").read_text().splitlines()
     )
-    ours_netdevs, ours_devices = nic_options(qctl_argv(name))
+    ours_netdevs, ours_devices = nic_options(qctl_argv(name, caps_file))
     assert theirs_devices, "the recording has no NIC"
     assert ours_devices == theirs_devices
     assert ours_netdevs == theirs_netdevs
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if (LIBVIRT_DIR / f"{n}.args").exists()])
+def test_nic_properties_match_libvirt(name: str) -> None:
+    assert_same_nics(name, CAPS_FILE)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n.startswith("libvirt-upstream-")])
+def test_nic_properties_match_libvirt_latest_on_qemu_10_0(name: str) -> None:
+    """libvirt's argv for a current QEMU, against qctl's for the recorded QEMU 10.0."""
+    caps = QEMUCaps.from_json(CAPS_10_0.read_text())
+    assert caps.version[:2] == (10, 0)
+    assert_same_nics(name, CAPS_10_0)
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if (LIBVIRT_DIR / f"{n}.err").exists()])

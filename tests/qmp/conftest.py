@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from fakeqmp import FakeQMPServer
 
-QEMU_BINARY = "qemu-system-x86_64"
+from qctl.caps import locate_install
 
 
 @pytest.fixture
@@ -32,18 +31,16 @@ def socket_exists(path: str) -> bool:
 
 
 @pytest.fixture
-async def qemu(sockdir: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+async def qemu(
+    sockdir: str, qemu_binary: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """A real QEMU, paused with machine 'none', and its QMP socket path."""
-    binary = shutil.which(QEMU_BINARY)
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{QEMU_BINARY} not found (CI is set, so this is a failure)")
-        pytest.skip(f"{QEMU_BINARY} not found")
     path = os.path.join(sockdir, "qemu.sock")
     proc = await asyncio.create_subprocess_exec(
-        binary, "-S", "-nodefaults", "-nographic", "-machine", "none",
+        qemu_binary, "-S", "-nodefaults", "-nographic", "-machine", "none",
         "-qmp", f"unix:{path},server=on,wait=off",
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=locate_install(qemu_binary).environ(),
     )  # fmt: skip
     try:
         async with asyncio.timeout(10):
