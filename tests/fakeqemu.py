@@ -74,6 +74,7 @@ class FakeQEMU:
         self._conns: set[socket.socket] = set()
         self._incoming: list[int] = []
         self._held: dict[str, int] = {}
+        self._before_reply: list[str] = []
         self._faults: dict[str, Reply] = {}
         self._stalls: dict[str, tuple[asyncio.Event, bool]] = {}
         self.stalled: dict[str, asyncio.Event] = {}
@@ -170,6 +171,12 @@ class FakeQEMU:
             await self._send(conn, reply)
 
     async def _handle(self, command: str, arguments: dict[str, Any]) -> Reply | None:
+        reply = await self._outcome(command, arguments)
+        while self._before_reply:  # as QEMU, which sends STOP/RESUME before its reply
+            await self.emit(self._before_reply.pop(0))
+        return reply
+
+    async def _outcome(self, command: str, arguments: dict[str, Any]) -> Reply | None:
         self.log.append((command, arguments))
         if command in self._faults:
             return self._faults.pop(command)
@@ -199,7 +206,7 @@ class FakeQEMU:
             return {"return": {"status": self.status, "running": self.status == "running"}}
         if command in ("cont", "stop"):
             self.status = "running" if command == "cont" else "paused"
-            self._later("RESUME" if command == "cont" else "STOP")
+            self._before_reply.append("RESUME" if command == "cont" else "STOP")
             return ok
         if command == "system_powerdown":
             if self.guest_answers_acpi and self.status == "running":

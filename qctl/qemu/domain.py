@@ -290,7 +290,9 @@ class Domain:
 
     # -- events --------------------------------------------------------------------------
     def events(self, *, maxsize: int = 256) -> EventStream:
-        """A stream of this domain's typed events from now on (bounded, drops the oldest)."""
+        """A stream of this domain's typed events from now on (bounded, drops the oldest),
+        ``DeviceAdded`` for attaches made by other processes included."""
+        self.runtime.watch_books()
         return self.runtime.hub.stream(maxsize)
 
     async def wait_event(

@@ -35,9 +35,9 @@ from qctl.errors import JobAbortedError, StateError
 from qctl.host import LinkControl, Netlink
 from qctl.qemu.claims import devices_in_use
 from qctl.qemu.command import Features
-from qctl.qemu.events import DomainEvent, EventHub, from_qmp
+from qctl.qemu.events import DeviceAdded, DomainEvent, EventHub, from_qmp
 from qctl.qemu.hostpaths import HostPaths
-from qctl.qemu.ledger import LedgerEntry
+from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.plan import features_from_caps
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 _EVENT_QUEUE = 1024
 #: how often a running job looks for an abort request from another process (seconds)
 ABORT_POLL = 0.1
+#: how often a handle with listeners looks for attaches other processes made (seconds)
+BOOKS_POLL = 0.25
 
 
 def status_stamp(directory: DomainDir) -> tuple[int, int, int] | None:
@@ -107,6 +109,8 @@ class DomainRuntime:
         self._own_netlink: Netlink | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._book_watch: asyncio.Task[None] | None = None
+        self._seen_attached: set[str] = set()
         self._releasing: asyncio.Task[None] | None = None
         # What the status file looked like when ``status`` was read.
         self._stamp = stamp if stamp is not None else status_stamp(directory)
@@ -294,7 +298,31 @@ class DomainRuntime:
 
     def publish(self, event: DomainEvent) -> None:
         """Hand one of qctl's own events (``DeviceAdded``) to the hub."""
+        if isinstance(event, DeviceAdded):
+            self._seen_attached.add(event.alias)
         self.hub.publish(event)
+
+    def watch_books(self) -> None:
+        """Publish ``DeviceAdded`` for attaches other processes make too (once started):
+        QEMU has no event for them, so the status file is watched while anyone listens."""
+        if self._book_watch is None and not self.closed:
+            self._seen_attached = _attached(self.ledger)
+            self._book_watch = asyncio.create_task(self._watch_books(), name=f"{self}: books")
+            self._tasks.add(self._book_watch)
+
+    async def _watch_books(self) -> None:
+        stamp = status_stamp(self.directory)
+        while not self.released:
+            await asyncio.sleep(BOOKS_POLL)
+            now = status_stamp(self.directory)
+            if now is None or now == stamp:
+                continue
+            stamp = now
+            with contextlib.suppress(StateError):
+                attached = _attached(read_status(self.directory).ledger)
+                for alias in sorted(attached - self._seen_attached):
+                    self.hub.publish(DeviceAdded(None, alias))
+                self._seen_attached = attached | (self._seen_attached & _attached(self.ledger))
 
     async def _watch_exit(self) -> None:
         """Notice QEMU exiting on its own and release what it held, under the domain's
@@ -366,6 +394,10 @@ class DomainRuntime:
         self.lock.close()
         if self._own_netlink is not None:
             await self._own_netlink.aclose()
+
+
+def _attached(ledger: Ledger) -> set[str]:
+    return {entry.alias for entry in ledger if entry.state is EntryState.ATTACHED}
 
 
 class _AbortWatch:

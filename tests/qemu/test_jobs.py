@@ -20,6 +20,7 @@ from fakeqemu import FakeLauncher, FakeQEMU
 from support import open_fd_count, unique
 
 from qctl import (
+    DeviceAdded,
     DeviceRemoved,
     Domain,
     JobAbortedError,
@@ -230,3 +231,16 @@ async def test_wait_event_is_scoped_and_typed(rig: Rig) -> None:
     await rig.qemu.emit("SOMETHING", {"x": 1})
     got = await other
     assert isinstance(got, OtherEvent) and got.data == {"x": 1}
+
+
+async def test_events_show_attaches_made_by_other_processes(rig: Rig) -> None:
+    with rig.dom.events() as stream:
+        async with Domain.connect(rig.dom.name, state_root=rig.state) as other:
+            live = await other.attach_device(
+                "<interface type='user'><model type='virtio'/></interface>"
+            )
+        async with asyncio.timeout(5):
+            async for event in stream:
+                if isinstance(event, DeviceAdded):
+                    break
+    assert event.alias == live.alias
