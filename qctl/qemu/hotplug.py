@@ -81,7 +81,7 @@ from qctl.conf import (
     validate_device,
 )
 from qctl.errors import HotplugError, QMPCommandError, StateError, UnsupportedError
-from qctl.qemu.claims import devices_lock, stray_allocations
+from qctl.qemu.claims import claim_devices, devices_lock, stray_allocations
 from qctl.qemu.devices import with_device, without_device
 from qctl.qemu.events import DeviceAdded, DeviceRemoved, DomainEvent, UnplugRejected
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
@@ -92,7 +92,7 @@ from qctl.qemu.plan import check_interface_support, features_from_caps, random_m
 from qctl.qemu.prepare import bridge_of, prepare_interface
 from qctl.qemu.runstate import from_status
 from qctl.qemu.runtime import DomainRuntime
-from qctl.qemu.txn import unwind
+from qctl.qemu.txn import to_the_end, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 from qctl.types import PCIAddress
 
@@ -210,7 +210,7 @@ def _undo(
         try:
             await undo()
         except BaseException:
-            _mark_uncertain(rt, alias)
+            await to_the_end(_mark_uncertain(rt, alias))
             raise
 
     return step
@@ -221,17 +221,17 @@ async def _unless_refused(outcome: _Outcome, undo: Callable[[], Awaitable[None]]
         await undo()
 
 
-def _mark_uncertain(rt: DomainRuntime, alias: str) -> None:
+async def _mark_uncertain(rt: DomainRuntime, alias: str) -> None:
     entry = rt.ledger.get(alias)
     if entry is not None and entry.state is not EntryState.UNCERTAIN:
-        rt.record(entry.evolve(state=EntryState.UNCERTAIN))
+        await rt.record(entry.evolve(state=EntryState.UNCERTAIN))
 
 
 async def _release_and_forget(rt: DomainRuntime, alias: str) -> None:
     entry = rt.ledger.get(alias)
     if entry is not None:
         await rt.release_host_resources(entry)
-        rt.forget(alias)
+        await rt.forget(alias)
 
 
 async def _attach_interface(rt: DomainRuntime, iface: InterfaceDef) -> InterfaceDef:
@@ -272,7 +272,7 @@ async def _attach_interface(rt: DomainRuntime, iface: InterfaceDef) -> Interface
                 guest_address=str(placed.address) if placed.address else None,
                 device_xml=format_xml(live),
             )
-            rt.record(entry)
+            await rt.record(entry)
         except BaseException as exc:
             await unwind(host, exc, stage)
             raise
@@ -309,7 +309,7 @@ async def _attach_interface(rt: DomainRuntime, iface: InterfaceDef) -> Interface
             await rt.monitor.set_link(alias, False)
 
         rt.live = with_device(rt.live, live)
-        rt.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()))
+        await rt.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()))
         stack.pop_all()
     except BaseException as exc:
         await _fail(stack, exc, alias, stage)
@@ -403,17 +403,19 @@ async def _attach_vfio(
             device_xml=format_xml(placed),
         )
 
-        def note(**changes: object) -> None:
+        async def note(**changes: object) -> None:
             nonlocal entry
             entry = entry.evolve(**changes)
-            rt.record(entry)
+            await rt.record(entry)
 
         stage = "host"
         # Check what the other domains hold and record this claim under the state root's
         # devices lock, so no other domain can take the device between the two.
         async with devices_lock(rt.root):
             in_use = rt.devices_in_use()  # before this device's own entry joins the ledger
-            rt.record(entry)
+            if vfio.address not in in_use:  # else prepare_vfio refuses it, naming the holder
+                claim_devices(rt.root, {vfio.address: f"{rt.name}/{alias}"})
+            await rt.record(entry)
             hold.recorded = True
         stack.push_async_callback(_undo(rt, alias, lambda: _release_and_forget(rt, alias)))
         # The ledger holds the saved VF settings and the original driver before they
@@ -439,7 +441,7 @@ async def _attach_vfio(
             props = hostdev_props(rt.live, placed)
         await plugged.run(rt.monitor.device_add(props))
         rt.live = with_device(rt.live, placed)
-        rt.record(entry.evolve(state=EntryState.ATTACHED))
+        await rt.record(entry.evolve(state=EntryState.ATTACHED))
         stack.pop_all()
     except BaseException as exc:
         await _fail(stack, exc, alias, stage)
@@ -507,7 +509,7 @@ async def detach(
             entry = find_entry(rt, device)
             alias = entry.alias
             rt.name_job(alias)
-            rt.record(entry.evolve(state=EntryState.DETACHING))
+            await rt.record(entry.evolve(state=EntryState.DETACHING))
             removed = scope.enter_context(rt.hub.expect(_unplug_of(alias), claim=True))
             try:
                 await rt.monitor.device_del(alias)
@@ -516,7 +518,7 @@ async def detach(
                     await device_removed(rt, rt.ledger.get(alias) or entry)
                     return DetachResult.DETACHED
                 if not is_unplug_in_progress(exc):  # in progress: an earlier request's wait
-                    rt.record(entry)
+                    await rt.record(entry)
                     raise HotplugError(
                         f"detaching {alias} failed: {exc}", alias=alias, stage="device_del"
                     ) from exc
@@ -543,7 +545,7 @@ async def detach(
                 await device_removed(rt, current)
             return DetachResult.DETACHED
         if current is not None:
-            rt.record(current.evolve(state=EntryState.ATTACHED))
+            await rt.record(current.evolve(state=EntryState.ATTACHED))
     raise HotplugError(f"unplug of {alias} rejected by the guest", alias=alias, stage="device_del")
 
 
@@ -580,7 +582,7 @@ async def device_removed(rt: DomainRuntime, entry: LedgerEntry) -> None:
         await _closefd(rt, name)
     await rt.release_host_resources(entry)
     rt.live = without_device(rt.live, entry.alias)
-    rt.forget(entry.alias)
+    await rt.forget(entry.alias)
     log.info("domain %s: %s removed", rt.name, entry.alias)
 
 
@@ -604,7 +606,7 @@ async def _unrefuse(rt: DomainRuntime, alias: str) -> None:
     async with rt.job("detach", alias):
         entry = rt.ledger.get(alias)
         if entry is not None and entry.state is EntryState.DETACHING:
-            rt.record(entry.evolve(state=EntryState.ATTACHED))
+            await rt.record(entry.evolve(state=EntryState.ATTACHED))
 
 
 # -- reconcile -----------------------------------------------------------------------------
@@ -632,7 +634,7 @@ async def reconcile(rt: DomainRuntime) -> bool:
                 held.network, held.device, domain=held.domain, alias=held.alias
             )
         if changed:
-            rt.save()
+            await rt.save()
     return True
 
 
@@ -640,21 +642,21 @@ async def _settle(rt: DomainRuntime, entry: LedgerEntry, present: set[str]) -> N
     if entry.alias not in present:
         await device_removed(rt, entry)  # never attached, or removed while nobody watched
     elif entry.state in (EntryState.ATTACHING, EntryState.UNCERTAIN):
-        _adopt(rt, entry)
+        await _adopt(rt, entry)
     elif entry.state is EntryState.DETACHING:
         try:
             await rt.monitor.device_del(entry.alias)
         except QMPCommandError as exc:
             if not is_unplug_in_progress(exc):  # the first request never reached QEMU
-                rt.record(entry.evolve(state=EntryState.ATTACHED))
+                await rt.record(entry.evolve(state=EntryState.ATTACHED))
 
 
-def _adopt(rt: DomainRuntime, entry: LedgerEntry) -> None:
+async def _adopt(rt: DomainRuntime, entry: LedgerEntry) -> None:
     """An attach QEMU completed but whose controller died: put it in the live XML."""
     aliases = {i.alias for i in rt.live.interfaces} | {h.alias for h in rt.live.hostdevs}
     if entry.device_xml and entry.alias not in aliases:
         rt.live = with_device(rt.live, parse_device(entry.device_xml, live=True))
-    rt.record(entry.evolve(state=EntryState.ATTACHED))
+    await rt.record(entry.evolve(state=EntryState.ATTACHED))
 
 
 def device_kind(device: Device) -> DeviceKind:

@@ -19,7 +19,7 @@ from qctl.qemu.process import Launcher
 from qctl.qemu.runstate import RunState
 from qctl.qemu.runtime import ABORT_POLL
 from qctl.qemu.state import DomainDir, StateRoot, atomic_write
-from qctl.qemu.status import read_status
+from qctl.qemu.status import read_summary
 from qctl.qemu.txn import JobRecord
 
 __all__ = ["ABORT_TIMEOUT", "DomainInfo", "abort_job", "list_domains", "read_job"]
@@ -55,7 +55,7 @@ def list_domains(root: StateRoot) -> list[DomainInfo]:
     for name in root.names():
         directory = root.domain(name)
         try:
-            status = read_status(directory)
+            status = read_summary(directory)
         except StateError as exc:
             found.append(DomainInfo(name, None, False, error=str(exc)))
             continue
@@ -69,7 +69,7 @@ def list_domains(root: StateRoot) -> list[DomainInfo]:
 def read_job(directory: DomainDir) -> JobRecord | None:
     """The job the status file records (None when none runs, or the file is gone)."""
     try:
-        return read_status(directory).job
+        return read_summary(directory).job
     except StateError:
         return None
 
@@ -88,7 +88,7 @@ async def abort_job(
     """
     root = state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
     directory = root.domain(name)
-    job = read_status(directory).job
+    job = read_summary(directory).job
     if job is None:
         raise StateError(f"domain {name!r} has no job running")
     if not job.owner_alive:
@@ -100,7 +100,7 @@ async def abort_job(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            current = read_status(directory).job
+            current = read_summary(directory).job
         except StateError:
             return job  # the domain is gone
         if current is None or current.id != job.id:

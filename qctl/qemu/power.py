@@ -86,7 +86,7 @@ async def suspend(rt: DomainRuntime) -> None:
     async with rt.job("suspend"):
         await rt.monitor.pause()
         rt.set_state(RunState.PAUSED)
-        rt.save(durable=False)
+        await rt.save()
 
 
 async def resume(rt: DomainRuntime) -> None:
@@ -94,4 +94,4 @@ async def resume(rt: DomainRuntime) -> None:
     async with rt.job("resume"):
         await rt.monitor.resume()
         rt.set_state(RunState.RUNNING)
-        rt.save(durable=False)
+        await rt.save()

@@ -45,8 +45,9 @@ from qctl.qemu.process import QEMUProcess
 from qctl.qemu.release import HostSide, release_entry, release_ledger
 from qctl.qemu.runstate import RunState, after_event
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import Status, read_status, write_status
-from qctl.qemu.txn import LOCK_TIMEOUT, JobLock, JobRecord
+from qctl.qemu.status import Status, StatusRenderer, read_status
+from qctl.qemu.txn import LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
+from qctl.qemu.writer import StatusWriter
 from qctl.qmp import QMPClient
 from qctl.types import PCIAddress
 
@@ -114,9 +115,10 @@ class DomainRuntime:
         self._releasing: asyncio.Task[None] | None = None
         # What the status file looked like when ``status`` was read.
         self._stamp = stamp if stamp is not None else status_stamp(directory)
-        # The status file is rewritten at every hot-plug step: render each XML only once.
-        self._config_xml = format_xml(self.config)
-        self._rendered: tuple[DomainDef, str] | None = None
+        # The status file is rewritten at every hot-plug step: see :meth:`save`.
+        self._renderer = StatusRenderer()
+        self._snapshot: tuple[DomainDef, str] | None = None
+        self._writer = StatusWriter(directory.status_file, self._render, self._written)
 
     def __repr__(self) -> str:
         return f"<DomainRuntime {self.name} pid={self.process.pid}>"
@@ -164,33 +166,42 @@ class DomainRuntime:
         return devices_in_use(self.root, self.name, self.ledger)
 
     # -- the books -----------------------------------------------------------------------
-    def record(self, entry: LedgerEntry) -> None:
-        """Put ``entry`` in the ledger and write the status file."""
+    async def record(self, entry: LedgerEntry) -> None:
+        """Put ``entry`` in the ledger; returns once the status file has it."""
         self.ledger.put(entry)
-        self.save()
+        await self.save()
 
-    def forget(self, alias: str) -> None:
-        """Drop ``alias`` from the ledger and write the status file (with a fresh snapshot
-        of the live XML: a removal is never on a hurried path)."""
+    async def forget(self, alias: str) -> None:
+        """Drop ``alias`` from the ledger; returns once the status file (with a fresh
+        snapshot of the live XML: a removal is never on a hurried path) has it."""
         self.ledger.remove(alias)
-        self.save(snapshot=True)
+        await self.save(snapshot=True)
 
     def set_state(self, state: RunState) -> None:
         """Note QEMU's run state; written with the next save (call under a job)."""
         self.state = state
 
-    def save(self, *, snapshot: bool = False, durable: bool = True) -> None:
-        """Write the status file; the live XML in it is a snapshot that may lag behind.
+    async def save(self, *, snapshot: bool = False, durable: bool = True) -> None:
+        """Write the books (off the event loop, see :mod:`~qctl.qemu.writer`); with
+        ``durable``, return once they are on disk.
 
-        Rendering the whole domain costs more than a hot-plug step, and the ledger already
-        says which devices exist (with the XML of hot-plugged ones): a reader merges the
-        two (:func:`~qctl.qemu.devices.merge_live`). So an attach never renders it; a
-        removal, which waits far longer for the guest anyway, renews it (``snapshot``).
+        The live XML in the file is a snapshot that may lag behind: rendering the whole
+        domain costs more than a hot-plug step, and the ledger already says which devices
+        exist (with the XML of hot-plugged ones), so a reader merges the two
+        (:func:`~qctl.qemu.devices.merge_live`). An attach never renders it; a removal,
+        which waits far longer for the guest anyway, renews it (``snapshot``).
         """
         if self.released:
             return
-        if self._rendered is None or (snapshot and self._rendered[0] is not self.live):
-            self._rendered = (self.live, format_xml(self.live))
+        if snapshot and self._snapshot is not None and self._snapshot[0] is not self.live:
+            self._snapshot = None
+        self._writer.changed()
+        if durable:
+            await self._writer.flush()
+
+    def _render(self) -> bytes:
+        if self._snapshot is None:
+            self._snapshot = (self.live, format_xml(self.live))
         status = Status(
             self.process.identity,
             self.binary,
@@ -200,13 +211,9 @@ class DomainRuntime:
             state=self.state,
             job=self.job_record,
         )
-        write_status(
-            self.directory,
-            status,
-            config_xml=self._config_xml,
-            live_xml=self._rendered[1],
-            durable=durable,
-        )
+        return self._renderer.render(status, live_xml=self._snapshot[1])
+
+    def _written(self) -> None:
         self._stamp = status_stamp(self.directory)
 
     def refresh(self) -> None:
@@ -221,7 +228,7 @@ class DomainRuntime:
         status = read_status(self.directory)
         self.live, self.ledger = status.live, status.ledger
         self._stamp = stamp
-        self._rendered = None  # the snapshot rendered here may show an older domain
+        self._snapshot = None  # the snapshot rendered here may show an older domain
 
     # -- jobs --------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -253,7 +260,8 @@ class DomainRuntime:
                 watch.stop()
                 self.job_record = None
                 if not self.released and status_stamp(self.directory) is not None:
-                    self.save(durable=False)
+                    # Every write of this job is on disk before the lock is let go.
+                    await to_the_end(self.save())
 
     def name_job(self, alias: str) -> None:
         """Say which device the running job works on (once it is known)."""
@@ -261,14 +269,15 @@ class DomainRuntime:
             self.job_record = dataclasses.replace(self.job_record, alias=alias)
 
     def note_progress(self, progress: str) -> None:
-        """Say how far the running job has come (shown by ``qctl job``)."""
+        """Say how far the running job has come (shown by ``qctl job``; written soon)."""
         if self.job_record is not None:
             self.job_record = dataclasses.replace(self.job_record, progress=progress)
-            self.save(durable=False)
+            if not self.released:
+                self._writer.changed()
 
     async def announce_job(self) -> None:
         """Write the job record now (for a job that may run long before its first write)."""
-        self.save(durable=False)
+        await self.save()
 
     # -- tasks -------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -359,6 +368,7 @@ class DomainRuntime:
         self.state = RunState.SHUTOFF
         self.exited.set()
         self.hub.end()
+        await self._writer.aclose()
         await self.client.aclose()
         stamp = status_stamp(self.directory)
         if stamp is None:
@@ -390,6 +400,7 @@ class DomainRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._releasing)
         self.hub.end()
+        await self._writer.aclose()
         await self.client.aclose()
         self.lock.close()
         if self._own_netlink is not None:

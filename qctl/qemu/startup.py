@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from qctl.caps import QEMUCaps, locate_install
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
 from qctl.errors import QMPError, QMPTimeoutError, StateError
 from qctl.host import LinkControl, Netlink
-from qctl.qemu.claims import devices_held, devices_lock
+from qctl.qemu.claims import claim_devices, devices_held, devices_lock
 from qctl.qemu.command import build_command
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
@@ -100,10 +101,19 @@ async def _prepare_vfio_devices(
             netlink=netlink,
             sysfs=host_paths.sysfs,
             in_use=held,
-            note=notes.setdefault(device.alias, {}).update,
+            note=_noting(notes.setdefault(device.alias, {})),
         )
         held[vfio.address] = f"{domain.name}/{device.alias}"
     return notes
+
+
+def _noting(changes: dict[str, object]) -> Callable[..., Awaitable[None]]:
+    """A ``note`` for :func:`prepare_vfio` that keeps the changes for the first status write."""
+
+    async def note(**more: object) -> None:
+        changes.update(more)
+
+    return note
 
 
 def _has_vfio(domain: DomainDef) -> bool:
@@ -238,9 +248,9 @@ async def launch(
         )
         if _has_vfio(planned):
             await claims.enter_async_context(devices_lock(root))
-        notes = await _prepare_vfio_devices(
-            prepared.domain, stack, link, host_paths, devices_held(root, besides=planned.name)
-        )
+        held = devices_held(root, besides=planned.name) if _has_vfio(planned) else {}
+        notes = await _prepare_vfio_devices(prepared.domain, stack, link, host_paths, held)
+        claim_devices(root, {a: o for a, o in held.items() if o.startswith(f"{planned.name}/")})
         listeners = [_listen(path) for path in directory.qmp_sockets]
         for listener in listeners:
             stack.callback(listener.close)
@@ -286,7 +296,7 @@ async def launch(
             live=prepared.domain,
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
-        write_status(directory, status)
+        await asyncio.to_thread(write_status, directory, status)
         clear_start(directory)
         await monitor.resume()
         prepared.release_fds()

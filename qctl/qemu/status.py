@@ -11,18 +11,28 @@ the file.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from qctl.conf import DomainDef, format_xml, parse_domain
 from qctl.errors import QctlError, StateError
 from qctl.qemu.devices import merge_live
-from qctl.qemu.ledger import Ledger
+from qctl.qemu.ledger import Ledger, LedgerEntry
 from qctl.qemu.process import ProcessIdentity
 from qctl.qemu.runstate import RunState
-from qctl.qemu.state import DomainDir
+from qctl.qemu.state import DomainDir, atomic_write
 from qctl.qemu.txn import JobRecord
 
-__all__ = ["STATUS_VERSION", "Status", "read_status", "write_status"]
+__all__ = [
+    "STATUS_VERSION",
+    "Status",
+    "StatusRenderer",
+    "StatusSummary",
+    "read_status",
+    "read_summary",
+    "write_status",
+]
 
 STATUS_VERSION = 1
 
@@ -40,35 +50,88 @@ class Status:
     job: JobRecord | None = None
 
 
-def write_status(
-    directory: DomainDir,
-    status: Status,
-    *,
-    config_xml: str | None = None,
-    live_xml: str | None = None,
-    durable: bool = True,
-) -> None:
-    """Atomically replace the domain's status file.
+class StatusRenderer:
+    """Renders a domain's status file, re-serializing only what changed since last time.
 
-    ``config_xml`` and ``live_xml`` may be given already rendered: a running domain writes
-    its status at every hot-plug step, and the definitions change far less often.
-    ``durable=False`` skips the fsync, for changes a crash may lose (a job record: its
-    owner's death shows it is over).
+    The definitions' XML is rendered once per version of them, and each ledger entry's
+    JSON once per entry (entries are immutable: a step replaces one), so a hot-plug step
+    costs the entry it changed, not the whole ledger.
     """
-    directory.write_status(
-        {
+
+    def __init__(self) -> None:
+        self._xml: dict[str, tuple[DomainDef, str]] = {}
+        self._entries: dict[str, tuple[LedgerEntry, str]] = {}
+
+    def _xml_of(self, key: str, domain: DomainDef, given: str | None) -> str:
+        if given is not None:
+            return given
+        cached = self._xml.get(key)
+        if cached is None or cached[0] is not domain:
+            cached = (domain, format_xml(domain))
+            self._xml[key] = cached
+        return cached[1]
+
+    def _entry_json(self, entry: LedgerEntry) -> str:
+        cached = self._entries.get(entry.alias)
+        if cached is None or cached[0] is not entry:
+            cached = (entry, json.dumps(entry.to_json(), separators=(",", ":")))
+            self._entries[entry.alias] = cached
+        return cached[1]
+
+    def render(self, status: Status, *, live_xml: str | None = None) -> bytes:
+        """The status file's bytes. ``live_xml`` may be given already rendered (a
+        snapshot that may lag: see :func:`~qctl.qemu.devices.merge_live`)."""
+        head = {
             "version": STATUS_VERSION,
             "name": status.live.name,
             "pid": status.identity.pid,
             "start_time": status.identity.start_time,
             "binary": status.binary,
-            "config_xml": config_xml if config_xml is not None else format_xml(status.config),
-            "live_xml": live_xml if live_xml is not None else format_xml(status.live),
-            "ledger": status.ledger.to_json(),
+            "config_xml": self._xml_of("config", status.config, None),
+            "live_xml": self._xml_of("live", status.live, live_xml),
             "state": status.state.value,
             "job": status.job.to_json() if status.job is not None else None,
-        },
-        durable=durable,
+        }
+        entries = ",".join(self._entry_json(entry) for entry in status.ledger)
+        for alias in set(self._entries) - {e.alias for e in status.ledger}:
+            del self._entries[alias]
+        text = json.dumps(head, separators=(",", ":"))
+        return f'{text[:-1]},"ledger":[{entries}]}}'.encode()
+
+
+def write_status(directory: DomainDir, status: Status) -> None:
+    """Atomically and durably replace the domain's status file (a one-off write: a running
+    domain's runtime writes through its own renderer, off the event loop)."""
+    atomic_write(directory.status_file, StatusRenderer().render(status))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    """What cross-domain lookups need of a status file, read without parsing any XML."""
+
+    identity: ProcessIdentity
+    ledger: Ledger
+    state: RunState
+    job: JobRecord | None
+
+
+def read_summary(directory: DomainDir) -> StatusSummary:
+    """The domain's process, ledger, run state and job; StateError when missing or damaged."""
+    data = directory.read_status()
+    try:
+        return _summary(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StateError(f"status file {directory.status_file} is damaged: {exc}") from exc
+
+
+def _summary(data: dict[str, Any]) -> StatusSummary:
+    if data.get("version") != STATUS_VERSION:
+        raise ValueError(f"unknown status version {data.get('version')!r}")
+    return StatusSummary(
+        identity=ProcessIdentity(int(data["pid"]), int(data["start_time"])),
+        ledger=Ledger.from_json(data["ledger"]),
+        state=RunState(data.get("state", RunState.RUNNING.value)),
+        job=JobRecord.from_json(data["job"]) if data.get("job") is not None else None,
     )
 
 
@@ -77,19 +140,17 @@ def read_status(directory: DomainDir) -> Status:
     data = directory.read_status()
     source = str(directory.status_file)
     try:
-        ledger = Ledger.from_json(data["ledger"])
-        if data.get("version") != STATUS_VERSION:
-            raise ValueError(f"unknown status version {data.get('version')!r}")
+        summary = _summary(data)
         return Status(
-            identity=ProcessIdentity(int(data["pid"]), int(data["start_time"])),
+            identity=summary.identity,
             binary=str(data["binary"]),
             config=parse_domain(data["config_xml"], source=source),
             live=merge_live(
-                parse_domain(data["live_xml"], source=source, live=True), ledger
+                parse_domain(data["live_xml"], source=source, live=True), summary.ledger
             ),
-            ledger=ledger,
-            state=RunState(data.get("state", RunState.RUNNING.value)),
-            job=JobRecord.from_json(data["job"]) if data.get("job") is not None else None,
+            ledger=summary.ledger,
+            state=summary.state,
+            job=summary.job,
         )
     except (KeyError, TypeError, ValueError, AttributeError, QctlError) as exc:
         raise StateError(f"status file {source} is damaged: {exc}") from exc

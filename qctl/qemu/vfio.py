@@ -16,7 +16,7 @@ goes on the caller's stack. :func:`release_vfio` undoes the same from a ledger e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from qctl.conf import HostdevDef, InterfaceDef
@@ -38,7 +38,7 @@ from qctl.types import MACAddress, PCIAddress
 
 __all__ = ["VFIODevice", "prepare_vfio", "release_vfio"]
 
-Note = Callable[..., None]
+Note = Callable[..., Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +85,11 @@ async def prepare_vfio(
     if device.mac is not None and pci.is_vf():
         vf = find_vf(device.address, sysfs=sysfs)
         saved = await save_vf_config(vf, netlink)
-        note(saved_vf=_saved(saved))
+        await note(saved_vf=_saved(saved))
         stack.push_async_callback(restore_vf_config, saved, netlink)
         await apply_vf_config(vf, netlink, mac=device.mac, vlan=0)
     if device.managed:
-        note(original_driver=pci.driver() or "")
+        await note(original_driver=pci.driver() or "")
         original = await bind_vfio(pci)
         stack.push_async_callback(rebind, pci, original)
 

@@ -164,7 +164,7 @@ async def test_device_qemu_no_longer_has_is_taken_as_gone(
     dom, _ = guest
     # The ledger claims a device QEMU does not have (as after a crash mid-way): QEMU's
     # "device not found" for device_del means already gone, and the books are finished.
-    dom.runtime.record(
+    await dom.runtime.record(
         LedgerEntry(
             alias="ua-ghost",
             kind=DeviceKind.INTERFACE,

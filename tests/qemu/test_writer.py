@@ -1,0 +1,88 @@
+"""Status writes off the event loop: coalesced, durable on flush, and one domain's slow disk
+never holds up another domain's job."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakeqemu import FakeLauncher
+from support import unique
+
+import qctl.qemu.writer as writer_module
+from qctl import Domain, QEMUCaps, parse_domain
+from qctl.qemu.writer import StatusWriter
+
+DATA = Path(__file__).parent / "data"
+CAPS = QEMUCaps.from_json((DATA / "argv" / "qemu-7.2.caps.json").read_text())
+DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices><controller type='pci' index='1' model='pcie-root-port'/></devices></domain>"""
+USER_NIC = "<interface type='user'><model type='virtio'/></interface>"
+
+
+async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    state = {"n": 0}
+    renders: list[int] = []
+
+    def render() -> bytes:
+        renders.append(state["n"])
+        return json.dumps(state).encode()
+
+    writer = StatusWriter(path, render, lambda: None)
+    for n in range(1, 6):  # five changes in a row, no await between them
+        state["n"] = n
+        writer.changed()
+    await writer.flush()
+    assert json.loads(path.read_text()) == {"n": 5}
+    assert len(renders) <= 2  # coalesced: not one write per change
+    await writer.aclose()
+
+
+async def test_a_failed_write_is_raised_by_flush(tmp_path: Path) -> None:
+    writer = StatusWriter(tmp_path / "missing" / "status.json", lambda: b"{}", lambda: None)
+    writer.changed()
+    with pytest.raises(FileNotFoundError):
+        await writer.flush()
+
+
+async def test_a_slow_disk_on_one_domain_does_not_delay_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launcher = FakeLauncher()
+    slow = await Domain.start(
+        parse_domain(DOMAIN.format(name=unique("slow"))),
+        caps=CAPS, state_root=tmp_path / "a", launcher=launcher,
+    )
+    fast = await Domain.start(
+        parse_domain(DOMAIN.format(name=unique("fast"))),
+        caps=CAPS, state_root=tmp_path / "b", launcher=launcher,
+    )
+    real = writer_module.atomic_write
+
+    def delayed(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
+        if path == slow.directory.status_file:
+            time.sleep(1.0)  # in the writer's thread: a disk that takes a second
+        real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "atomic_write", delayed)
+    try:
+        began = time.monotonic()
+        slow_attach = asyncio.create_task(slow.attach_device(USER_NIC))
+        await asyncio.sleep(0.05)  # the slow domain's first write is under way
+        fast_began = time.monotonic()
+        await fast.attach_device(USER_NIC)
+        fast_took = time.monotonic() - fast_began
+        await slow_attach
+        slow_took = time.monotonic() - began
+    finally:
+        monkeypatch.setattr(writer_module, "atomic_write", real)
+        await slow.stop(force=True)
+        await fast.stop(force=True)
+    assert slow_took >= 1.0  # it did wait for its own disk…
+    assert fast_took < 0.5, fast_took  # …and the other domain did not
