@@ -63,6 +63,7 @@ class Kind:
     steps: tuple[str, ...]
     tap: str | None = None
     vf: bool = False
+    alias: str = "net0"
 
 
 KINDS = {
@@ -94,11 +95,19 @@ KINDS = {
         f"<source>{VF}</source></interface>",
         ("device_add",),
         vf=True,
+        alias="hostdev0",
+    ),
+    "hostdev-pool": Kind(
+        "<interface type='network'><mac address='52:54:00:aa:00:06'/>"
+        "<source network='vfpool'/></interface>",
+        ("device_add",),
+        vf=True,
     ),
     "hostdev": Kind(
         f"<hostdev mode='subsystem' type='pci' managed='yes'><source>{VF}</source></hostdev>",
         ("device_add",),
         vf=True,
+        alias="hostdev0",
     ),
 }
 
@@ -155,6 +164,13 @@ async def rig(kind_name: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     dom = await Domain.start(
         defn, caps=CAPS, state_root=state, netlink=netlink, host_paths=paths, launcher=launcher
     )
+    if kind_name == "hostdev-pool":
+        dom.networks.define(
+            parse_network(
+                "<network><name>vfpool</name><forward mode='hostdev' managed='yes'>"
+                f"<pf dev='{PF}'/></forward></network>"
+            )
+        )
     if kind_name == "network":
         dom.networks.define(
             parse_network(
@@ -193,8 +209,9 @@ async def assert_nothing_left(rig: Rig, before: tuple[set[str], set[str], set[st
         assert await rig.netlink.get_link(rig.kind.tap) is None
     if rig.kind.vf:
         assert isinstance(rig.netlink, FakeVFNetlink) and rig.sysfs is not None
-        assert rig.netlink.config(PF, 1) == ORIGINAL
-        assert rig.sysfs.override_of(PCIAddress.parse("0000:3b:10.1")) is None
+        for index in (0, 1):
+            assert rig.netlink.config(PF, index) == ORIGINAL
+            assert rig.sysfs.override_of(PCIAddress.parse(f"0000:3b:10.{index}")) is None
     assert rig.dom.networks.allocations() == []
     assert "attaching" not in rig.dom.directory.status_file.read_text()
 
@@ -258,7 +275,7 @@ async def test_a_refusal_never_undoes_what_another_created(rig: Rig, kind_name: 
         rig.qemu.netdevs.add("hostnet0")
         command = "netdev_add"
     else:
-        rig.qemu.peripherals.add("hostdev0" if rig.kind.vf else "net0")
+        rig.qemu.peripherals.add(rig.kind.alias)
         command = "device_add"
     before = snapshot(rig.qemu)
     with pytest.raises(HotplugError, match=f"failed at {command}.*Duplicate"):
