@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from qctl import ValidationError
+
 
 def add_state_dir(parser: argparse.ArgumentParser) -> None:
     """``--state-dir DIR``: where running domains keep their state (default: $QCTL_STATE_DIR,
@@ -28,3 +30,12 @@ def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout."""
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def warning_line(warning: ValidationError) -> str:
+    """A warning as the CLI prints it: ``FILE:LINE: warning: PATH: message``."""
+    where = warning.source or "<string>"
+    if warning.line is not None:
+        where = f"{where}:{warning.line}"
+    text = f"{warning.path}: {warning.message}" if warning.path else warning.message
+    return f"{where}: warning: {text}"

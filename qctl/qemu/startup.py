@@ -31,6 +31,7 @@ from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkSt
 from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
 from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
 from qctl.qemu.command import build_command
+from qctl.qemu.hostdevpool import take_pool_devices
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
@@ -287,6 +288,11 @@ async def launch(
             stack.push_async_callback(own_link.aclose)
         else:
             link = netlink
+        # type='network' interfaces on hostdev pools: a pool device each, as hostdev NICs
+        pooled = await take_pool_devices(
+            planned, stack, NetworkStore.for_host(root, host_paths.sysfs)
+        )
+        planned = pooled.domain
         prepared = await prepare_interfaces(
             planned,
             stack,
@@ -301,6 +307,8 @@ async def launch(
         notes = await _prepare_vfio_devices(
             prepared.domain, stack, link, host_paths, devices_held(root, besides=planned.name)
         )
+        for alias, allocation in pooled.pools.items():  # the ledger returns them to the pool
+            notes.setdefault(alias, {})["pool"] = allocation
         listeners = [_listen(path) for path in directory.qmp_sockets]
         for listener in listeners:
             stack.callback(listener.close)

@@ -157,6 +157,15 @@ CASES: dict[str, Case] = {
     "libvirt-vhostnet-virtio": Case(vhost_net=True),
     "libvirt-upstream-hostdev": Case(),
     "libvirt-upstream-teaming": Case(),
+    # issue 12: what libvirt gets right, and nothing silently ignored
+    "hostdev-teaming": Case(),
+    "hostdev-unassigned": Case(),
+    "hostdev-twice": Case(),
+    "usb-net-pc": Case(),
+    "models-case": Case(),
+    "address-empty": Case(),
+    "target-unmanaged": Case(),
+    "bandwidth-refused": Case(),
 }
 
 
@@ -308,7 +317,7 @@ def test_failover_pair() -> None:
         ("failover-unsupported", "virtio_net_failover", "needs virtio-net failover"),
         ("netfront-no-xen", "xen_pv_nic", "xen-net-device"),
         ("usb-hostdev-interface", "usb-hostdev-interface", "USB host device cannot be assigned"),
-        ("network-hostdev-pool", "network-bridge", "is not a bridge pool"),
+        ("network-hostdev-pool", "network-bridge", "is a hostdev pool"),
     ],
 )
 def test_refusals_name_the_capability(name: str, capability: str, words: str) -> None:
