@@ -50,7 +50,7 @@ INTERFACE_PARTS: dict[str, str] = {
     "driver queues=": "virtio multiqueue",
     "driver rx_queue_size=, tx_queue_size=": "virtio",
     "teaming type=, persistent=": "virtio failover / failover_pair_id",
-    "vlan/tag id=": "hostdev (an SR-IOV VF): the VF's VLAN, set through the PF",
+    "vlan/tag id=": "hostdev or hostdev pool (an SR-IOV VF): the VF's VLAN, set via the PF",
     "link state=": "set_link before the guest runs (not on hostdev)",
     "mtu size=": "the tap's MTU, virtio host_mtu (not on hostdev)",
     "boot order=": "bootindex",
@@ -93,7 +93,7 @@ REFUSED_PARTS: dict[str, str] = {
     "interface trustGuestRxFilters=": "RX-filter changes are not mirrored to the host",
     "target managed='no'": "qctl always creates its own tap",
     "vlan trunk=, tag nativeMode=, several tags": "a VF takes one tag",
-    "vlan on a tap interface": "only VFs get a VLAN",
+    "vlan on a tap interface": "only VFs get a VLAN (on a bridge pool: refused at start)",
     "link, mtu, target on a hostdev interface": "a passed-through NIC has no host side",
     "driver queues=, rx_queue_size=, tx_queue_size= on a non-virtio model": "virtio only",
     "address of another type (ccw, usb, isa, …)": "only PCI guest addresses are placed",
@@ -187,7 +187,9 @@ def _interface_parts(iface: InterfaceDef, where: str) -> Iterator[Unsupported]:
                         f"<driver {name}=…> on model {iface.model or 'rtl8139'!r} (virtio only)",
                     )
     if iface.vlan is not None:
-        yield from _vlan_parts(iface.vlan, f"{where}/vlan", hostdev)
+        # A network interface may be on a hostdev pool; on a bridge pool start refuses it.
+        vf = hostdev or iface.type is InterfaceType.NETWORK
+        yield from _vlan_parts(iface.vlan, f"{where}/vlan", vf)
     if iface.target_managed is False:
         yield Unsupported(
             f"{where}/target", iface.line_of("target"), "<target managed='no'> (an existing tap)"

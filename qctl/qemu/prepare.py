@@ -138,6 +138,12 @@ def bridge_of(iface: InterfaceDef, networks: NetworkLookup) -> str | None:
                 "only when the domain starts or the interface is hot-plugged, not in a dry run",
                 capability="network-bridge",
             )
+        if iface.vlan is not None:
+            raise UnsupportedError(
+                f"<vlan> on an interface of bridge pool {network.name!r} is not supported by "
+                "qctl (only SR-IOV VFs get a VLAN)",
+                capability="vf-vlan",
+            )
         return str(network.bridge)
     return None
 

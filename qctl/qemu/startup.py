@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qctl.caps import QEMUCaps
-from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
+from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState, format_xml
 from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
 from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
 from qctl.qemu.command import build_command
@@ -204,7 +204,8 @@ def initial_ledger(
 
 
 def hostdev_entry(dev: HostdevDef, state: EntryState) -> LedgerEntry:
-    """The ledger entry of a ``<hostdev>``."""
+    """The ledger entry of a ``<hostdev>``; an unassigned one (held, QEMU never has it)
+    keeps its XML, which says so."""
     assert dev.alias is not None
     return LedgerEntry(
         alias=dev.alias,
@@ -212,6 +213,7 @@ def hostdev_entry(dev: HostdevDef, state: EntryState) -> LedgerEntry:
         state=state,
         guest_address=str(dev.address) if dev.address else None,
         host_device=str(dev.source),
+        device_xml=format_xml(dev) if dev.unassigned else None,
     )
 
 
