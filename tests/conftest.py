@@ -82,7 +82,9 @@ def guest_paths() -> tuple[Path, Path]:
     kernel, initrd = base / "vmlinuz", base / "initrd.img"
     absent = [p.name for p in (kernel, initrd) if not p.is_file()]
     if absent:
-        missing(f"test guest not built: no {', '.join(absent)} in {base} (run scripts/build-guest)")
+        missing(
+            f"test guest not built: no {', '.join(absent)} in {base} (run scripts/build-guest)"
+        )
     return kernel, initrd
 
 

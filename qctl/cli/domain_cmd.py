@@ -85,9 +85,8 @@ def _list(args: argparse.Namespace) -> int:
     for info in infos:
         if not info.running:
             asyncio.run(release(info.name))
-    rows = [
-        {"name": i.name, "pid": i.pid, "state": "running" if i.running else "gone"} for i in infos
-    ]
+    rows = [{"name": i.name, "pid": i.pid, "state": "running" if i.running else "gone"}
+            for i in infos]
     if args.json:
         print_json(rows)
     else:

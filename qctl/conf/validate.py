@@ -549,16 +549,16 @@ def review_device(
     """Every rule broken by ``device`` and every doubt about it, alone or as a device of
     ``domain``.
 
-    A lone device is one to hot-plug: it must also not be an unassigned ``<hostdev>``,
-    which qctl does not hot-plug. With ``domain`` (the domain it joins), it must not reuse
-    a MAC address (a warning), alias, guest PCI address, host device or boot order of the
-    domain's other devices, and a transient teaming device must name a persistent virtio
-    interface of the domain. Paths are relative to the device itself (``/interface/mac``).
+    With ``domain`` (the device is hot-plugged into it), it must not be an unassigned
+    ``<hostdev>`` (qctl does not hot-plug those), nor reuse a MAC address (a warning),
+    alias, guest PCI address, host device or boot order of the domain's other devices, and
+    a transient teaming device must name a persistent virtio interface of the domain.
+    Paths are relative to the device itself (``/interface/mac``).
     """
     problems = _Problems(source, lenient=lenient)
     path = f"/{device_tag(device)}"
     _check_device(device, path, live, problems)
-    if isinstance(device, HostdevDef) and device.unassigned:
+    if domain is not None and isinstance(device, HostdevDef) and device.unassigned:
         problems.unsupported(
             f"{path}/address",
             device.line_of("address"),

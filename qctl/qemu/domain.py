@@ -325,7 +325,8 @@ class Domain:
                         raise error
                     directory.remove()
                     raise StateError(
-                        f"domain {name!r} is not running (QEMU exited); its resources were released"
+                        f"domain {name!r} is not running (QEMU exited); its resources "
+                        "were released"
                     )
             finally:
                 lock.release()
