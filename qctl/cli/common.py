@@ -10,6 +10,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from qctl import ValidationError
+
 
 def add_state_dir(parser: argparse.ArgumentParser) -> None:
     """``--state-dir DIR``: where running domains keep their state (default: $QCTL_STATE_DIR,
@@ -72,3 +74,12 @@ def run(work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
+
+
+def warning_line(warning: ValidationError) -> str:
+    """A warning as the CLI prints it: ``FILE:LINE: warning: PATH: message``."""
+    where = warning.source or "<string>"
+    if warning.line is not None:
+        where = f"{where}:{warning.line}"
+    text = f"{warning.path}: {warning.message}" if warning.path else warning.message
+    return f"{where}: warning: {text}"

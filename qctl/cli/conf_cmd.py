@@ -2,7 +2,11 @@
 
 ``validate FILE...`` reports every problem of every file, one ``FILE:LINE: …`` line each on
 stderr (or a JSON report on stdout with ``--json``), and exits 0 only when all are valid.
-``format FILE`` prints the normalized XML (or the model as JSON with ``--json``).
+Parts of an ``<interface>`` or ``<hostdev>`` that qctl would not apply are problems ("not
+supported by qctl"); ``--lenient`` reports them as warnings (``FILE:LINE: warning: …``),
+which do not fail the file, as are the doubts libvirt accepts (two NICs with one MAC).
+``format FILE`` prints the normalized XML (or the model as JSON with ``--json``); parts qctl
+would not apply are passed through.
 ``--live`` reads the XML of a running domain, whose devices have aliases qctl (or libvirt)
 chose rather than ``ua-`` user aliases.
 """
@@ -15,21 +19,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qctl import ConfigError, XMLSyntaxError, check, def_to_dict, format_xml, load
+from qctl import ConfigError, ValidationError, XMLSyntaxError, def_to_dict, format_xml, load, review
+from qctl.cli.common import warning_line
 
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
 # invalid: validate reports the problems itself instead of raising the first one.
 _INVALID = 3
 _LIVE_HELP = "the XML of a running domain: allow device aliases not chosen by the user (net0)"
+_LENIENT_HELP = "report parts qctl would not apply (not supported by qctl) as warnings"
 
 
-def _problems(path: str, *, live: bool) -> list[ConfigError]:
-    """Every problem of the file at ``path``, an unreadable file included."""
+def _problems(
+    path: str, *, live: bool, lenient: bool
+) -> tuple[list[ConfigError], list[ValidationError]]:
+    """Every problem and warning of the file at ``path``, an unreadable file included."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        return [ConfigError(f"cannot read: {exc.strerror or exc}", source=path)]
-    return check(data, source=path, live=live)
+        return [ConfigError(f"cannot read: {exc.strerror or exc}", source=path)], []
+    return review(data, source=path, live=live, lenient=lenient)
 
 
 def _problem_data(problem: ConfigError) -> dict[str, Any]:
@@ -44,22 +52,29 @@ def _problem_data(problem: ConfigError) -> dict[str, Any]:
 def _validate(args: argparse.Namespace) -> int:
     report = []
     for path in args.files:
-        problems = _problems(path, live=args.live)
-        report.append((path, problems))
+        problems, warnings = _problems(path, live=args.live, lenient=args.lenient)
+        report.append((path, problems, warnings))
         if not args.json:
             for problem in problems:
                 print(problem, file=sys.stderr)
+            for warning in warnings:
+                print(warning_line(warning), file=sys.stderr)
     if args.json:
         data = [
-            {"file": path, "valid": not problems, "problems": [_problem_data(p) for p in problems]}
-            for path, problems in report
+            {
+                "file": path,
+                "valid": not problems,
+                "problems": [_problem_data(p) for p in problems],
+                "warnings": [_problem_data(w) for w in warnings],
+            }
+            for path, problems, warnings in report
         ]
         print(json.dumps(data, indent=2))
-    return _INVALID if any(problems for _, problems in report) else 0
+    return _INVALID if any(problems for _, problems, _ in report) else 0
 
 
 def _format(args: argparse.Namespace) -> int:
-    defn = load(args.file, live=args.live)
+    defn = load(args.file, live=args.live, lenient=True)
     if args.json:
         print(json.dumps(def_to_dict(defn), indent=2))
     else:
@@ -77,12 +92,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     validate.add_argument("--live", action="store_true", help=_LIVE_HELP)
+    validate.add_argument("--lenient", action="store_true", help=_LENIENT_HELP)
     validate.set_defaults(func=_validate)
 
     fmt = sub.add_parser(
         "format",
         help="print a document normalized",
-        description="Print FILE as normalized XML (it must be valid).",
+        description="Print FILE as normalized XML (it must be valid; parts qctl would not "
+        "apply are passed through).",
     )
     fmt.add_argument("file", metavar="FILE")
     fmt.add_argument("--json", action="store_true", help="print the model as JSON instead")

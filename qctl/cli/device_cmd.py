@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qctl import DetachResult, Domain, format_xml
-from qctl.cli.common import add_json, add_state_dir, print_json, run
+from qctl import DetachResult, Domain, format_xml, review
+from qctl.cli.common import add_json, add_state_dir, print_json, run, warning_line
 
 
 def register(sub: Any) -> None:
@@ -52,6 +52,8 @@ def register(sub: Any) -> None:
 
 def _attach(args: argparse.Namespace) -> int:
     xml = Path(args.file).read_text()
+    for warning in review(xml, source=args.file)[1]:
+        print(warning_line(warning), file=sys.stderr)
 
     async def work() -> str:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:

@@ -36,9 +36,20 @@ from qctl.conf.model import (
     TeamingType,
     USBAddress,
     VCPUDef,
+    VLANDef,
+    VLANTagDef,
+    canonical_model,
 )
-from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, parse_network
-from qctl.conf.validate import validate_device, validate_domain, validate_network
+from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, parse_network, review
+from qctl.conf.validate import (
+    Review,
+    review_device,
+    review_domain,
+    review_network,
+    validate_device,
+    validate_domain,
+    validate_network,
+)
 
 __all__ = [
     "VIRTIO_MODELS",
@@ -64,12 +75,16 @@ __all__ = [
     "NetworkDef",
     "OSDef",
     "RawXML",
+    "Review",
     "SerialDef",
     "SerialType",
     "TeamingDef",
     "TeamingType",
     "USBAddress",
     "VCPUDef",
+    "VLANDef",
+    "VLANTagDef",
+    "canonical_model",
     "check",
     "def_to_dict",
     "format_xml",
@@ -77,6 +92,10 @@ __all__ = [
     "parse_device",
     "parse_domain",
     "parse_network",
+    "review",
+    "review_device",
+    "review_domain",
+    "review_network",
     "validate_device",
     "validate_domain",
     "validate_network",

@@ -27,6 +27,8 @@ from qctl.conf.model import (
     OSDef,
     RawXML,
     SerialDef,
+    TeamingDef,
+    VLANDef,
 )
 from qctl.conf.xml import OutElement, render_xml
 from qctl.types import PCIAddress
@@ -162,29 +164,44 @@ def _interface(iface: InterfaceDef) -> OutElement:
     )
     b.add_leaf("model", [("type", iface.model)])
     b.add("driver", None if iface.driver is None else _interface_driver(iface.driver))
-    teaming = iface.teaming
+    _add_teaming(b, iface.teaming)
+    b.add("vlan", None if iface.vlan is None else _vlan(iface.vlan))
+    b.add_leaf("link", [("state", None if iface.link_state is None else iface.link_state.value)])
+    b.add_leaf("mtu", [("size", iface.mtu)])
+    b.add_leaf("boot", [("order", iface.boot_order)])
+    b.add_leaf("alias", [("name", iface.alias)])
+    _add_guest_address(b, iface.address, auto=iface.auto_address)
+    return b.done()
+
+
+def _add_teaming(b: _Builder, teaming: TeamingDef | None) -> None:
     b.add_leaf(
         "teaming",
         []
         if teaming is None
         else [("type", teaming.type.value), ("persistent", teaming.persistent)],
     )
-    b.add_leaf("link", [("state", None if iface.link_state is None else iface.link_state.value)])
-    b.add_leaf("mtu", [("size", iface.mtu)])
-    b.add_leaf("boot", [("order", iface.boot_order)])
-    b.add_leaf("alias", [("name", iface.alias)])
-    _add_guest_address(b, iface.address)
+
+
+def _vlan(vlan: VLANDef) -> OutElement:
+    b = _Builder("vlan", vlan)
+    b.attrs(("trunk", vlan.trunk))
+    for n, tag in enumerate(vlan.tags, start=1):
+        b.add("tag", b.leaf(f"tag[{n}]", [("id", tag.id), ("nativeMode", tag.native_mode)]))
     return b.done()
 
 
-def _add_guest_address(b: _Builder, address: PCIAddress | None) -> None:
+def _add_guest_address(b: _Builder, address: PCIAddress | None, *, auto: bool = False) -> None:
     if address is not None:
         b.add_leaf("address", [("type", "pci"), *_pci_attrs(address)])
+    elif auto:
+        b.add_leaf("address", [("type", "pci")])
 
 
 def _hostdev(hostdev: HostdevDef) -> OutElement:
     b = _Builder("hostdev", hostdev)
     b.attrs(("mode", "subsystem"), ("type", "pci"), ("managed", hostdev.managed))
+    b.add_leaf("driver", [("name", hostdev.driver_name)])
     source = b.leaf("source") or OutElement("source")
     address = b.leaf("source/address", _pci_attrs(hostdev.source))
     if address is not None:
@@ -192,7 +209,10 @@ def _hostdev(hostdev: HostdevDef) -> OutElement:
     b.add("source", source)
     b.add_leaf("boot", [("order", hostdev.boot_order)])
     b.add_leaf("alias", [("name", hostdev.alias)])
-    _add_guest_address(b, hostdev.address)
+    _add_teaming(b, hostdev.teaming)
+    _add_guest_address(b, hostdev.address, auto=hostdev.auto_address)
+    if hostdev.unassigned:
+        b.add_leaf("address", [("type", "unassigned")])
     return b.done()
 
 
@@ -273,6 +293,7 @@ def _network(network: NetworkDef) -> OutElement:
     b.add("forward", None if network.forward is None else _forward(network.forward))
     if network.bridge is not None:
         b.add_leaf("bridge", [("name", str(network.bridge))])
+    b.add("vlan", None if network.vlan is None else _vlan(network.vlan))
     return b.done()
 
 

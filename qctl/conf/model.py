@@ -60,6 +60,9 @@ __all__ = [
     "TeamingType",
     "USBAddress",
     "VCPUDef",
+    "VLANDef",
+    "VLANTagDef",
+    "canonical_model",
     "device_tag",
     "is_device_id",
     "is_user_alias",
@@ -147,6 +150,22 @@ class ForwardMode(StrEnum):
 
 VIRTIO_MODELS = frozenset({"virtio", "virtio-transitional", "virtio-non-transitional"})
 """Interface ``<model type>`` values that mean a virtio-net device."""
+
+#: libvirt's known NIC models (``virDomainNetModel``), matched case-insensitively as libvirt
+#: matches them and stored in this spelling; other model names are passed on as written.
+KNOWN_MODELS = (
+    "virtio", "virtio-transitional", "virtio-non-transitional", "e1000", "e1000e", "igb",
+    "rtl8139", "netfront", "usb-net", "spapr-vlan", "lan9118", "smc91c111", "vlance",
+    "vmxnet", "vmxnet2", "vmxnet3", "Am79C970A", "Am79C973", "82540EM", "82545EM", "82543GC",
+)  # fmt: skip
+_MODEL_SPELLING = {model.lower(): model for model in KNOWN_MODELS}
+
+
+def canonical_model(model: str) -> str:
+    """A ``<model type>`` as libvirt understands it: a known model in its own spelling
+    (``VIRTIO`` is ``virtio``), any other name unchanged."""
+    return _MODEL_SPELLING.get(model.lower(), model)
+
 
 # Bytes per unit; names compared case-insensitively, as libvirt does.
 _MEMORY_UNITS: dict[str, int] = {
@@ -314,6 +333,26 @@ class TeamingDef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VLANTagDef:
+    """``<tag id nativeMode>`` of a ``<vlan>``."""
+
+    id: int
+    native_mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VLANDef(ElementDef):
+    """``<vlan trunk>``: the VLAN tags of an interface or a network pool.
+
+    qctl applies one untagged-access tag on an SR-IOV VF (set through the PF); trunks and
+    native modes are refused by validation (a VF takes one tag).
+    """
+
+    tags: tuple[VLANTagDef, ...] = ()
+    trunk: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InterfaceDef(ElementDef):
     """``<interface type=…>``: one guest NIC.
 
@@ -335,18 +374,28 @@ class InterfaceDef(ElementDef):
     alias: str | None = None
     address: PCIAddress | None = None
     managed: bool | None = None
+    vlan: VLANDef | None = None
+    #: ``<address type='pci'/>`` with no attributes: "place it", kept for ``format``
+    auto_address: bool = False
 
     @property
     def is_virtio(self) -> bool:
         """True when the guest sees a virtio-net device."""
-        return self.model in VIRTIO_MODELS
+        return self.model is not None and canonical_model(self.model) in VIRTIO_MODELS
+
+    @property
+    def is_usb(self) -> bool:
+        """True for a ``usb-net`` NIC, which sits on the guest's USB bus, not on PCI."""
+        return self.model is not None and canonical_model(self.model) == "usb-net"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostdevDef(ElementDef):
     """``<hostdev mode='subsystem' type='pci' managed=…>``: a host PCI function passed through.
 
-    ``source`` is the host address; ``address`` the guest address.
+    ``source`` is the host address; ``address`` the guest address. ``unassigned`` is
+    ``<address type='unassigned'/>``: the device is prepared (bound to VFIO, held) but not
+    given to the guest. ``teaming`` is a transient failover half, as on an interface.
     """
 
     source: PCIAddress
@@ -354,6 +403,12 @@ class HostdevDef(ElementDef):
     boot_order: int | None = None
     alias: str | None = None
     address: PCIAddress | None = None
+    teaming: TeamingDef | None = None
+    unassigned: bool = False
+    #: ``<address type='pci'/>`` with no attributes: "place it", kept for ``format``
+    auto_address: bool = False
+    #: ``<driver name=…>``: ``vfio`` (what qctl does anyway) or a backend qctl refuses
+    driver_name: str | None = None
 
 
 DeviceDef = ControllerDef | SerialDef | InterfaceDef | HostdevDef
@@ -396,6 +451,8 @@ class DomainDef(ElementDef):
     vcpu: VCPUDef | None = None
     devices: DevicesDef = DevicesDef()
     namespaces: tuple[tuple[str, str], ...] = ()
+    #: the file it was read from, so errors found later (planning, start) can name it
+    source: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def interfaces(self) -> tuple[InterfaceDef, ...]:
@@ -440,6 +497,7 @@ class NetworkDef(ElementDef):
     forward: ForwardDef | None = None
     bridge: IfName | None = None
     uuid: UUID | None = None
+    vlan: VLANDef | None = None
 
 
 _USER_ALIAS_RE = re.compile(r"ua-[A-Za-z0-9_-]+")

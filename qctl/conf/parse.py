@@ -50,13 +50,24 @@ from qctl.conf.model import (
     TeamingType,
     USBAddress,
     VCPUDef,
+    VLANDef,
+    VLANTagDef,
+    canonical_model,
 )
-from qctl.conf.validate import validate_device, validate_domain, validate_network
+from qctl.conf.validate import Review, review_device, review_domain, review_network
 from qctl.conf.xml import XMLNode, read_xml
 from qctl.errors import ConfigError, ValidationError
 from qctl.types import IfName, MACAddress, PCIAddress
 
-__all__ = ["AnyDef", "check", "load", "parse_device", "parse_domain", "parse_network"]
+__all__ = [
+    "AnyDef",
+    "check",
+    "load",
+    "parse_device",
+    "parse_domain",
+    "parse_network",
+    "review",
+]
 
 AnyDef = DomainDef | NetworkDef | InterfaceDef | HostdevDef
 """Whatever a document can define."""
@@ -150,6 +161,13 @@ class _Reader:
     def problem(self, message: str) -> None:
         """Record a problem with this element."""
         self.ctx.problem(message, path=self.path, line=self.line)
+
+    def problems_inside(self) -> bool:
+        """True when a problem was already recorded at or inside this element."""
+        return any(
+            p.path is not None and (p.path == self.path or p.path.startswith(self.path + "/"))
+            for p in self.ctx.problems
+        )
 
     def missing(self, tag: str) -> None:
         """Record that a required child element is absent."""
@@ -339,13 +357,48 @@ def _pci_address(r: _Reader) -> PCIAddress | None:
         return None
 
 
-def _guest_address(r: _Reader) -> PCIAddress | None:
-    """The guest PCI ``<address type='pci' …>`` of a device (other address types stay raw)."""
+def _guest_address(r: _Reader) -> tuple[PCIAddress | None, bool]:
+    """The guest PCI ``<address type='pci' …>`` of a device (other address types stay raw),
+    and whether it was an empty ``<address type='pci'/>``: "place it", as libvirt reads it,
+    not slot 0."""
     leaf = r.leaf("address", _is_pci_address)
     if leaf is None:
-        return None
+        return None, False
     leaf.attr("type")
-    return _pci_address(leaf)
+    if not any(name in leaf.node.attrs for name in _PCI_FIELDS):
+        return None, True
+    return _pci_address(leaf), False
+
+
+def _is_unassigned_address(node: XMLNode) -> bool:
+    return node.attrs.get("type") == "unassigned"
+
+
+def _teaming(r: _Reader) -> TeamingDef | None:
+    leaf = r.leaf("teaming")
+    if leaf is None:
+        return None
+    teaming_type = leaf.enum_attr("type", TeamingType, "teaming type", required=True)
+    persistent = leaf.attr("persistent")
+    return None if teaming_type is None else TeamingDef(type=teaming_type, persistent=persistent)
+
+
+def _vlan(r: _Reader) -> VLANDef | None:
+    """``<vlan trunk><tag id nativeMode/>…</vlan>``."""
+    vlan = r.child("vlan")
+    if vlan is None:
+        return None
+    trunk = vlan.bool_attr("trunk")
+    tags: list[VLANTagDef] = []
+    for leaf in vlan.leaves("tag"):
+        number = leaf.int_attr("id", required=True)
+        if number is not None and number > 4095:
+            leaf.problem(f"VLAN tag id {number} is out of range (0 to 4095)")
+        elif number is not None:
+            tags.append(VLANTagDef(id=number, native_mode=leaf.attr("nativeMode")))
+    if not tags and not vlan.problems_inside():
+        vlan.problem("<vlan> needs at least one <tag id='…'/>")
+    return VLANDef(tags=tuple(tags), trunk=trunk, **vlan.finish())
 
 
 def _alias(r: _Reader) -> str | None:
@@ -437,31 +490,31 @@ def _read_interface(r: _Reader) -> InterfaceDef:
         target_managed = leaf.bool_attr("managed")
     model = None if (leaf := r.leaf("model")) is None else leaf.attr("type", required=True)
     driver = r.child("driver")
-    teaming = None
-    if (leaf := r.leaf("teaming")) is not None:
-        teaming_type = leaf.enum_attr("type", TeamingType, "teaming type", required=True)
-        persistent = leaf.attr("persistent")
-        if teaming_type is not None:
-            teaming = TeamingDef(type=teaming_type, persistent=persistent)
+    teaming = _teaming(r)
+    vlan = _vlan(r)
     link_state = None
     if (leaf := r.leaf("link")) is not None:
         link_state = leaf.enum_attr("state", LinkState, "link state", required=True)
     mtu = None if (leaf := r.leaf("mtu")) is None else leaf.int_attr("size", required=True)
+    boot_order, alias = _boot_order(r), _alias(r)
+    address, auto_address = _guest_address(r)
     return InterfaceDef(
         type=kind,
         mac=mac,
         source=None if source is None else _read_interface_source(source),
         target_dev=target_dev,
         target_managed=target_managed,
-        model=model,
+        model=None if model is None else canonical_model(model),
         driver=None if driver is None else _read_interface_driver(driver),
         teaming=teaming,
         link_state=link_state,
         mtu=mtu,
-        boot_order=_boot_order(r),
-        alias=_alias(r),
-        address=_guest_address(r),
+        boot_order=boot_order,
+        alias=alias,
+        address=address,
+        auto_address=auto_address,
         managed=managed,
+        vlan=vlan,
         **r.finish(),
     )
 
@@ -478,12 +531,23 @@ def _read_hostdev(r: _Reader) -> HostdevDef:
     pci = _pci_address(address)
     if pci is None:
         raise _Abandon
+    managed, boot_order, alias = r.bool_attr("managed"), _boot_order(r), _alias(r)
+    driver = r.leaf("driver")
+    teaming = _teaming(r)
+    guest, auto_address = _guest_address(r)
+    unassigned = r.leaf("address", _is_unassigned_address)
+    if unassigned is not None:
+        unassigned.attr("type")
     return HostdevDef(
         source=pci,
-        managed=r.bool_attr("managed"),
-        boot_order=_boot_order(r),
-        alias=_alias(r),
-        address=_guest_address(r),
+        managed=managed,
+        boot_order=boot_order,
+        alias=alias,
+        address=guest,
+        auto_address=auto_address,
+        teaming=teaming,
+        unassigned=unassigned is not None,
+        driver_name=None if driver is None else driver.attr("name"),
         **r.finish(),
     )
 
@@ -494,9 +558,12 @@ def _read_controller(r: _Reader) -> ControllerDef:
     model = r.enum_attr("model", ControllerModel, "PCI controller model", required=True)
     if index is None or model is None:
         raise _Abandon
-    return ControllerDef(
-        index=index, model=model, alias=_alias(r), address=_guest_address(r), **r.finish()
-    )
+    alias = _alias(r)
+    leaf = r.leaf("address", _is_pci_address)
+    if leaf is not None:
+        leaf.attr("type")
+    address = None if leaf is None else _pci_address(leaf)
+    return ControllerDef(index=index, model=model, alias=alias, address=address, **r.finish())
 
 
 def _read_serial(r: _Reader) -> SerialDef:
@@ -623,6 +690,7 @@ def _read_domain(r: _Reader) -> DomainDef:
         vcpu=vcpu,
         devices=DevicesDef() if devices is None else _read_devices(devices),
         namespaces=r.node.namespaces,
+        source=r.ctx.source,
         **r.finish(),
     )
 
@@ -649,11 +717,13 @@ def _read_network(r: _Reader) -> NetworkDef:
     uuid = _uuid(r)
     forward = r.child("forward")
     bridge = None if (leaf := r.leaf("bridge")) is None else leaf.ifname_attr("name")
+    vlan = _vlan(r)
     return NetworkDef(
         name=name or "",
         uuid=uuid,
         forward=None if forward is None else _read_forward(forward),
         bridge=bridge,
+        vlan=vlan,
         **r.finish(),
     )
 
@@ -667,10 +737,15 @@ def _within(path: str, element: str) -> bool:
 
 
 def _read(
-    root: XMLNode, *, source: str | None, live: bool, roots: tuple[str, ...] = _ROOTS
-) -> tuple[AnyDef | None, list[ConfigError]]:
-    """Read and validate a parsed document: the definition (``None`` if it cannot be had)
-    and every problem, in line order.
+    root: XMLNode,
+    *,
+    source: str | None,
+    live: bool,
+    lenient: bool,
+    roots: tuple[str, ...] = _ROOTS,
+) -> tuple[AnyDef | None, list[ConfigError], list[ValidationError]]:
+    """Read and validate a parsed document: the definition (``None`` if it cannot be had),
+    every problem and every warning, in line order.
 
     A validation problem about an element that had a reading problem (at it or inside it) is
     left out: it is most likely about what was dropped or stood in for the broken part.
@@ -684,99 +759,117 @@ def _read(
             line=root.line,
             path=path,
         )
-        return None, [error]
+        return None, [error], []
     ctx = _Context(source)
     reader = _Reader(ctx, root, path)
     defn: AnyDef | None = None
-    found: list[ValidationError] = []
+    found = Review()
     if root.tag == "domain":
         defn = _read_domain(reader)
-        found = validate_domain(defn, source=source, live=live)
+        found = review_domain(defn, source=source, live=live, lenient=lenient)
     elif root.tag == "network":
         defn = _read_network(reader)
-        found = validate_network(defn, source=source)
+        found = review_network(defn, source=source, lenient=lenient)
     else:
         device = _read_device(reader)
         if isinstance(device, InterfaceDef | HostdevDef):
             defn = device
-            found = validate_device(device, source=source, live=live)
+            found = review_device(device, source=source, live=live, lenient=lenient)
         elif not ctx.problems:
             reader.problem(
                 f"<{root.tag}> of this kind is not supported "
                 "(qctl knows <hostdev mode='subsystem' type='pci'>)"
             )
     read_paths = [problem.path for problem in ctx.problems if problem.path is not None]
-    problems = ctx.problems + [
-        problem
-        for problem in found
-        if problem.path is None or not any(_within(path, problem.path) for path in read_paths)
-    ]
+
+    def kept(problem: ValidationError) -> bool:
+        return problem.path is None or not any(_within(path, problem.path) for path in read_paths)
+
+    problems = ctx.problems + [problem for problem in found.errors if kept(problem)]
     problems.sort(key=lambda problem: (problem.line is None, problem.line or 0))
-    return defn, problems
+    return defn, problems, [warning for warning in found.warnings if kept(warning)]
 
 
-def _parse(data: str | bytes, *, source: str | None, live: bool, roots: tuple[str, ...]) -> AnyDef:
-    defn, problems = _read(read_xml(data, source=source), source=source, live=live, roots=roots)
+def _parse(
+    data: str | bytes, *, source: str | None, live: bool, lenient: bool, roots: tuple[str, ...]
+) -> AnyDef:
+    root = read_xml(data, source=source)
+    defn, problems, _ = _read(root, source=source, live=live, lenient=lenient, roots=roots)
     if problems:
         raise problems[0]
     assert defn is not None  # no problem means there is a definition
     return defn
 
 
-def parse_domain(data: str | bytes, *, source: str | None = None, live: bool = False) -> DomainDef:
+def parse_domain(
+    data: str | bytes, *, source: str | None = None, live: bool = False, lenient: bool = False
+) -> DomainDef:
     """Parse and validate a ``<domain>`` document.
 
     ``source`` names the document in errors (a file name). ``live`` accepts the aliases qctl
-    gives devices itself (``net0``), as found in the XML of a running domain.
+    gives devices itself (``net0``), as found in the XML of a running domain. ``lenient``
+    accepts parts qctl would not apply (:mod:`qctl.conf.support`), for ``format``.
     Raises :class:`~qctl.errors.ConfigError` (the first problem) when it is not valid.
     """
-    defn = _parse(data, source=source, live=live, roots=("domain",))
+    defn = _parse(data, source=source, live=live, lenient=lenient, roots=("domain",))
     assert isinstance(defn, DomainDef)
     return defn
 
 
-def parse_network(data: str | bytes, *, source: str | None = None) -> NetworkDef:
+def parse_network(
+    data: str | bytes, *, source: str | None = None, lenient: bool = False
+) -> NetworkDef:
     """Parse and validate a ``<network>`` pool document."""
-    defn = _parse(data, source=source, live=False, roots=("network",))
+    defn = _parse(data, source=source, live=False, lenient=lenient, roots=("network",))
     assert isinstance(defn, NetworkDef)
     return defn
 
 
 def parse_device(
-    data: str | bytes, *, source: str | None = None, live: bool = False
+    data: str | bytes, *, source: str | None = None, live: bool = False, lenient: bool = False
 ) -> InterfaceDef | HostdevDef:
     """Parse and validate a lone ``<interface>`` or ``<hostdev>`` (a device to attach).
 
     Only the device's own rules are checked here; checking it against the domain it joins
     is :func:`~qctl.conf.validate.validate_device` with ``domain=``.
     """
-    defn = _parse(data, source=source, live=live, roots=("interface", "hostdev"))
+    defn = _parse(data, source=source, live=live, lenient=lenient, roots=("interface", "hostdev"))
     assert isinstance(defn, InterfaceDef | HostdevDef)
     return defn
 
 
-def load(path: str | os.PathLike[str], *, live: bool = False) -> AnyDef:
+def load(path: str | os.PathLike[str], *, live: bool = False, lenient: bool = False) -> AnyDef:
     """Read, parse and validate the document in file ``path``, whatever its root element.
 
     The file name is the source named in errors; an unreadable file is a
-    :class:`~qctl.errors.ConfigError` too.
+    :class:`~qctl.errors.ConfigError` too. ``lenient`` as for :func:`parse_domain`.
     """
     source = os.fspath(path)
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    return _parse(data, source=source, live=live, roots=_ROOTS)
+    return _parse(data, source=source, live=live, lenient=lenient, roots=_ROOTS)
 
 
-def check(data: str | bytes, *, source: str | None = None, live: bool = False) -> list[ConfigError]:
-    """Every problem in a document of any kind, in line order; empty when it is valid.
+def review(
+    data: str | bytes, *, source: str | None = None, live: bool = False, lenient: bool = False
+) -> tuple[list[ConfigError], list[ValidationError]]:
+    """Every problem and every warning in a document of any kind, each in line order.
 
+    With ``lenient``, parts qctl would not apply are warnings instead of problems.
     Not well-formed XML is one :class:`~qctl.errors.XMLSyntaxError`; everything else is a
     :class:`~qctl.errors.ValidationError` with the element path.
     """
     try:
         root = read_xml(data, source=source)
     except ConfigError as exc:
-        return [exc]
-    return _read(root, source=source, live=live)[1]
+        return [exc], []
+    _, problems, warnings = _read(root, source=source, live=live, lenient=lenient)
+    return problems, warnings
+
+
+def check(data: str | bytes, *, source: str | None = None, live: bool = False) -> list[ConfigError]:
+    """Every problem in a document of any kind, in line order; empty when it is valid
+    (:func:`review` without the warnings)."""
+    return review(data, source=source, live=live)[0]

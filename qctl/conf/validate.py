@@ -7,14 +7,22 @@ it: :func:`validate_device` with ``domain=``. Each problem is a
 from a document) and the element path, e.g. ``/domain/devices/interface[2]/mac``.
 
 The rules follow libvirt's (``ua-`` aliases, failover teaming, queue sizes, what a hostdev
-interface may not carry), plus one libvirt misses: a transient teaming interface's
-``persistent=`` must name a virtio interface with persistent teaming in the same domain.
+interface may not carry, one host device assigned once), plus one libvirt misses: a transient
+teaming device's ``persistent=`` must name a virtio interface with persistent teaming in the
+same domain. What libvirt accepts but qctl doubts (two NICs with one MAC, a ``<model>`` on a
+hostdev interface) is a warning, not an error.
+
+Parts of an ``<interface>`` or ``<hostdev>`` that qctl would not apply
+(:mod:`qctl.conf.support`) are errors, or warnings when ``lenient``: never silently ignored.
+:func:`review_domain` and :func:`review_device` give errors and warnings together; the
+``validate_*`` functions give the errors.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from qctl.conf.model import (
     ControllerDef,
@@ -34,30 +42,61 @@ from qctl.conf.model import (
     is_device_id,
     is_user_alias,
 )
+from qctl.conf.support import unsupported_parts
 from qctl.errors import ValidationError
 from qctl.types import PCIAddress
 
-__all__ = ["validate_device", "validate_domain", "validate_network"]
+__all__ = [
+    "Review",
+    "review_device",
+    "review_domain",
+    "review_network",
+    "validate_device",
+    "validate_domain",
+    "validate_network",
+]
 
 MAX_QUEUES = 256
 QUEUE_SIZES = (256, 512, 1024)
-# Children of an interface that configure host-side filtering or shaping of a tap, which a
-# passed-through device does not have.
-_TAP_ONLY_ELEMENTS = ("filterref", "tune", "bandwidth")
+
+
+def _in_line_order(found: list[ValidationError]) -> list[ValidationError]:
+    return sorted(found, key=lambda problem: (problem.line is None, problem.line or 0))
+
+
+@dataclass(slots=True)
+class Review:
+    """What is wrong with a definition (``errors``) and what is doubtful (``warnings``),
+    each in line order."""
+
+    errors: list[ValidationError] = field(default_factory=list)
+    warnings: list[ValidationError] = field(default_factory=list)
 
 
 class _Problems:
     """Collects the problems of one definition."""
 
-    def __init__(self, source: str | None) -> None:
+    def __init__(self, source: str | None, *, lenient: bool = False) -> None:
         self.source = source
+        self.lenient = lenient
         self.found: list[ValidationError] = []
+        self.warned: list[ValidationError] = []
 
     def add(self, path: str, line: int | None, message: str) -> None:
         self.found.append(ValidationError(message, source=self.source, line=line, path=path))
 
+    def warn(self, path: str, line: int | None, message: str) -> None:
+        self.warned.append(ValidationError(message, source=self.source, line=line, path=path))
+
+    def unsupported(self, path: str, line: int | None, message: str) -> None:
+        """A part qctl would not apply: an error, or a warning when lenient."""
+        (self.warn if self.lenient else self.add)(path, line, message)
+
     def in_line_order(self) -> list[ValidationError]:
-        return sorted(self.found, key=lambda problem: (problem.line is None, problem.line or 0))
+        return _in_line_order(self.found)
+
+    def review(self) -> Review:
+        return Review(_in_line_order(self.found), _in_line_order(self.warned))
 
 
 def _placed(domain: DomainDef) -> list[tuple[DeviceDef, str]]:
@@ -113,7 +152,12 @@ def _check_hostdev_interface(iface: InterfaceDef, path: str, problems: _Problems
         )
 
     if iface.model is not None:
-        forbid(f"<model type={iface.model!r}>", "model")
+        problems.warn(
+            f"{path}/model",
+            iface.line_of("model"),
+            f"<model type={iface.model!r}> has no effect on a hostdev interface (the guest "
+            "sees the host device itself)",
+        )
     driver = iface.driver
     if driver is not None:
         if driver.name is not None and driver.name is not NetDriverName.VFIO:
@@ -125,11 +169,6 @@ def _check_hostdev_interface(iface: InterfaceDef, path: str, problems: _Problems
         ):
             if value is not None:
                 forbid(f"driver {name}=", "driver")
-    for raw in iface.extra:
-        if raw.tag in _TAP_ONLY_ELEMENTS:
-            problems.add(
-                f"{path}/{raw.tag}", raw.line, f"<{raw.tag}> is not allowed on a hostdev interface"
-            )
     source = iface.source
     where, line = f"{path}/source", iface.line_of("source")
     if source is None or (
@@ -197,12 +236,21 @@ def _check_emulated_interface(iface: InterfaceDef, path: str, problems: _Problem
             )
 
 
-def _check_teaming(iface: InterfaceDef, path: str, problems: _Problems) -> None:
+def _check_teaming(iface: InterfaceDef | HostdevDef, path: str, problems: _Problems) -> None:
     """The rules of one failover half on its own (the pairing needs the domain)."""
     teaming = iface.teaming
     if teaming is None:
         return
     where, line = f"{path}/teaming", iface.line_of("teaming")
+    if isinstance(iface, HostdevDef):
+        if teaming.type is not TeamingType.TRANSIENT or teaming.persistent is None:
+            problems.add(
+                where,
+                line,
+                "a <hostdev> can only be the transient half of a failover pair: "
+                "<teaming type='transient' persistent='…'/>",
+            )
+        return
     if teaming.type is TeamingType.PERSISTENT:
         if teaming.persistent is not None:
             problems.add(
@@ -252,6 +300,22 @@ def _check_interface(iface: InterfaceDef, path: str, problems: _Problems) -> Non
     _check_teaming(iface, path, problems)
     if iface.mtu is not None and iface.mtu < 1:
         problems.add(f"{path}/mtu", iface.line_of("mtu"), f"mtu size {iface.mtu} must be 1 or more")
+    if iface.is_usb and iface.address is not None:
+        problems.add(
+            f"{path}/address",
+            iface.line_of("address"),
+            "a usb-net NIC sits on the guest's USB bus; it takes no PCI <address>",
+        )
+
+
+def _check_hostdev(hostdev: HostdevDef, path: str, problems: _Problems) -> None:
+    _check_teaming(hostdev, path, problems)
+    if hostdev.unassigned and (hostdev.address is not None or hostdev.auto_address):
+        problems.add(
+            f"{path}/address",
+            hostdev.line_of("address"),
+            "a <hostdev> has one guest <address>: type 'unassigned' or type 'pci', not both",
+        )
 
 
 def _check_device(device: DeviceDef, path: str, live: bool, problems: _Problems) -> None:
@@ -260,8 +324,13 @@ def _check_device(device: DeviceDef, path: str, live: bool, problems: _Problems)
     boot = _boot_order(device)
     if boot is not None and boot < 1:
         problems.add(f"{path}/boot", device.line_of("boot"), f"boot order {boot} must be 1 or more")
+    if isinstance(device, InterfaceDef | HostdevDef):
+        for part in unsupported_parts(device, path):
+            problems.unsupported(part.where, part.line, part.message)
     if isinstance(device, InterfaceDef):
         _check_interface(device, path, problems)
+    elif isinstance(device, HostdevDef):
+        _check_hostdev(device, path, problems)
     elif (
         isinstance(device, SerialDef) and device.type is SerialType.FILE and not device.source_path
     ):
@@ -300,6 +369,7 @@ def _check_against(
     """What ``device`` may not share with any of ``others``: MAC, alias, guest PCI address,
     boot order. Each clash is reported once, naming the first device it clashes with."""
     clashes: dict[str, str] = {}
+    mac_clash: str | None = None
     for other, other_path in others:
         if (
             isinstance(device, InterfaceDef)
@@ -308,7 +378,14 @@ def _check_against(
             and device.mac == other.mac
             and not _failover_pair(device, other)
         ):
-            clashes.setdefault("mac", f"MAC address {device.mac} is already used by {other_path}")
+            mac_clash = mac_clash or f"MAC address {device.mac} is already used by {other_path}"
+        host = _host_device(device)
+        if host is not None and host == _host_device(other):
+            clashes.setdefault(
+                "source",
+                f"host PCI device {host} already exists in the domain: it is assigned by "
+                f"{other_path} too",
+            )
         if device.alias is not None and device.alias == other.alias:
             clashes.setdefault("alias", f"alias {device.alias!r} is already used by {other_path}")
         address = _address(device)
@@ -321,10 +398,21 @@ def _check_against(
             clashes.setdefault("boot", f"boot order {boot} is already used by {other_path}")
     for where, message in clashes.items():
         problems.add(f"{path}/{where}", device.line_of(where), message)
+    if mac_clash is not None:  # libvirt accepts it, and QEMU runs it; the guest may not like it
+        problems.warn(f"{path}/mac", device.line_of("mac"), mac_clash)
+
+
+def _host_device(device: DeviceDef) -> PCIAddress | None:
+    """The host PCI function a device assigns to the guest, if any."""
+    if isinstance(device, HostdevDef):
+        return device.source
+    if isinstance(device, InterfaceDef) and device.type is InterfaceType.HOSTDEV:
+        return device.source.pci if device.source is not None else None
+    return None
 
 
 def _check_teaming_peer(
-    iface: InterfaceDef, path: str, domain: DomainDef, problems: _Problems
+    iface: InterfaceDef | HostdevDef, path: str, domain: DomainDef, problems: _Problems
 ) -> None:
     """A transient interface's ``persistent=`` must name a virtio interface of ``domain``
     that has persistent teaming (libvirt does not check this), and the pair must not have
@@ -350,7 +438,12 @@ def _check_teaming_peer(
             f"teaming persistent={teaming.persistent!r} names no virtio interface with "
             "<teaming type='persistent'/> in this domain",
         )
-    elif iface.mac is not None and peer.mac is not None and iface.mac != peer.mac:
+    elif (
+        isinstance(iface, InterfaceDef)
+        and iface.mac is not None
+        and peer.mac is not None
+        and iface.mac != peer.mac
+    ):
         problems.add(
             f"{path}/mac",
             iface.line_of("mac"),
@@ -416,24 +509,66 @@ def _check_domain_fields(domain: DomainDef, problems: _Problems) -> None:
             problems.add(f"/domain/os/{name}", os.line_of(name), f"<{name}> needs a <kernel>")
 
 
-def validate_domain(
-    defn: DomainDef, *, source: str | None = None, live: bool = False
-) -> list[ValidationError]:
-    """Every rule broken by ``defn``, in line order; empty when it is valid.
+def review_domain(
+    defn: DomainDef, *, source: str | None = None, live: bool = False, lenient: bool = False
+) -> Review:
+    """Every rule broken by ``defn`` and every doubt about it, in line order.
 
-    ``source`` names the document in errors. ``live`` accepts the aliases qctl assigns
-    itself (``net0``) besides user aliases (``ua-…``).
+    ``source`` names the document (default: the file ``defn`` was read from). ``live``
+    accepts the aliases qctl assigns itself (``net0``) besides user aliases (``ua-…``).
+    ``lenient`` makes parts qctl would not apply warnings instead of errors.
     """
-    problems = _Problems(source)
+    problems = _Problems(source or defn.source, lenient=lenient)
     _check_domain_fields(defn, problems)
     placed = _placed(defn)
     for i, (device, path) in enumerate(placed):
         _check_device(device, path, live, problems)
         _check_against(device, path, placed[:i], problems)
-        if isinstance(device, InterfaceDef):
+        if isinstance(device, InterfaceDef | HostdevDef):
             _check_teaming_peer(device, path, defn, problems)
     _check_controllers(placed, problems)
-    return problems.in_line_order()
+    return problems.review()
+
+
+def validate_domain(
+    defn: DomainDef, *, source: str | None = None, live: bool = False, lenient: bool = False
+) -> list[ValidationError]:
+    """Every rule broken by ``defn``, in line order; empty when it is valid (see
+    :func:`review_domain`)."""
+    return review_domain(defn, source=source, live=live, lenient=lenient).errors
+
+
+def review_device(
+    device: InterfaceDef | HostdevDef,
+    domain: DomainDef | None = None,
+    *,
+    source: str | None = None,
+    live: bool = False,
+    lenient: bool = False,
+) -> Review:
+    """Every rule broken by ``device`` and every doubt about it, alone or as a device of
+    ``domain``.
+
+    With ``domain`` (the device is hot-plugged into it), it must not be an unassigned
+    ``<hostdev>`` (qctl does not hot-plug those), nor reuse a MAC address (a warning),
+    alias, guest PCI address, host device or boot order of the domain's other devices, and
+    a transient teaming device must name a persistent virtio interface of the domain.
+    Paths are relative to the device itself (``/interface/mac``).
+    """
+    problems = _Problems(source, lenient=lenient)
+    path = f"/{device_tag(device)}"
+    _check_device(device, path, live, problems)
+    if domain is not None and isinstance(device, HostdevDef) and device.unassigned:
+        problems.unsupported(
+            f"{path}/address",
+            device.line_of("address"),
+            "hot-plugging a <hostdev> with <address type='unassigned'/> is not supported by qctl",
+        )
+    if domain is not None:
+        others = [(other, where) for other, where in _placed(domain) if other is not device]
+        _check_against(device, path, others, problems)
+        _check_teaming_peer(device, path, domain, problems)
+    return problems.review()
 
 
 def validate_device(
@@ -442,28 +577,45 @@ def validate_device(
     *,
     source: str | None = None,
     live: bool = False,
+    lenient: bool = False,
 ) -> list[ValidationError]:
-    """Every rule broken by ``device``, alone or as a device of ``domain``.
-
-    With ``domain`` (the device to hot-plug and the domain it joins), it must also not reuse
-    a MAC address, alias, guest PCI address or boot order of the domain's other devices, and
-    a transient teaming interface must name a persistent virtio interface of the domain.
-    Paths are relative to the device itself (``/interface/mac``).
-    """
-    problems = _Problems(source)
-    path = f"/{device_tag(device)}"
-    _check_device(device, path, live, problems)
-    if domain is not None:
-        others = [(other, where) for other, where in _placed(domain) if other is not device]
-        _check_against(device, path, others, problems)
-        if isinstance(device, InterfaceDef):
-            _check_teaming_peer(device, path, domain, problems)
-    return problems.in_line_order()
+    """Every rule broken by ``device`` (see :func:`review_device`), in line order."""
+    return review_device(device, domain, source=source, live=live, lenient=lenient).errors
 
 
 def validate_network(defn: NetworkDef, *, source: str | None = None) -> list[ValidationError]:
     """Every rule broken by the network pool ``defn``, in line order."""
-    problems = _Problems(source)
+    return review_network(defn, source=source).errors
+
+
+def _check_pool_vlan(defn: NetworkDef, problems: _Problems) -> None:
+    """A pool's VLAN goes on the VFs it hands out: one tag, hostdev pools only."""
+    vlan = defn.vlan
+    if vlan is None:
+        return
+    where = "/network/vlan"
+    if defn.forward is None or defn.forward.mode is not ForwardMode.HOSTDEV:
+        problems.unsupported(
+            where, vlan.line, "<vlan> on a bridge pool is not supported by qctl (only on VFs)"
+        )
+    elif vlan.trunk or len(vlan.tags) > 1 or any(t.native_mode for t in vlan.tags):
+        problems.unsupported(
+            where,
+            vlan.line,
+            "<vlan> with trunk=, nativeMode= or several tags is not supported by qctl "
+            "(a VF takes one tag)",
+        )
+
+
+def review_network(defn: NetworkDef, *, source: str | None = None, lenient: bool = False) -> Review:
+    """Every rule broken by the network pool ``defn`` and every doubt, in line order."""
+    problems = _Problems(source, lenient=lenient)
+    _check_network(defn, problems)
+    _check_pool_vlan(defn, problems)
+    return problems.review()
+
+
+def _check_network(defn: NetworkDef, problems: _Problems) -> None:
     if not defn.name or defn.name != defn.name.strip() or "/" in defn.name:
         problems.add(
             "/network/name",
@@ -477,7 +629,7 @@ def validate_network(defn: NetworkDef, *, source: str | None = None) -> list[Val
             defn.line,
             "a network pool needs <forward mode='bridge'> or <forward mode='hostdev'>",
         )
-        return problems.in_line_order()
+        return
     where = "/network/forward"
     if forward.mode is ForwardMode.BRIDGE:
         if defn.bridge is None:
@@ -518,4 +670,3 @@ def validate_network(defn: NetworkDef, *, source: str | None = None) -> list[Val
                     f"PCI address {address} is already listed as address[{seen[address]}]",
                 )
             seen.setdefault(address, n)
-    return problems.in_line_order()

@@ -15,7 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType, SerialType
-from qctl.qemu.nic import NICResources, Props, hostdev_props, interface_device_props, netdev_props
+from qctl.qemu.nic import (
+    NICResources,
+    Props,
+    hostdev_props,
+    interface_device_props,
+    netdev_props,
+    usb_controller_props,
+)
 from qctl.qemu.placement import root_port_props
 
 __all__ = ["Features", "build_command", "format_props"]
@@ -110,6 +117,9 @@ def _controller_args(domain: DomainDef, features: Features) -> list[str]:
             continue
         props = root_port_props(domain, ctl)
         args += ["-device", format_props(props, as_json=features.json_device, head="driver")]
+    usb = usb_controller_props(domain)
+    if usb is not None:
+        args += ["-device", format_props(usb, as_json=features.json_device, head="driver")]
     return args
 
 
@@ -128,6 +138,8 @@ def _nic_args(domain: DomainDef, features: Features, nics: Mapping[str, NICResou
 def _hostdev_args(domain: DomainDef, features: Features) -> list[str]:
     args: list[str] = []
     for hostdev in domain.hostdevs:
+        if hostdev.unassigned:  # prepared and held by the host side, not given to the guest
+            continue
         props = hostdev_props(domain, hostdev)
         args += ["-device", format_props(props, as_json=features.json_device, head="driver")]
     return args

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 from qctl.caps import QEMUCaps
 from qctl.conf import DeviceDef, DomainDef, DomainType, InterfaceDef, NetworkDef, RawXML
-from qctl.errors import StateError
+from qctl.errors import StateError, UnsupportedError
 from qctl.host.vhost import decide_vhost
 from qctl.qemu.command import build_command
 from qctl.qemu.nic import NICResources
-from qctl.qemu.plan import MACSource, features_from_caps, plan, random_mac
+from qctl.qemu.plan import MACSource, features_from_caps, located, plan, random_mac
 from qctl.qemu.prepare import bridge_of, needs_tap, record_choice, vhost_mode
 
 __all__ = ["DEFAULT_BINARY", "DRY_RUN_MONITOR", "DryRun", "dry_run", "dry_run_argv"]
@@ -135,13 +135,16 @@ def dry_run(
         if isinstance(item, InterfaceDef) and needs_tap(item):
             alias = item.alias
             assert alias is not None
-            item, nics[alias] = _simulate_interface(
-                item,
-                tap_name=tap_names[alias],
-                accel_is_kvm=accel_is_kvm,
-                vhost_net_available=available,
-                networks=lookup,
-            )
+            try:
+                item, nics[alias] = _simulate_interface(
+                    item,
+                    tap_name=tap_names[alias],
+                    accel_is_kvm=accel_is_kvm,
+                    vhost_net_available=available,
+                    networks=lookup,
+                )
+            except (UnsupportedError, StateError) as exc:  # named with the file and line
+                raise located(exc, defn.source, item) from None
         items.append(item)
     live = dataclasses.replace(
         planned, devices=dataclasses.replace(planned.devices, items=tuple(items))

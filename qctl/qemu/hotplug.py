@@ -72,18 +72,18 @@ from qctl.conf import (
     ForwardMode,
     HostdevDef,
     InterfaceDef,
-    InterfaceSourceDef,
     InterfaceType,
     LinkState,
     NetworkDef,
     format_xml,
     parse_device,
-    validate_device,
+    review_device,
 )
 from qctl.errors import HotplugError, QMPCommandError, StateError, UnsupportedError
 from qctl.qemu.claims import claim_devices, devices_lock, stray_allocations
 from qctl.qemu.devices import with_device, without_device
 from qctl.qemu.events import DeviceAdded, DeviceRemoved, DomainEvent, UnplugRejected
+from qctl.qemu.hostdevpool import pool_interface
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.monitor import is_not_found, is_unplug_in_progress
 from qctl.qemu.nic import NICResources, hostdev_props, interface_device_props, netdev_props
@@ -94,7 +94,6 @@ from qctl.qemu.runstate import from_status
 from qctl.qemu.runtime import DomainRuntime
 from qctl.qemu.txn import to_the_end, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
-from qctl.types import PCIAddress
 
 __all__ = [
     "DEFAULT_DETACH_TIMEOUT",
@@ -133,9 +132,11 @@ async def attach(rt: DomainRuntime, device: str | Device, *, source: str | None 
     """
     defn = parse_device(device, source=source) if isinstance(device, str) else device
     async with rt.job("attach", defn.alias):
-        problems = validate_device(defn, rt.live, live=True, source=source)
-        if problems:
-            raise problems[0]
+        found = review_device(defn, rt.live, live=True, source=source)
+        if found.errors:
+            raise found.errors[0]
+        for warning in found.warnings:  # what libvirt accepts but qctl doubts
+            log.warning("domain %s: %s", rt.name, warning)
         if isinstance(defn, HostdevDef) or defn.type is InterfaceType.HOSTDEV:
             live = await _attach_vfio(rt, defn)
         elif (network := _hostdev_pool(rt, defn)) is not None:
@@ -477,14 +478,7 @@ async def _attach_from_pool(rt: DomainRuntime, iface: InterfaceDef, network: Net
     assert isinstance(named, InterfaceDef) and named.alias is not None
     device = await rt.networks.allocate(network.name, rt.name, named.alias)
     try:
-        actual = dataclasses.replace(
-            named,
-            type=InterfaceType.HOSTDEV,
-            source=InterfaceSourceDef(pci=PCIAddress.parse(device)),
-            managed=network.forward.managed,
-            model=None,
-            driver=None,
-        )
+        actual = pool_interface(named, network, device)
     except BaseException:
         await asyncio.shield(
             rt.networks.release(network.name, device, domain=rt.name, alias=named.alias)
@@ -638,7 +632,14 @@ async def reconcile(rt: DomainRuntime) -> bool:
     return True
 
 
+def _unassigned(entry: LedgerEntry) -> bool:
+    """A hostdev held for the domain but never given to the guest: QEMU never has it."""
+    return entry.kind is DeviceKind.HOSTDEV and "type=\"unassigned\"" in (entry.device_xml or "")
+
+
 async def _settle(rt: DomainRuntime, entry: LedgerEntry, present: set[str]) -> None:
+    if _unassigned(entry):
+        return
     if entry.alias not in present:
         await device_removed(rt, entry)  # never attached, or removed while nobody watched
     elif entry.state in (EntryState.ATTACHING, EntryState.UNCERTAIN):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType
+from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, canonical_model
 from qctl.errors import UnsupportedError
 from qctl.qemu.placement import bus_id, netdev_id
 
 __all__ = [
+    "USB_BUS",
+    "USB_PORTS",
     "NICResources",
     "Props",
     "device_driver",
@@ -23,6 +25,7 @@ __all__ = [
     "interface_device_props",
     "netdev_props",
     "pci_addr",
+    "usb_controller_props",
 ]
 
 Props = dict[str, str | int | bool]
@@ -36,6 +39,9 @@ _MODEL_DRIVERS = {
 }
 #: libvirt's default NIC model on x86 when ``<model>`` is absent
 DEFAULT_MODEL = "rtl8139"
+#: the USB bus of the controller qctl adds for usb-net NICs (libvirt's id ``usb``), and its ports
+USB_BUS = "usb.0"
+USB_PORTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +61,7 @@ def device_driver(iface: InterfaceDef) -> str:
     """The QEMU device that gives the guest this NIC."""
     if iface.type is InterfaceType.HOSTDEV:
         return "vfio-pci"
-    model = iface.model or DEFAULT_MODEL
+    model = canonical_model(iface.model or DEFAULT_MODEL)
     return _MODEL_DRIVERS.get(model, model)
 
 
@@ -123,9 +129,29 @@ def interface_device_props(domain: DomainDef, iface: InterfaceDef, *, failover: 
         props["mac"] = str(iface.mac)
     if iface.boot_order is not None:
         props["bootindex"] = iface.boot_order
-    if driver != "xen-net-device":
+    if iface.is_usb:
+        props["bus"] = USB_BUS
+        props["port"] = str(_usb_port(domain, iface))
+    elif driver != "xen-net-device":
         _placement(domain, iface, props)
     return props
+
+
+def _usb_port(domain: DomainDef, iface: InterfaceDef) -> int:
+    """The USB port of a usb-net NIC: its place among the domain's usb-net NICs (from 1),
+    or for one being hot-plugged the first port they leave free."""
+    usb = [i.alias for i in domain.interfaces if i.is_usb]
+    if iface.alias in usb:
+        return usb.index(iface.alias) + 1
+    return len(usb) + 1
+
+
+def usb_controller_props(domain: DomainDef) -> Props | None:
+    """The USB controller a domain with usb-net NICs needs (``-nodefaults`` adds none):
+    libvirt's default on ``pc``, PIIX3's UHCI function at 00:01.2; ``None`` without them."""
+    if not any(i.is_usb for i in domain.interfaces):
+        return None
+    return {"driver": "piix3-usb-uhci", "id": "usb", "bus": bus_id(domain, 0), "addr": "0x1.0x2"}
 
 
 def _vfio_props(domain: DomainDef, iface: InterfaceDef) -> Props:
@@ -140,10 +166,13 @@ def _vfio_props(domain: DomainDef, iface: InterfaceDef) -> Props:
 
 
 def hostdev_props(domain: DomainDef, hostdev: HostdevDef) -> Props:
-    """The ``-device``/``device_add`` properties of a ``<hostdev>`` PCI device."""
+    """The ``-device``/``device_add`` properties of a ``<hostdev>`` PCI device; a transient
+    teaming half gets ``failover_pair_id``, as a hostdev interface does."""
     assert hostdev.alias is not None
     props: Props = {"driver": "vfio-pci", "host": str(hostdev.source), "id": hostdev.alias}
     if hostdev.boot_order is not None:
         props["bootindex"] = hostdev.boot_order
+    if hostdev.teaming is not None and hostdev.teaming.persistent is not None:
+        props["failover_pair_id"] = hostdev.teaming.persistent
     _placement(domain, hostdev, props)
     return props

@@ -43,6 +43,7 @@ __all__ = [
     "assign_addresses",
     "bus_id",
     "is_q35",
+    "needs_pci_address",
     "netdev_id",
     "place_device",
     "plan_domain",
@@ -156,14 +157,26 @@ def _ensure_root_controller(domain: DomainDef) -> DomainDef:
     return _with_items(domain, (root, *domain.devices.items))
 
 
+def needs_pci_address(device: Placeable) -> bool:
+    """False for devices the guest does not see on PCI: a usb-net NIC (on the USB bus) and
+    a ``<hostdev>`` with ``<address type='unassigned'/>`` (not given to the guest)."""
+    if isinstance(device, InterfaceDef):
+        return not device.is_usb
+    return not device.unassigned
+
+
 def place_device(
     domain: DomainDef, device: Placeable, *, may_add_port: bool
 ) -> tuple[DomainDef, Placeable]:
     """Choose a guest address for ``device`` in ``domain``.
 
     Returns the domain (with a new ``pcie-root-port`` when one was added) and the device
-    with its address. An address the device already has is checked for conflicts.
+    with its address. An address the device already has is checked for conflicts; a
+    device that is not on PCI (:func:`needs_pci_address`) is returned as it is.
     """
+    if not needs_pci_address(device):
+        return domain, device
+    device = dataclasses.replace(device, auto_address=False)
     used = _used_addresses(domain)
     if device.address is not None:
         where = (device.address.bus, device.address.slot, device.address.function)
@@ -222,7 +235,9 @@ def assign_addresses(domain: DomainDef) -> DomainDef:
             (
                 d
                 for d in domain.devices.items
-                if isinstance(d, InterfaceDef | HostdevDef) and d.address is None
+                if isinstance(d, InterfaceDef | HostdevDef)
+                and d.address is None
+                and needs_pci_address(d)
             ),
             None,
         )

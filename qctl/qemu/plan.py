@@ -9,7 +9,9 @@ command line cannot be built never creates a tap.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import secrets
 from collections.abc import Callable
 
@@ -19,13 +21,15 @@ from qctl.conf import (
     DeviceDef,
     DomainDef,
     DomainType,
+    ElementDef,
+    HostdevDef,
     InterfaceDef,
     InterfaceType,
     RawXML,
     TeamingType,
-    validate_domain,
+    review_domain,
 )
-from qctl.errors import UnsupportedError
+from qctl.errors import ConfigError, QctlError, UnsupportedError
 from qctl.qemu.command import Features
 from qctl.qemu.placement import is_q35, plan_domain
 from qctl.types import MACAddress
@@ -33,14 +37,18 @@ from qctl.types import MACAddress
 __all__ = [
     "MACSource",
     "assign_macs",
+    "check_hostdev_support",
     "check_support",
     "check_interface_support",
     "features_from_caps",
+    "located",
     "plan",
     "random_mac",
 ]
 
 MACSource = Callable[[], MACAddress]
+
+log = logging.getLogger(__name__)
 
 
 def random_mac() -> MACAddress:
@@ -60,14 +68,44 @@ def features_from_caps(caps: QEMUCaps) -> Features:
     )
 
 
-def _unsupported(what: str, flag: Capability | str) -> UnsupportedError:
+def _refusal(
+    what: str, flag: Capability | str, *, source: str | None = None, at: ElementDef | None = None
+) -> UnsupportedError:
+    """The refusal of ``what``; ``FILE:LINE:`` first when the element came from a file."""
     name = flag.value if isinstance(flag, Capability) else flag
-    return UnsupportedError(f"unsupported configuration: {what}", capability=name)
+    line = at.line if at is not None else None
+    where = ""
+    if source is not None or line is not None:
+        where = f"{source or '<string>'}{'' if line is None else f':{line}'}: "
+    return UnsupportedError(f"{where}unsupported configuration: {what}", capability=name)
 
 
-def check_interface_support(iface: InterfaceDef, caps: QEMUCaps) -> None:
-    """Refuse an interface this QEMU (or qctl) cannot give the guest."""
+def located(exc: QctlError, source: str | None, at: ElementDef) -> QctlError:
+    """``exc`` (raised for element ``at`` of a domain read from ``source``) with the file
+    and line in front of its message, as validation errors have them; a
+    :class:`ConfigError` gets its ``source``/``line`` filled in instead."""
+    if isinstance(exc, ConfigError):
+        if exc.source is None:
+            exc.source = source
+        if exc.line is None:
+            exc.line = at.line
+        return exc
+    where = f"{source or '<string>'}{'' if at.line is None else f':{at.line}'}"
+    located_exc = copy.copy(exc)
+    located_exc.args = (f"{where}: {exc}",)
+    return located_exc
+
+
+def check_interface_support(
+    iface: InterfaceDef, caps: QEMUCaps, *, source: str | None = None
+) -> None:
+    """Refuse an interface this QEMU (or qctl) cannot give the guest; ``source`` is the
+    file it came from, named in the error with the interface's line."""
     name = iface.alias or (str(iface.mac) if iface.mac else iface.type.value)
+
+    def _unsupported(what: str, flag: Capability | str) -> UnsupportedError:
+        return _refusal(what, flag, source=source, at=iface)
+
     if iface.model == "netfront" and not caps.has(Capability.XEN_PV_NIC):
         raise _unsupported(
             f"interface {name}: model 'netfront' needs QEMU's Xen PV NIC device "
@@ -75,8 +113,7 @@ def check_interface_support(iface: InterfaceDef, caps: QEMUCaps) -> None:
             Capability.XEN_PV_NIC,
         )
     if iface.type is InterfaceType.HOSTDEV:
-        source = iface.source
-        if source is None or source.pci is None:
+        if iface.source is None or iface.source.pci is None:
             raise _unsupported(
                 f"interface {name}: a USB host device cannot be assigned as a network "
                 "interface; only PCI devices (SR-IOV VFs) can",
@@ -103,7 +140,14 @@ def check_interface_support(iface: InterfaceDef, caps: QEMUCaps) -> None:
 
 
 def check_support(domain: DomainDef, caps: QEMUCaps) -> None:
-    """Refuse a domain this QEMU cannot run, naming the missing capability."""
+    """Refuse a domain this QEMU cannot run, naming the missing capability (and the file
+    and line the domain came from)."""
+
+    def _unsupported(
+        what: str, flag: Capability | str, at: ElementDef | None = None
+    ) -> UnsupportedError:
+        return _refusal(what, flag, source=domain.source, at=at or domain)
+
     if domain.type is DomainType.KVM and not caps.has(Capability.KVM_PRESENT):
         raise _unsupported("<domain type='kvm'> but this host has no usable KVM", "kvm")
     machine = domain.os.machine
@@ -119,11 +163,35 @@ def check_support(domain: DomainDef, caps: QEMUCaps) -> None:
             ControllerModel.PCIE_ROOT_PORT,
             ControllerModel.PCI_BRIDGE,
         ):
-            raise _unsupported(f"PCI controller model {ctl.model.value!r}", "pci-controller")
+            raise _unsupported(f"PCI controller model {ctl.model.value!r}", "pci-controller", ctl)
     for iface in domain.interfaces:
-        check_interface_support(iface, caps)
-    if domain.hostdevs and not caps.has(Capability.VFIO_PCI):
-        raise _unsupported("<hostdev> needs the vfio-pci device", Capability.VFIO_PCI)
+        check_interface_support(iface, caps, source=domain.source)
+        if iface.is_usb and is_q35(domain):
+            raise _unsupported(
+                "a usb-net NIC on a q35 machine (qctl adds a USB controller only on pc)",
+                "usb-controller",
+                iface,
+            )
+    for hostdev in domain.hostdevs:
+        check_hostdev_support(hostdev, caps, source=domain.source)
+
+
+def check_hostdev_support(
+    hostdev: HostdevDef, caps: QEMUCaps, *, source: str | None = None
+) -> None:
+    """Refuse a ``<hostdev>`` this QEMU cannot give the guest."""
+    if not caps.has(Capability.VFIO_PCI):
+        raise _refusal(
+            "<hostdev> needs the vfio-pci device", Capability.VFIO_PCI, source=source, at=hostdev
+        )
+    if hostdev.teaming is not None and not caps.has(Capability.FAILOVER_PAIR_ID):
+        raise _refusal(
+            "<hostdev> with <teaming type='transient'/> needs failover_pair_id on PCI "
+            "devices, which this QEMU does not have",
+            Capability.FAILOVER_PAIR_ID,
+            source=source,
+            at=hostdev,
+        )
 
 
 def assign_macs(domain: DomainDef, new_mac: MACSource) -> DomainDef:
@@ -144,9 +212,20 @@ def assign_macs(domain: DomainDef, new_mac: MACSource) -> DomainDef:
 
 
 def plan(domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac) -> DomainDef:
-    """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs."""
-    problems = validate_domain(domain)
-    if problems:
-        raise problems[0]
+    """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs.
+
+    Errors name the file the domain was read from and the line; warnings (what libvirt
+    accepts but qctl doubts) are logged.
+    """
+    found = review_domain(domain)
+    if found.errors:
+        raise found.errors[0]
+    for warning in found.warnings:
+        log.warning("%s", warning)
     check_support(domain, caps)
-    return plan_domain(assign_macs(domain, new_mac))
+    try:
+        return plan_domain(assign_macs(domain, new_mac))
+    except ConfigError as exc:
+        if exc.source is None:
+            exc.source = domain.source
+        raise

@@ -28,7 +28,7 @@ from qctl.conf import (
     NetworkDef,
     RawXML,
 )
-from qctl.errors import ConfigError, UnsupportedError
+from qctl.errors import ConfigError, StateError, UnsupportedError
 from qctl.host import (
     LinkControl,
     Tap,
@@ -38,6 +38,7 @@ from qctl.host import (
     choose_vhost,
     create_tap,
 )
+from qctl.qemu.plan import located
 from qctl.types import IfName
 
 __all__ = [
@@ -133,9 +134,15 @@ def bridge_of(iface: InterfaceDef, networks: NetworkLookup) -> str | None:
         network = networks(iface.source.network)
         if network.bridge is None:
             raise UnsupportedError(
-                f"network {network.name!r} is not a bridge pool; "
-                "hostdev pools are not supported for this interface",
+                f"network {network.name!r} is a hostdev pool: a device is taken from it "
+                "only when the domain starts or the interface is hot-plugged, not in a dry run",
                 capability="network-bridge",
+            )
+        if iface.vlan is not None:
+            raise UnsupportedError(
+                f"<vlan> on an interface of bridge pool {network.name!r} is not supported by "
+                "qctl (only SR-IOV VFs get a VLAN)",
+                capability="vf-vlan",
             )
         return str(network.bridge)
     return None
@@ -213,15 +220,18 @@ async def prepare_interfaces(
     items: list[DeviceDef | RawXML] = []
     for item in domain.devices.items:
         if isinstance(item, InterfaceDef):
-            item, plan = await prepare_interface(
-                item,
-                stack,
-                netlink=netlink,
-                networks=networks,
-                accel_is_kvm=domain.type is DomainType.KVM,
-                tun_path=tun_path,
-                vhost_path=vhost_path,
-            )
+            try:
+                item, plan = await prepare_interface(
+                    item,
+                    stack,
+                    netlink=netlink,
+                    networks=networks,
+                    accel_is_kvm=domain.type is DomainType.KVM,
+                    tun_path=tun_path,
+                    vhost_path=vhost_path,
+                )
+            except (ConfigError, UnsupportedError, StateError) as exc:
+                raise located(exc, domain.source, item) from None
             prepared.nics[plan.alias] = plan
         items.append(item)
     devices = dataclasses.replace(domain.devices, items=tuple(items))

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.caps import QEMUCaps, locate_install
-from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
+from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState, format_xml
 from qctl.errors import QMPError, QMPTimeoutError, StateError
 from qctl.host import LinkControl, Netlink
 from qctl.qemu.claims import claim_devices, devices_held, devices_lock
 from qctl.qemu.command import build_command
+from qctl.qemu.hostdevpool import take_pool_devices
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
@@ -151,7 +152,8 @@ def initial_ledger(
 
 
 def hostdev_entry(dev: HostdevDef, state: EntryState) -> LedgerEntry:
-    """The ledger entry of a ``<hostdev>``."""
+    """The ledger entry of a ``<hostdev>``; an unassigned one (held, QEMU never has it)
+    keeps its XML, which says so."""
     assert dev.alias is not None
     return LedgerEntry(
         alias=dev.alias,
@@ -159,6 +161,7 @@ def hostdev_entry(dev: HostdevDef, state: EntryState) -> LedgerEntry:
         state=state,
         guest_address=str(dev.address) if dev.address else None,
         host_device=str(dev.source),
+        device_xml=format_xml(dev) if dev.unassigned else None,
     )
 
 
@@ -238,6 +241,11 @@ async def launch(
             stack.push_async_callback(own_link.aclose)
         else:
             link = netlink
+        # type='network' interfaces on hostdev pools: a pool device each, as hostdev NICs
+        pooled = await take_pool_devices(
+            planned, stack, NetworkStore.for_host(root, host_paths.sysfs)
+        )
+        planned = pooled.domain
         prepared = await prepare_interfaces(
             planned,
             stack,
@@ -251,6 +259,8 @@ async def launch(
         held = devices_held(root, besides=planned.name) if _has_vfio(planned) else {}
         notes = await _prepare_vfio_devices(prepared.domain, stack, link, host_paths, held)
         claim_devices(root, {a: o for a, o in held.items() if o.startswith(f"{planned.name}/")})
+        for alias, allocation in pooled.pools.items():  # the ledger returns them to the pool
+            notes.setdefault(alias, {})["pool"] = allocation
         listeners = [_listen(path) for path in directory.qmp_sockets]
         for listener in listeners:
             stack.callback(listener.close)

@@ -5,7 +5,9 @@ For a ``<hostdev>`` or a ``type='hostdev'`` interface, in libvirt's order:
 1. the device must exist, be an endpoint, sit in a viable IOMMU group, and not be held by
    this or another domain (:func:`qctl.host.check_assignable`);
 2. for an interface on an SR-IOV VF, the VF's admin MAC and VLAN are saved, then set
-   through the PF (the guest's MAC, VLAN 0), so the guest's MAC survives driver resets;
+   through the PF (the guest's MAC, and the ``<vlan><tag id>`` of the interface or its pool,
+   else VLAN 0), so the guest's MAC survives driver resets and its traffic is tagged by the
+   NIC; a VLAN on a device that is not a VF is refused (only a VF's PF can tag it);
 3. with ``managed='yes'`` the device leaves its host driver for vfio-pci.
 
 Every change is announced to the ledger (through ``note``) *before* it is made, so a crash
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from qctl.conf import HostdevDef, InterfaceDef
+from qctl.errors import UnsupportedError
 from qctl.host import (
     LinkControl,
     PCIDevice,
@@ -48,14 +51,20 @@ class VFIODevice:
     address: PCIAddress
     managed: bool
     mac: MACAddress | None
+    #: the VLAN tag to set on the VF (``None``: clear it, as libvirt does)
+    vlan: int | None = None
 
     @classmethod
     def of(cls, device: InterfaceDef | HostdevDef) -> VFIODevice:
-        """From a ``<hostdev>`` or a hostdev interface (whose source is a PCI address)."""
+        """From a ``<hostdev>`` or a hostdev interface (whose source is a PCI address).
+
+        Validation has refused trunks and several tags, so a VLAN is its first tag.
+        """
         if isinstance(device, HostdevDef):
             return cls(device.source, device.managed is True, None)
         assert device.source is not None and device.source.pci is not None
-        return cls(device.source.pci, device.managed is True, device.mac)
+        vlan = device.vlan.tags[0].id if device.vlan is not None and device.vlan.tags else None
+        return cls(device.source.pci, device.managed is True, device.mac, vlan)
 
 
 def _saved(config: SavedVFConfig) -> SavedVF:
@@ -82,12 +91,19 @@ async def prepare_vfio(
     """
     pci = PCIDevice(device.address, sysfs=sysfs)
     check_assignable(pci, managed=device.managed, in_use=in_use)
-    if device.mac is not None and pci.is_vf():
+    is_vf = pci.is_vf()
+    if device.vlan is not None and not is_vf:
+        raise UnsupportedError(
+            f"unsupported configuration: <vlan> on {device.address}, which is not an SR-IOV "
+            "VF (only a VF's PF can tag its traffic)",
+            capability="vf-vlan",
+        )
+    if (device.mac is not None or device.vlan is not None) and is_vf:
         vf = find_vf(device.address, sysfs=sysfs)
         saved = await save_vf_config(vf, netlink)
         await note(saved_vf=_saved(saved))
         stack.push_async_callback(restore_vf_config, saved, netlink)
-        await apply_vf_config(vf, netlink, mac=device.mac, vlan=0)
+        await apply_vf_config(vf, netlink, mac=device.mac, vlan=device.vlan or 0)
     if device.managed:
         await note(original_driver=pci.driver() or "")
         original = await bind_vfio(pci)

@@ -1,9 +1,13 @@
 """Property tests: whatever a document looks like, reading it gives a model or a
-ConfigError, nothing else; and what formats, reads back the same."""
+ConfigError, nothing else; what formats, reads back the same; and an accepted domain's
+command line gives the guest every interface and host device it defines, or the start is
+refused — nothing the document asks for is silently dropped."""
 
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +15,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qctl.caps import QEMUCaps
 from qctl.conf import (
     AnyDef,
+    DomainDef,
+    HostdevDef,
     InterfaceDef,
     InterfaceDriverDef,
     InterfaceSourceDef,
@@ -29,10 +36,14 @@ from qctl.conf import (
     parse_network,
     validate_device,
 )
-from qctl.errors import ConfigError
+from qctl.errors import ConfigError, QctlError
+from qctl.qemu.dryrun import dry_run
 from qctl.types import IfName, MACAddress, PCIAddress
 
 HERE = Path(__file__).parent
+CAPS = QEMUCaps.from_json(
+    (HERE.parent / "qemu" / "data" / "argv" / "qemu-7.2.caps.json").read_text()
+)
 SEEDS = [
     (path.read_bytes(), "live" in path.name)
     for path in sorted((HERE / "data" / "roundtrip").glob("*.xml"))
@@ -49,13 +60,15 @@ VALUES = [
     "", "0", "1", "-1", "0x", "0x20", "0x10000", "256", "300", "1024", "99999999999999999999",
     "yes", "no", "maybe", "virtio", "e1000e", "vhost", "vfio", "qemu", "hostdev", "network",
     "bridge", "user", "ethernet", "pci", "usb", "pcie-root", "pci-bridge", "transient",
-    "persistent", "ua-x", "ua-backup0", "net0", "01:00:5e:00:00:01", "00:00:00:00:00:00",
+    "persistent", "ua-x", "ua-backup0", "net0", "VIRTIO", "usb-net", "unassigned",
+    "01:00:5e:00:00:01", "00:00:00:00:00:00",
     "52:54:00:00:00:01", "br0", "a-very-long-interface-name", "MiB", "pages", "down", "&amp;",
 ]  # fmt: skip
 TAGS = [
     "interface", "hostdev", "controller", "serial", "mac", "source", "address", "alias",
     "teaming", "driver", "model", "target", "boot", "link", "mtu", "vendor", "product",
     "forward", "pf", "bridge", "name", "memory", "vcpu", "os", "devices", "uuid", "kernel",
+    "vlan", "tag", "bandwidth", "virtualport", "rom",
 ]  # fmt: skip
 
 _Mutation = Callable[[ET.Element, st.DrawFn], None]
@@ -172,6 +185,38 @@ def test_mutated_documents_give_a_model_or_a_config_error(
     # may list unknown elements in another order than the mutated input did.)
     out = format_xml(defn)
     assert format_xml(parse(out)) == out
+    if isinstance(defn, DomainDef) and not live:
+        _assert_argv_has_every_device(defn)
+
+
+def _device_ids(argv: list[str]) -> list[str]:
+    """The ``id`` of every ``-device`` of a command line (JSON or key=value syntax)."""
+    ids = []
+    for option, value in itertools.pairwise(argv):
+        if option != "-device":
+            continue
+        if value.startswith("{"):
+            ids.append(str(json.loads(value)["id"]))
+        else:
+            ids += [part[3:] for part in value.split(",") if part.startswith("id=")]
+    return ids
+
+
+def _assert_argv_has_every_device(defn: DomainDef) -> None:
+    """The domain starts with every interface and host device, or is refused."""
+    try:
+        result = dry_run(defn, CAPS, vhost_net_available=True)
+    except QctlError:
+        return  # refused, with a message: nothing silently dropped
+    live = result.domain
+    assert len(live.interfaces) == len(defn.interfaces)
+    assert len(live.hostdevs) == len(defn.hostdevs)
+    ids = _device_ids(result.argv)
+    for device in (*live.interfaces, *live.hostdevs):
+        if isinstance(device, HostdevDef) and device.unassigned:
+            assert device.alias not in ids  # held on the host, never given to the guest
+        else:
+            assert device.alias in ids, f"{device.alias} is missing from {result.argv}"
 
 
 # -- interfaces built in code -------------------------------------------------------------
@@ -198,8 +243,6 @@ def interfaces(draw: st.DrawFn) -> InterfaceDef:
         "mac": draw(st.none() | macs),
         "alias": draw(st.none() | aliases),
         "address": draw(st.none() | pci),
-        "link_state": draw(st.none() | st.sampled_from(LinkState)),
-        "mtu": draw(st.none() | st.integers(68, 65535)),
         "boot_order": draw(st.none() | st.integers(1, 100)),
     }
     if kind is InterfaceType.HOSTDEV:
@@ -220,6 +263,9 @@ def interfaces(draw: st.DrawFn) -> InterfaceDef:
             **common,  # type: ignore[arg-type]
         )
     model = draw(st.sampled_from(["virtio", "virtio-transitional", "e1000e", "rtl8139"]))
+    virtio = model.startswith("virtio")
+    common["link_state"] = draw(st.none() | st.sampled_from(LinkState))
+    common["mtu"] = draw(st.none() | st.integers(68, 65535))
     source = None
     if kind is InterfaceType.BRIDGE:
         source = InterfaceSourceDef(bridge=draw(ifnames))
@@ -231,12 +277,13 @@ def interfaces(draw: st.DrawFn) -> InterfaceDef:
                 [None, NetDriverName.QEMU] + [NetDriverName.VHOST] * (model.startswith("virtio"))
             )
         ),
-        queues=draw(st.none() | st.integers(1, 256)),
-        rx_queue_size=draw(st.none() | st.sampled_from([256, 512, 1024])),
-        tx_queue_size=draw(st.none() | st.sampled_from([256, 512, 1024])),
+        # queues over 1 and queue sizes are virtio's only
+        queues=draw(st.none() | st.integers(1, 256 if virtio else 1)),
+        rx_queue_size=draw(st.none() | st.sampled_from([256, 512, 1024])) if virtio else None,
+        tx_queue_size=draw(st.none() | st.sampled_from([256, 512, 1024])) if virtio else None,
     )
     teaming = None
-    if model.startswith("virtio") and draw(st.booleans()):
+    if virtio and draw(st.booleans()):
         teaming = TeamingDef(type=TeamingType.PERSISTENT)
     return InterfaceDef(
         type=kind,
@@ -245,7 +292,7 @@ def interfaces(draw: st.DrawFn) -> InterfaceDef:
         driver=draw(st.none() | st.just(driver)),
         teaming=teaming,
         target_dev=draw(st.none() | ifnames) if kind is not InterfaceType.USER else None,
-        target_managed=draw(st.none() | st.booleans()),
+        target_managed=draw(st.none() | st.just(True)),  # managed='no' is refused
         **common,  # type: ignore[arg-type]
     )
 

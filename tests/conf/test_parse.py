@@ -84,7 +84,8 @@ def test_check_reports_malformed_xml_as_one_syntax_error() -> None:
 
 def test_unknown_parts_are_kept_where_they_were() -> None:
     domain = parse_domain(
-        "<domain type='qemu' id='4'>\n"
+        lenient=True,  # kept, for format; start refuses those inside devices
+        data="<domain type='qemu' id='4'>\n"
         "  <title>first</title>\n"
         "  <name>x</name>\n"
         "  <memory unit='MiB' dumpCore='off'>64</memory>\n"
@@ -98,7 +99,7 @@ def test_unknown_parts_are_kept_where_they_were() -> None:
         "    </interface>\n"
         "    <!-- note -->\n"
         "  </devices>\n"
-        "</domain>\n"
+        "</domain>\n",
     )
     assert domain.extra_attrs == (("id", "4"),)
     assert domain.child_attrs == (("memory", "dumpCore", "off"),)
@@ -190,7 +191,8 @@ def test_pci_numbers_are_decimal_or_hex() -> None:
 
 def test_guest_address_of_another_type_is_kept_raw() -> None:
     iface = parse_device(
-        "<interface type='user'><address type='ccw' cssid='0xfe' devno='0x0001'/></interface>"
+        "<interface type='user'><address type='ccw' cssid='0xfe' devno='0x0001'/></interface>",
+        lenient=True,
     )
     assert isinstance(iface, InterfaceDef)
     assert iface.address is None

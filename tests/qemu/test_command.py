@@ -30,6 +30,7 @@ from qctl.conf import (
     InterfaceType,
     NetDriverName,
     NetworkDef,
+    format_xml,
     parse_domain,
     parse_network,
 )
@@ -38,7 +39,7 @@ from qctl.qemu.command import Features, build_command, format_props
 from qctl.qemu.dryrun import DRY_RUN_MONITOR, dry_run, dry_run_argv
 from qctl.qemu.nic import NICResources
 from qctl.qemu.plan import features_from_caps, plan
-from qctl.types import MACAddress
+from qctl.types import MACAddress, PCIAddress
 
 DATA = Path(__file__).parent / "data" / "argv"
 CAPS_FILE = DATA / "qemu-7.2.caps.json"
@@ -157,6 +158,17 @@ CASES: dict[str, Case] = {
     "libvirt-vhostnet-virtio": Case(vhost_net=True),
     "libvirt-upstream-hostdev": Case(),
     "libvirt-upstream-teaming": Case(),
+    "libvirt-upstream-net-virtio": Case(),
+    "libvirt-upstream-hostdev-pci-address": Case(),
+    # issue 12: what libvirt gets right, and nothing silently ignored
+    "hostdev-teaming": Case(),
+    "hostdev-unassigned": Case(),
+    "hostdev-twice": Case(),
+    "usb-net-pc": Case(),
+    "models-case": Case(),
+    "address-empty": Case(),
+    "target-unmanaged": Case(),
+    "bandwidth-refused": Case(),
 }
 
 
@@ -308,7 +320,7 @@ def test_failover_pair() -> None:
         ("failover-unsupported", "virtio_net_failover", "needs virtio-net failover"),
         ("netfront-no-xen", "xen_pv_nic", "xen-net-device"),
         ("usb-hostdev-interface", "usb-hostdev-interface", "USB host device cannot be assigned"),
-        ("network-hostdev-pool", "network-bridge", "is not a bridge pool"),
+        ("network-hostdev-pool", "network-bridge", "is a hostdev pool"),
     ],
 )
 def test_refusals_name_the_capability(name: str, capability: str, words: str) -> None:
@@ -497,3 +509,85 @@ def test_a_qemu_outside_the_system_prefixes_gets_its_data_directories(tmp_path: 
     bare = dataclasses.replace(defn, devices=dataclasses.replace(defn.devices, items=()))
     argv = build_command(bare, features, {}, binary=str(binary), monitor="fd=3")
     assert argv[:4] == [str(binary), "-L", f"{tmp_path}/usr/share/qemu", "-name"]
+
+
+# -- issue 12: what libvirt gets right, each with the XML that showed the bug ---------------
+
+
+def devices_of(name: str) -> list[dict[str, object]]:
+    return [json.loads(value) for value in option_values(golden_argv(name), "-device")]
+
+
+def test_a_hostdev_with_transient_teaming_gets_failover_pair_id() -> None:
+    (vfio,) = [d for d in devices_of("hostdev-teaming") if d["driver"] == "vfio-pci"]
+    assert vfio["failover_pair_id"] == "ua-backup0"
+    (virtio,) = [d for d in devices_of("hostdev-teaming") if d["driver"] == "virtio-net-pci"]
+    assert virtio["failover"] is True
+
+
+def test_a_hostdev_with_transient_teaming_needs_failover_pair_id() -> None:
+    defn = parse_domain((DATA / "hostdev-teaming.xml").read_bytes(), source="t.xml")
+    caps = load_caps()
+    props = {d: dict(p) for d, p in caps.device_properties.items()}
+    props["vfio-pci"].pop("failover_pair_id", None)
+    no_pair = dataclasses.replace(caps, device_properties=props)
+    with pytest.raises(UnsupportedError, match=r"^t\.xml:18: .*failover_pair_id"):
+        dry_run(defn, no_pair)
+
+
+def test_the_same_host_device_twice_is_refused_as_in_libvirt() -> None:
+    text = (DATA / "hostdev-twice.err").read_text()
+    assert "host PCI device 0000:05:00.0 already exists in the domain" in text
+
+
+def test_an_unassigned_hostdev_is_not_given_to_the_guest() -> None:
+    hosts = [d["host"] for d in devices_of("hostdev-unassigned")]
+    assert hosts == ["0000:05:00.1"]
+    defn = parse_domain((DATA / "hostdev-unassigned.xml").read_bytes())
+    live = dry_run(defn, load_caps()).domain
+    assert [(h.alias, h.address) for h in live.hostdevs] == [
+        ("hostdev0", None),
+        ("hostdev1", PCIAddress(0, 0, 2, 0)),
+    ]
+
+
+def test_usb_net_goes_on_the_usb_bus() -> None:
+    devices = devices_of("usb-net-pc")
+    assert devices[0] == {
+        "driver": "piix3-usb-uhci",
+        "id": "usb",
+        "bus": "pci.0",
+        "addr": "0x1.0x2",
+    }
+    usb = [d for d in devices if d["driver"] == "usb-net"]
+    assert [(d["bus"], d["port"]) for d in usb] == [("usb.0", "1"), ("usb.0", "2")]
+    assert all("addr" not in d for d in usb)
+    q35 = (DATA / "usb-net-pc.xml").read_text().replace("machine='pc'", "machine='q35'")
+    with pytest.raises(UnsupportedError, match=r"^q35\.xml:11: .*usb-net NIC on a q35"):
+        dry_run(parse_domain(q35, source="q35.xml"), load_caps())
+
+
+def test_model_names_are_matched_as_libvirt_matches_them() -> None:
+    devices = devices_of("models-case")
+    assert [d["driver"] for d in devices if d["driver"] != "pcie-root-port"] == [
+        "virtio-net-pci",
+        "vfio-pci",
+        "e1000e",
+    ]
+    virtio = devices[3]
+    assert virtio["failover"] is True and virtio["mq"] is True  # VIRTIO is virtio: teaming too
+
+
+def test_an_empty_pci_address_is_assigned_not_slot_0() -> None:
+    assert [d["addr"] for d in devices_of("address-empty")] == ["0x2", "0x3"]
+    defn = parse_domain((DATA / "address-empty.xml").read_bytes())
+    live = dry_run(defn, load_caps()).domain
+    assert not any(i.auto_address for i in live.interfaces)  # the live XML has the address
+    assert '<address type="pci"/>' in format_xml(defn)
+
+
+def test_start_and_dry_run_errors_name_the_file_and_line() -> None:
+    for path in sorted(DATA.glob("*.err")):
+        if path.stem.startswith("libvirt-"):
+            continue  # compared with libvirt's own message
+        assert path.read_text().split(": ", 2)[1].startswith(f"{path.stem}.xml:"), path.name

@@ -27,10 +27,15 @@ from qctl import (
     HostError,
     HostPaths,
     HotplugError,
+    InterfaceType,
     MACAddress,
+    NetworkStore,
     PCIAddress,
     ProcessError,
     ResourceBusyError,
+    StateRoot,
+    UnsupportedError,
+    ValidationError,
     parse_domain,
     parse_network,
 )
@@ -155,10 +160,9 @@ async def test_device_in_use_and_non_endpoint_are_refused(rig: Rig) -> None:
     vf = rig.vfs[0]
     fake_device_add(rig.dom)
     first = await rig.dom.attach_device(hostdev_interface(vf))
-    with pytest.raises(HotplugError) as busy:
+    # The same device twice in one domain is a configuration error, as in libvirt.
+    with pytest.raises(ValidationError, match="already exists in the domain"):
         await rig.dom.attach_device(hostdev_interface(vf, mac="52:54:00:70:00:02"))
-    assert isinstance(busy.value.__cause__, ResourceBusyError)
-    assert f"{rig.dom.name}/{first.alias}" in str(busy.value.__cause__)
 
     bridge = PCIAddress.parse("0000:3c:00.0")
     rig.sysfs.add_pci(bridge, cls=0x060400, iommu_group=rig.sysfs.new_group())
@@ -235,3 +239,150 @@ async def test_start_with_a_vf_qemu_refuses_restores_it(
     assert netlink.config(PF, 1) == ORIGINAL
     assert fake.driver_of(vfs[1]) == "ixgbevf" and fake.override_of(vfs[1]) is None
     assert not (tmp_path / "state" / "domains" / name).exists()
+
+
+# -- issue 12: VF VLANs, hostdev pools at start, unassigned hostdevs ------------------------
+
+
+def with_vlan(xml: str, tag: int) -> str:
+    return xml.replace("</interface>", f"<vlan><tag id='{tag}'/></vlan></interface>")
+
+
+async def test_a_vf_gets_its_vlan_and_gives_it_back(rig: Rig) -> None:
+    vf = rig.vfs[1]
+    fake_device_add(rig.dom)
+    live = await rig.dom.attach_device(with_vlan(hostdev_interface(vf), 100))
+    entry = rig.dom.ledger.get(live.alias or "")
+    assert entry is not None and entry.saved_vf is not None
+    assert entry.saved_vf.vlan == ORIGINAL.vlan  # saved before the change
+    assert rig.netlink.config(PF, 1) == VFConfig(MACAddress.parse(GUEST_MAC), 100)
+    assert '<tag id="100"/>' in rig.dom.xml()
+    assert await rig.dom.detach_device(live.alias or "") is DetachResult.DETACHED
+    assert_vf_as_before(rig, vf, 1)
+
+
+async def test_a_vlan_on_a_device_that_is_not_a_vf_is_refused(rig: Rig) -> None:
+    nic = PCIAddress.parse("0000:3d:00.0")
+    rig.sysfs.add_pci(nic, driver="e1000e", iommu_group=rig.sysfs.new_group())
+    calls = len(rig.netlink.calls)
+    with pytest.raises(HotplugError) as refused:
+        await rig.dom.attach_device(with_vlan(hostdev_interface(nic), 100))
+    assert isinstance(refused.value.__cause__, UnsupportedError)
+    assert "<vlan> on 0000:3d:00.0, which is not an SR-IOV VF" in str(refused.value.__cause__)
+    assert len(rig.netlink.calls) == calls and rig.sysfs.driver_of(nic) == "e1000e"
+    assert len(rig.dom.ledger) == 0
+
+
+async def test_a_failover_pair_on_a_pool_starts_on_a_vf_of_the_pool(
+    guest_paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A failover pair whose transient half is on a hostdev pool, at start. QEMU holds a
+    failover primary back until the guest's virtio-net asks for it, so QEMU starts with the
+    (fake) VF on its command line."""
+    fake = FakeSysfs(tmp_path)
+    fake.add_driver("vfio-pci")
+    vfs = fake.add_pf(PF, PF_ADDRESS, vfs=2)
+    netlink = FakeVFNetlink()
+    netlink.add_pf(PF, vfs=2, mac=ORIGINAL.mac, vlan=ORIGINAL.vlan)
+    root = StateRoot(tmp_path / "state")
+    store = NetworkStore.for_host(root, fake.sysfs)
+    store.define(
+        parse_network(
+            "<network><name>sriov</name><forward mode='hostdev' managed='yes'>"
+            f"<pf dev='{PF}'/></forward><vlan><tag id='7'/></vlan></network>"
+        )
+    )
+    mac = "52:54:00:70:00:05"
+    devices = (
+        f"<interface type='user'><mac address='{mac}'/><model type='virtio'/>"
+        "<teaming type='persistent'/><alias name='ua-backup0'/></interface>\n"
+        f"<interface type='network'><mac address='{mac}'/>"
+        "<source network='sriov'/><teaming type='transient' persistent='ua-backup0'/>"
+        "</interface>"
+    )
+    defn = parse_domain(guest_domain_xml(unique("pool"), devices, console=tmp_path / "sl"))
+    dom = await Domain.start(
+        defn, state_root=root, netlink=netlink, host_paths=HostPaths(sysfs=fake.sysfs)
+    )
+    try:
+        (iface,) = [i for i in dom.live.interfaces if i.type is InterfaceType.HOSTDEV]
+        assert iface.source is not None and iface.source.pci == vfs[0]
+        assert iface.vlan is not None and iface.vlan.tags[0].id == 7  # the pool's VLAN
+        entry = dom.ledger.get(iface.alias or "")
+        assert entry is not None and entry.pool == ("sriov", str(vfs[0]))
+        assert entry.saved_vf is not None and entry.saved_vf.vlan == ORIGINAL.vlan
+        assert netlink.config(PF, 0) == VFConfig(MACAddress.parse(mac), 7)
+        assert fake.driver_of(vfs[0]) == "vfio-pci"
+        assert [(a.device, a.alias) for a in store.allocations()] == [(str(vfs[0]), "net0")]
+    finally:
+        await dom.stop(force=True)
+    assert netlink.config(PF, 0) == ORIGINAL
+    assert fake.driver_of(vfs[0]) == "ixgbevf"
+    assert store.allocations() == []
+
+
+async def test_a_pool_without_a_free_vf_names_the_interface_line(
+    guest_paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root = StateRoot(tmp_path / "state")
+    NetworkStore(root).define(
+        parse_network(
+            "<network><name>empty</name><forward mode='hostdev'>"
+            "<address type='pci' bus='0x3b' slot='0x10'/></forward></network>"
+        )
+    )
+    await NetworkStore(root).allocate("empty", "other", "net0")
+    devices = "<interface type='network'>\n<source network='empty'/>\n</interface>"
+    xml = guest_domain_xml(unique("pool"), devices, console=tmp_path / "serial.log")
+    line = xml.splitlines().index("<interface type='network'>") + 1
+    defn = parse_domain(xml, source="dom.xml")
+    with pytest.raises(ResourceBusyError) as busy:
+        await Domain.start(defn, state_root=root, netlink=FakeVFNetlink())
+    assert str(busy.value) == (f"dom.xml:{line}: network 'empty' has no free device left")
+
+
+async def test_connecting_keeps_an_unassigned_hostdev(
+    guest_paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    fake = FakeSysfs(tmp_path)
+    fake.add_driver("vfio-pci")
+    vfs = fake.add_pf(PF, PF_ADDRESS, vfs=2)
+    unassigned = hostdev(vfs[1]).replace("</hostdev>", "<address type='unassigned'/></hostdev>")
+    name = unique("unassigned")
+    defn = parse_domain(guest_domain_xml(name, unassigned, console=tmp_path / "serial.log"))
+    paths = HostPaths(sysfs=fake.sysfs)
+    netlink = FakeVFNetlink()
+    dom = await Domain.start(defn, state_root=tmp_path / "state", netlink=netlink, host_paths=paths)
+    try:
+        async with Domain.connect(
+            name, state_root=tmp_path / "state", netlink=netlink, host_paths=paths
+        ) as again:
+            assert [e.alias for e in again.ledger] == ["hostdev0"]
+        assert fake.driver_of(vfs[1]) == "vfio-pci"
+    finally:
+        await dom.stop(force=True)
+
+
+async def test_an_unassigned_hostdev_is_held_but_not_given_to_the_guest(
+    guest_paths: tuple[Path, Path], tmp_path: Path
+) -> None:
+    fake = FakeSysfs(tmp_path)
+    fake.add_driver("vfio-pci")
+    vfs = fake.add_pf(PF, PF_ADDRESS, vfs=2)
+    netlink = FakeVFNetlink()
+    netlink.add_pf(PF, vfs=2, mac=ORIGINAL.mac, vlan=ORIGINAL.vlan)
+    unassigned = hostdev(vfs[1]).replace("</hostdev>", "<address type='unassigned'/></hostdev>")
+    defn = parse_domain(
+        guest_domain_xml(unique("unassigned"), unassigned, console=tmp_path / "serial.log")
+    )
+    dom = await Domain.start(
+        defn, state_root=tmp_path / "state", netlink=netlink, host_paths=HostPaths(sysfs=fake.sysfs)
+    )
+    try:
+        assert fake.driver_of(vfs[1]) == "vfio-pci"  # prepared and held…
+        assert [e.alias for e in dom.ledger] == ["hostdev0"]
+        assert "hostdev0" not in await dom.monitor.peripherals()  # …not given to the guest
+        assert '<address type="unassigned"/>' in dom.xml()
+    finally:
+        await dom.stop(force=True)
+    assert fake.driver_of(vfs[1]) == "ixgbevf" and fake.override_of(vfs[1]) is None
