@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -83,17 +84,22 @@ def interrupt(argv: list[str], delay: float, how: str) -> int:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    if "Traceback" in err:
+    # Python itself prints a traceback for a Ctrl-C that comes while it is still importing,
+    # before qctl runs: that is not qctl's.
+    before_qctl = err.rstrip().endswith("KeyboardInterrupt") and "qctl/cli" not in err
+    if "Traceback" in err and not before_qctl:
         print(f"  traceback from {' '.join(argv[3:5])}:\n{err}", file=sys.stderr)
     return proc.returncode
 
 
 def taps_in_namespace() -> set[str]:
-    found = set()
-    for entry in Path("/sys/class/net").iterdir():
-        if (entry / "tun_flags").exists():
-            found.add(entry.name)
-    return found
+    """Tap devices in this network namespace (asked of the kernel: /sys may show another)."""
+    links = json.loads(subprocess.run(
+        ["ip", "-j", "-d", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout)
+    return {
+        link["ifname"] for link in links if link.get("linkinfo", {}).get("info_kind") == "tun"
+    }
 
 
 def tun_fds(pid: int) -> int:
