@@ -35,7 +35,7 @@ from qctl.conf.model import (
     is_user_alias,
 )
 from qctl.errors import ValidationError
-from qctl.types import PCIAddress
+from qctl.types import OBJECT_NAME_RULE, PCIAddress, is_object_name
 
 __all__ = ["validate_device", "validate_domain", "validate_network"]
 
@@ -389,12 +389,11 @@ def _check_controllers(placed: list[tuple[DeviceDef, str]], problems: _Problems)
 
 def _check_domain_fields(domain: DomainDef, problems: _Problems) -> None:
     name = domain.name
-    if not name or name != name.strip() or "/" in name or "\n" in name:
+    if not is_object_name(name):
         problems.add(
             "/domain/name",
             domain.line_of("name"),
-            f"domain name {name!r} must be non-empty, without '/', newlines, or spaces at "
-            "either end",
+            f"domain name {name!r} is not usable ({OBJECT_NAME_RULE})",
         )
     if domain.memory.kib < 1:
         problems.add("/domain/memory", domain.line_of("memory"), "memory must be more than 0")
@@ -464,11 +463,11 @@ def validate_device(
 def validate_network(defn: NetworkDef, *, source: str | None = None) -> list[ValidationError]:
     """Every rule broken by the network pool ``defn``, in line order."""
     problems = _Problems(source)
-    if not defn.name or defn.name != defn.name.strip() or "/" in defn.name:
+    if not is_object_name(defn.name):
         problems.add(
             "/network/name",
             defn.line_of("name"),
-            f"network name {defn.name!r} must be non-empty, without '/' or spaces at either end",
+            f"network name {defn.name!r} is not usable ({OBJECT_NAME_RULE})",
         )
     forward = defn.forward
     if forward is None:

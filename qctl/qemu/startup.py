@@ -39,7 +39,7 @@ from qctl.qemu.placement import netdev_id
 from qctl.qemu.plan import features_from_caps, plan
 from qctl.qemu.prepare import PreparedHost, prepare_interfaces
 from qctl.qemu.process import QEMUProcess
-from qctl.qemu.state import DomainDir, FileLock, StateRoot, lock_file
+from qctl.qemu.state import DomainDir, FileLock, StateRoot
 from qctl.qemu.status import Status, devices_held, write_status
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 from qctl.qmp import QMPClient, connect_qmp
@@ -102,10 +102,9 @@ async def take_devices_lock(root: StateRoot) -> FileLock:
     this lock from that check until its own claim is in its ledger keeps two domains from
     taking the same device at once.
     """
-    root.ensure()
     try:
         async with asyncio.timeout(LOCK_TIMEOUT):
-            return await lock_file(root.path / ".devices.lock")
+            return await root.lock("", ".devices.lock")
     except TimeoutError:
         raise StateError("host device claims are locked by another qctl process") from None
 
@@ -271,8 +270,8 @@ async def launch(
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
 
-    root.ensure()
     directory = root.domain(planned.name)
+    directory.make()
     lock = await take_lock(directory)
     stack = contextlib.AsyncExitStack()
     own_link: Netlink | None = None
