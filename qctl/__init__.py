@@ -8,6 +8,7 @@ import logging
 
 from qctl.caps import Capability, CapsCache, HostFacts, MachineType, QEMUCaps, probe, probe_many
 from qctl.conf import (
+    MAX_DOCUMENT_BYTES,
     AnyDef,
     ControllerDef,
     ControllerModel,
@@ -41,6 +42,7 @@ from qctl.conf import (
     parse_device,
     parse_domain,
     parse_network,
+    read_document,
     validate_device,
     validate_domain,
     validate_network,
@@ -136,6 +138,8 @@ __all__ = [
     "parse_network",
     "parse_device",
     "load",
+    "read_document",
+    "MAX_DOCUMENT_BYTES",
     "check",
     "format_xml",
     "def_to_dict",

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from qctl import ConfigError, XMLSyntaxError, check, def_to_dict, format_xml, load
+from qctl import ConfigError, XMLSyntaxError, check, def_to_dict, format_xml, load, read_document
 
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
 # invalid: validate reports the problems itself instead of raising the first one.
@@ -26,9 +25,9 @@ _LIVE_HELP = "the XML of a running domain: allow device aliases not chosen by th
 def _problems(path: str, *, live: bool) -> list[ConfigError]:
     """Every problem of the file at ``path``, an unreadable file included."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return [ConfigError(f"cannot read: {exc.strerror or exc}", source=path)]
+        data = read_document(path)
+    except ConfigError as exc:
+        return [exc]
     return check(data, source=path, live=live)
 
 
@@ -74,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="check domain, device and network documents",
         description="Check each FILE and report every problem as FILE:LINE: message.",
     )
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="a file, or - for stdin")
     validate.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     validate.add_argument("--live", action="store_true", help=_LIVE_HELP)
     validate.set_defaults(func=_validate)
@@ -84,7 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="print a document normalized",
         description="Print FILE as normalized XML (it must be valid).",
     )
-    fmt.add_argument("file", metavar="FILE")
+    fmt.add_argument("file", metavar="FILE", help="a file, or - for stdin")
     fmt.add_argument("--json", action="store_true", help="print the model as JSON instead")
     fmt.add_argument("--live", action="store_true", help=_LIVE_HELP)
     fmt.set_defaults(func=_format)

@@ -7,10 +7,17 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any
 
-from qctl import DetachResult, Domain, format_xml
+from qctl import (
+    DetachResult,
+    Domain,
+    HostdevDef,
+    InterfaceDef,
+    format_xml,
+    parse_device,
+    read_document,
+)
 from qctl.cli.common import add_json, add_state_dir, print_json
 
 
@@ -51,11 +58,11 @@ def register(sub: Any) -> None:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    xml = Path(args.file).read_text()
+    device = parse_device(read_document(args.file), source=args.file)
 
     async def run() -> str:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
-            live = await dom.attach_device(xml, source=args.file)
+            live = await dom.attach_device(device, source=args.file)
             return format_xml(live)
 
     live_xml = asyncio.run(run())
@@ -67,7 +74,9 @@ def _attach(args: argparse.Namespace) -> int:
 
 
 def _detach(args: argparse.Namespace) -> int:
-    target: str = args.alias if args.alias else Path(args.file).read_text()
+    target: str | InterfaceDef | HostdevDef = (
+        args.alias if args.alias else parse_device(read_document(args.file), source=args.file)
+    )
 
     async def run() -> DetachResult:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:

@@ -6,6 +6,7 @@ as JSON-ready data (:mod:`~qctl.conf.jsonable`). lxml is used here and nowhere e
 :mod:`~qctl.conf.xml`.
 """
 
+from qctl.conf.document import MAX_DOCUMENT_BYTES, read_document
 from qctl.conf.format import format_xml
 from qctl.conf.jsonable import JSONValue, def_to_dict
 from qctl.conf.model import (
@@ -41,6 +42,7 @@ from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, par
 from qctl.conf.validate import validate_device, validate_domain, validate_network
 
 __all__ = [
+    "MAX_DOCUMENT_BYTES",
     "VIRTIO_MODELS",
     "AnyDef",
     "ControllerDef",
@@ -71,6 +73,7 @@ __all__ = [
     "USBAddress",
     "VCPUDef",
     "check",
+    "read_document",
     "def_to_dict",
     "format_xml",
     "load",
