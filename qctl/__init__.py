@@ -77,6 +77,7 @@ from qctl.qemu.events import (
     Shutdown,
     UnplugRejected,
 )
+from qctl.qemu.inventory import DomainState, discard_damaged, list_domain_states
 from qctl.qemu.network import Allocation, NetworkStore
 from qctl.qemu.state import StateRoot
 from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
@@ -149,6 +150,9 @@ __all__ = [
     # the QEMU driver
     "Domain",
     "DomainInfo",
+    "DomainState",
+    "list_domain_states",
+    "discard_damaged",
     "DetachResult",
     "StateRoot",
     "NetworkStore",

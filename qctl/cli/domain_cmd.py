@@ -7,7 +7,16 @@ import asyncio
 import shlex
 from typing import Any
 
-from qctl import Domain, DomainDef, StateError, ValidationError, load
+from qctl import (
+    Domain,
+    DomainDef,
+    DomainState,
+    StateError,
+    ValidationError,
+    discard_damaged,
+    list_domain_states,
+    load,
+)
 from qctl.cli.common import add_json, add_state_dir, print_json
 
 
@@ -26,7 +35,11 @@ def register(sub: Any) -> None:
 
     stop = sub.add_parser("stop", help="power a domain down (then quit, then kill)")
     stop.add_argument("name")
-    stop.add_argument("--force", action="store_true", help="skip the ACPI power-down")
+    stop.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the ACPI power-down; drop a damaged state once no QEMU runs for it",
+    )
     stop.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="power-down grace (30 s)"
     )
@@ -73,7 +86,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    infos = Domain.list(args.state_dir)
+    states = list_domain_states(args.state_dir)
 
     async def release(name: str) -> None:
         try:
@@ -82,17 +95,24 @@ def _list(args: argparse.Namespace) -> int:
         except StateError:
             pass  # QEMU had exited: connect released what the ledger held
 
-    for info in infos:
-        if not info.running:
-            asyncio.run(release(info.name))
-    rows = [{"name": i.name, "pid": i.pid, "state": "running" if i.running else "gone"}
-            for i in infos]
+    for state in states:
+        if not state.running and state.problem is None:
+            asyncio.run(release(state.name))
+    rows = [_row(state) for state in states]
     if args.json:
         print_json(rows)
     else:
         for row in rows:
-            print(f"{row['name']:<24} {row['pid'] or '-':>8}  {row['state']}")
+            line = f"{row['name']:<24} {row['pid'] or '-':>8}  {row['state']}"
+            print(f"{line}: {row['error']}" if "error" in row else line)
     return 0
+
+
+def _row(state: DomainState) -> dict[str, Any]:
+    """A line of ``qctl list``; a damaged domain's says why (drop it: ``stop --force``)."""
+    if state.problem is not None:
+        return {"name": state.name, "pid": state.pid, "state": "damaged", "error": state.problem}
+    return {"name": state.name, "pid": state.pid, "state": "running" if state.running else "gone"}
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -100,6 +120,11 @@ def _stop(args: argparse.Namespace) -> int:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
             await dom.stop(force=args.force, grace=args.timeout)
 
+    damaged = [s for s in list_domain_states(args.state_dir) if s.name == args.name and s.problem]
+    if damaged and args.force:
+        discard_damaged(args.name, args.state_dir)
+        print(f"discarded the damaged state of {args.name} ({damaged[0].problem})")
+        return 0
     asyncio.run(run())
     print(f"stopped {args.name}")
     return 0

@@ -382,7 +382,8 @@ class DomainDir:
         out for a damaged status file. Refused while a QEMU may still run for it."""
         if self.qemu_lives():
             raise StateError(
-                f"domain {self.name!r} still has a running QEMU: stop it first (qctl stop)"
+                f"a QEMU may still run for domain {self.name!r} (its process or its monitor "
+                "socket is alive): end it first"
             )
         self.remove()
 
