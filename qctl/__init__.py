@@ -67,6 +67,7 @@ from qctl.errors import (
     XMLSyntaxError,
 )
 from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths
+from qctl.qemu.dryrun import command_line
 from qctl.qemu.events import (
     DeviceAdded,
     DeviceRemoved,
@@ -151,6 +152,7 @@ __all__ = [
     "Domain",
     "DomainInfo",
     "DomainState",
+    "command_line",
     "list_domain_states",
     "discard_damaged",
     "DetachResult",

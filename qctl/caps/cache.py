@@ -151,6 +151,13 @@ class CapsCache:
                 return cached
         return await self._join(fingerprint)
 
+    def cached(self, binary: str | os.PathLike[str]) -> QEMUCaps | None:
+        """The caps of ``binary`` if the cache holds a valid entry, else None; never runs it.
+
+        :raise ProcessError: when there is no such binary.
+        """
+        return self._load(self.fingerprint(binary))
+
     def _host_facts(self) -> HostFacts:
         return host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)
 

@@ -13,6 +13,7 @@ from qctl import (
     DomainState,
     StateError,
     ValidationError,
+    command_line,
     discard_damaged,
     list_domain_states,
     load,
@@ -50,6 +51,18 @@ def register(sub: Any) -> None:
         "domxml-to-argv", help="the QEMU command line a domain would start with (dry run)"
     )
     argv.add_argument("file", metavar="FILE.xml")
+    argv.add_argument(
+        "--emulator",
+        metavar="PATH",
+        help="probe this QEMU for what it can do, and start the argv with it (default: the "
+        "cached capabilities of the document's <emulator>, else $QCTL_QEMU or "
+        "qemu-system-x86_64)",
+    )
+    argv.add_argument(
+        "--probe-document-emulator",
+        action="store_true",
+        help="run the document's <emulator> to probe it (never done otherwise)",
+    )
     add_state_dir(argv)
     add_json(argv)
     argv.set_defaults(func=_domxml_to_argv)
@@ -141,7 +154,14 @@ def _dumpxml(args: argparse.Namespace) -> int:
 
 def _domxml_to_argv(args: argparse.Namespace) -> int:
     defn = _load_domain(args.file)
-    argv = asyncio.run(Domain.command_line(defn, state_root=args.state_dir))
+    argv = asyncio.run(
+        command_line(
+            defn,
+            emulator=args.emulator,
+            trust_emulator=args.probe_document_emulator,
+            state_root=args.state_dir,
+        )
+    )
     if args.json:
         print_json(argv)
     else:
