@@ -45,7 +45,7 @@ def rig(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, str]]:
 def test_the_document_emulator_is_not_run(
     rig: tuple[Path, Path, Path, dict[str, str]], tmp_path: Path
 ) -> None:
-    marker, trap, domain, env = rig
+    marker, _trap, domain, env = rig
     fake = write_fake_binary(tmp_path, RECORDING_7_2)
     named = _argv(str(domain), "--emulator", str(fake), "--json", env=env)
     assert named.returncode == 0, named.stderr
@@ -60,7 +60,7 @@ def test_the_document_emulator_is_not_run(
 def test_the_document_emulator_runs_only_when_asked(
     rig: tuple[Path, Path, Path, dict[str, str]],
 ) -> None:
-    marker, trap, domain, env = rig
+    marker, _trap, domain, env = rig
     asked = _argv(str(domain), "--probe-document-emulator", env=env)
     assert asked.returncode == 7 and len(asked.stderr.splitlines()) == 1
     assert marker.exists()
