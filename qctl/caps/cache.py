@@ -39,7 +39,7 @@ __all__ = ["CACHE_FORMAT", "CapsCache", "Fingerprint", "default_cache_dir", "pro
 _log = logging.getLogger(__name__)
 
 # Bumped when the entry layout changes; entries of another format are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 KVM_PATH = "/dev/kvm"
 
 
