@@ -11,6 +11,7 @@ from qctl import (
     Domain,
     DomainDef,
     DomainState,
+    HostPaths,
     StateError,
     ValidationError,
     command_line,
@@ -25,6 +26,12 @@ def register(sub: Any) -> None:
     """Add the domain lifecycle commands."""
     start = sub.add_parser("start", help="start a domain from its XML; QEMU keeps running")
     start.add_argument("file", metavar="FILE.xml")
+    start.add_argument(
+        "--no-confine",
+        action="store_true",
+        help="run QEMU as qctl's user without its sandbox (as root QEMU runs as "
+        "$QCTL_QEMU_USER or qctl-qemu, sandboxed, by default)",
+    )
     add_state_dir(start)
     add_json(start)
     start.set_defaults(func=_start)
@@ -87,7 +94,8 @@ def _start(args: argparse.Namespace) -> int:
     defn = _load_domain(args.file)
 
     async def run() -> dict[str, Any]:
-        async with Domain.start(defn, state_root=args.state_dir) as dom:
+        paths = HostPaths(confine=False) if args.no_confine else HostPaths()
+        async with Domain.start(defn, state_root=args.state_dir, host_paths=paths) as dom:
             return {"name": dom.name, "pid": dom.process.pid, "live_xml": dom.xml()}
 
     result = asyncio.run(run())

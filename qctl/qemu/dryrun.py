@@ -19,6 +19,10 @@ qemu-system-x86_64); only ``trust_emulator`` (``--probe-document-emulator``) pro
 document's. A dry run may be fed any document; running what it names would be running the
 author's program as the caller.
 
+The argv is that of an unconfined start: a start as root adds the options of
+:mod:`qctl.qemu.confine` (``-runas``/``-run-with``, ``-sandbox``) and passes serial log
+files in fd sets.
+
 The fds are names, not numbers, so the output does not depend on the process that printed it:
 ``tapfd-ALIAS-Q`` and ``vhostfd-ALIAS-Q`` for queue ``Q`` of interface ``ALIAS``, and
 ``fd=monitorfd`` for the QMP socket. Taps keep their ``<target dev>`` name, else get

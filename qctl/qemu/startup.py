@@ -29,8 +29,9 @@ from pathlib import Path
 from qctl.caps import QEMUCaps
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
 from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
-from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
+from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, PCIDevice, Sysfs
 from qctl.qemu.command import build_command
+from qctl.qemu.confine import VFIO_DIR, confinement_for, hand_vfio_group, open_files
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
@@ -67,11 +68,17 @@ BUSY_MONITOR_TIMEOUT = 0.5
 
 @dataclass(frozen=True, slots=True)
 class HostPaths:
-    """Device nodes and the sysfs tree the host side uses; tests point them elsewhere."""
+    """Device nodes and the sysfs tree the host side uses (tests point them elsewhere), and
+    how QEMU is confined on this host."""
 
     tun: str = TUN_PATH
     vhost_net: str = VHOST_NET_PATH
     sysfs: Sysfs = field(default_factory=Sysfs)
+    vfio_dir: str = VFIO_DIR
+    #: QEMU's confinement (:mod:`qctl.qemu.confine`): None confines when qctl is root,
+    #: False never (``--no-confine``); ``qemu_user`` overrides the QEMU user
+    confine: bool | None = None
+    qemu_user: str | None = None
 
 
 @dataclass(slots=True)
@@ -165,6 +172,16 @@ async def _prepare_vfio_devices(
         )
         held[vfio.address] = f"{domain.name}/{device.alias}"
     return notes
+
+
+def _vfio_groups(domain: DomainDef, sysfs: Sysfs) -> set[int]:
+    """The IOMMU groups of the domain's VFIO devices (their /dev/vfio/N QEMU opens)."""
+    addresses = [
+        *(i.source.pci for i in domain.interfaces if i.type is InterfaceType.HOSTDEV and i.source),
+        *(h.source for h in domain.hostdevs),
+    ]
+    groups = (PCIDevice(a, sysfs=sysfs).iommu_group() for a in addresses if a is not None)
+    return {g for g in groups if g is not None}
 
 
 def _has_vfio(domain: DomainDef) -> bool:
@@ -269,6 +286,7 @@ async def launch(
     features = features_from_caps(caps)
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
+    confinement = confinement_for(caps, confine=host_paths.confine, user=host_paths.qemu_user)
 
     directory = root.domain(planned.name)
     directory.make()
@@ -300,6 +318,13 @@ async def launch(
         notes = await _prepare_vfio_devices(
             prepared.domain, stack, link, host_paths, devices_held(root, besides=planned.name)
         )
+        # Confinement: files QEMU writes are opened here; VFIO groups go to the QEMU user.
+        passed = contextlib.ExitStack()
+        stack.callback(passed.close)
+        files = open_files(prepared.domain, passed)
+        if confinement is not None:
+            for group in _vfio_groups(prepared.domain, host_paths.sysfs):
+                hand_vfio_group(group, confinement, stack, vfio_dir=host_paths.vfio_dir)
         listeners = [_listen(path) for path in directory.qmp_sockets]
         for listener in listeners:
             stack.callback(listener.close)
@@ -319,12 +344,16 @@ async def launch(
             binary=binary,
             monitor=monitors[0],
             extra_monitors=monitors[1:],
+            confinement=confinement,
+            files=files,
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]
+        file_fds = [int(f.fd) for f in files.values()]
         process = await QEMUProcess.spawn(
-            argv, log_path=directory.log_file, pass_fds=[*prepared.fds, *listener_fds]
+            argv, log_path=directory.log_file, pass_fds=[*prepared.fds, *listener_fds, *file_fds]
         )
+        passed.close()  # QEMU has its copies
         stack.push_async_callback(process.stop, 1.0)
         for listener in listeners:
             listener.close()
