@@ -8,6 +8,7 @@ import logging
 
 from qctl.caps import Capability, CapsCache, HostFacts, MachineType, QEMUCaps, probe, probe_many
 from qctl.conf import (
+    MAX_DOCUMENT_BYTES,
     AnyDef,
     ControllerDef,
     ControllerModel,
@@ -43,6 +44,7 @@ from qctl.conf import (
     parse_device,
     parse_domain,
     parse_network,
+    read_document,
     review,
     validate_device,
     validate_domain,
@@ -69,6 +71,7 @@ from qctl.errors import (
     XMLSyntaxError,
 )
 from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths, abort_job
+from qctl.qemu.dryrun import command_line
 from qctl.qemu.events import (
     DeviceAdded,
     DeviceRemoved,
@@ -79,6 +82,7 @@ from qctl.qemu.events import (
     Shutdown,
     UnplugRejected,
 )
+from qctl.qemu.inventory import DomainState, discard_damaged, list_domain_states
 from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
 from qctl.qemu.network import Allocation, NetworkStore
 from qctl.qemu.process import Launcher
@@ -147,6 +151,8 @@ __all__ = [
     "parse_network",
     "parse_device",
     "load",
+    "read_document",
+    "MAX_DOCUMENT_BYTES",
     "check",
     "review",
     "format_xml",
@@ -157,6 +163,10 @@ __all__ = [
     # the QEMU driver
     "Domain",
     "DomainInfo",
+    "DomainState",
+    "command_line",
+    "list_domain_states",
+    "discard_damaged",
     "DetachResult",
     "RunState",
     "JobRecord",

@@ -11,9 +11,23 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["IfName", "MACAddress", "PCIAddress"]
+__all__ = ["OBJECT_NAME_RULE", "IfName", "MACAddress", "PCIAddress", "is_object_name"]
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+_OBJECT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+OBJECT_NAME_RULE = "a letter or digit, then letters, digits, '_', '.', '+', '-'; at most 64"
+"""What :func:`is_object_name` accepts, in words for error messages."""
+
+
+def is_object_name(name: str) -> bool:
+    """Whether ``name`` may name a domain or a network pool.
+
+    One rule for ``validate``, ``start`` and the state root: the name becomes a directory or
+    file name there, so it must be short, plain and whole (no trailing newline either).
+    """
+    return _OBJECT_NAME_RE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, order=True, slots=True)

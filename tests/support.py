@@ -180,3 +180,15 @@ def guest_domain_xml(
   </devices>
 </domain>
 """
+
+
+def pretend_running(root: Path, name: str) -> None:
+    """Give domain ``name`` of state root ``root`` a status file naming this (live) test
+    process as its QEMU, so the state root counts it as running."""
+    from qctl.qemu.process import process_identity
+    from qctl.qemu.state import StateRoot
+
+    me = process_identity(os.getpid())
+    directory = StateRoot(root).domain(name)
+    directory.make()
+    directory.write_status({"name": name, "pid": me.pid, "start_time": me.start_time})

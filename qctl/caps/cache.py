@@ -39,7 +39,7 @@ __all__ = ["CACHE_FORMAT", "CapsCache", "Fingerprint", "default_cache_dir", "pro
 _log = logging.getLogger(__name__)
 
 # Bumped when the entry layout changes; entries of another format are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 KVM_PATH = "/dev/kvm"
 
 
@@ -150,6 +150,13 @@ class CapsCache:
             if cached is not None:
                 return cached
         return await self._join(fingerprint)
+
+    def cached(self, binary: str | os.PathLike[str]) -> QEMUCaps | None:
+        """The caps of ``binary`` if the cache holds a valid entry, else None; never runs it.
+
+        :raise ProcessError: when there is no such binary.
+        """
+        return self._load(self.fingerprint(binary))
 
     def _host_facts(self) -> HostFacts:
         return host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)

@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMA_PATHS",
     "Capability",
     "Command",
+    "CommandLineOption",
     "DeviceProperty",
     "Event",
     "Facts",
@@ -54,6 +55,8 @@ class Capability(enum.StrEnum):
     ADD_FD = "add_fd"
     KVM_PRESENT = "kvm_present"
     KVM_ENABLED = "kvm_enabled"
+    SECCOMP_SANDBOX = "seccomp_sandbox"
+    RUN_WITH_USER = "run_with_user"
 
 
 class Facts(Protocol):
@@ -74,6 +77,8 @@ class Facts(Protocol):
     def kvm_present(self) -> bool: ...
     @property
     def kvm_enabled(self) -> bool: ...
+    @property
+    def command_line_options(self) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +148,24 @@ class KVM:
         return caps.kvm_enabled if self.state == "enabled" else caps.kvm_present
 
 
-Rule = Command | Event | QOMType | DeviceProperty | SchemaPath | KVM
+@dataclass(frozen=True, slots=True)
+class CommandLineOption:
+    """``query-command-line-options`` lists option group ``option`` (with ``parameter``).
+
+    Options that exist only when compiled in (``-sandbox`` needs libseccomp) or that are new
+    (``-run-with user=``) are found here; QAPI does not describe the command line.
+    """
+
+    option: str
+    parameter: str | None = None
+
+    def holds(self, caps: Facts) -> bool:
+        """Whether ``caps`` satisfies this rule."""
+        key = self.option if self.parameter is None else f"{self.option}.{self.parameter}"
+        return key in caps.command_line_options
+
+
+Rule = Command | Event | QOMType | DeviceProperty | SchemaPath | KVM | CommandLineOption
 
 C = Capability
 DETECTION: Mapping[Capability, Rule] = MappingProxyType(
@@ -169,6 +191,10 @@ DETECTION: Mapping[Capability, Rule] = MappingProxyType(
         C.ADD_FD: Command("add-fd"),
         C.KVM_PRESENT: KVM("present"),
         C.KVM_ENABLED: KVM("enabled"),
+        # -sandbox: QEMU built with libseccomp
+        C.SECCOMP_SANDBOX: CommandLineOption("sandbox"),
+        # -run-with user= (QEMU 9.1, which deprecates -runas)
+        C.RUN_WITH_USER: CommandLineOption("run-with", "user"),
     }
 )
 del C

@@ -67,12 +67,15 @@ class QEMUCaps:
     kvm_present: bool = False
     kvm_enabled: bool = False
     schema_paths: frozenset[str] = field(default=frozenset(), repr=False)
+    #: ``query-command-line-options``: each option group, and ``group.parameter`` for its
+    #: parameters (``sandbox``, ``run-with.user``); empty where QEMU lacks the command
+    command_line_options: frozenset[str] = field(default=frozenset(), repr=False)
     host: HostFacts = HostFacts()
     flags: frozenset[Capability] = field(init=False)
 
     def __post_init__(self) -> None:
         freeze = object.__setattr__
-        for name in ("commands", "events", "qom_types", "schema_paths"):
+        for name in ("commands", "events", "qom_types", "schema_paths", "command_line_options"):
             freeze(self, name, frozenset(getattr(self, name)))
         freeze(self, "version", tuple(self.version))
         freeze(self, "machines", tuple(self.machines))
@@ -123,6 +126,7 @@ class QEMUCaps:
             "qom_types": sorted(self.qom_types),
             "device_properties": {d: dict(p) for d, p in self.device_properties.items()},
             "schema_paths": sorted(self.schema_paths),
+            "command_line_options": sorted(self.command_line_options),
         }
 
     @classmethod
@@ -157,6 +161,9 @@ class QEMUCaps:
                 kvm_present=_flag(data["kvm"]["present"], "kvm.present"),
                 kvm_enabled=_flag(data["kvm"]["enabled"], "kvm.enabled"),
                 schema_paths=_names(data["schema_paths"], "schema_paths"),
+                command_line_options=_names(
+                    data.get("command_line_options", []), "command_line_options"
+                ),
                 host=HostFacts(
                     vhost_net=_flag(data["host"]["vhost_net"], "host.vhost_net"),
                     tun=_flag(data["host"]["tun"], "host.tun"),

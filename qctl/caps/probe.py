@@ -286,6 +286,7 @@ async def _gather(client: QMPClient, binary: str | None, host: HostFacts) -> QEM
             events = group.create_task(_events(client))
             machines = group.create_task(client.execute("query-machines", timeout=None))
             kvm = group.create_task(client.execute("query-kvm", timeout=None))
+            options = group.create_task(_command_line_options(client))
     except ExceptionGroup as exc:
         failure = _first_typed(exc)
         if failure is None:
@@ -323,6 +324,7 @@ async def _gather(client: QMPClient, binary: str | None, host: HostFacts) -> QEM
         kvm_present=kvm_present,
         kvm_enabled=kvm_enabled,
         schema_paths=schema_paths,
+        command_line_options=options.result(),
         host=host,
     )
 
@@ -336,6 +338,21 @@ async def _events(client: QMPClient) -> list[Any]:
             return []
         raise
     return reply
+
+
+async def _command_line_options(client: QMPClient) -> frozenset[str]:
+    """Option groups and ``group.parameter`` names from ``query-command-line-options``, or
+    nothing where QEMU does not have the command."""
+    try:
+        reply = await client.execute("query-command-line-options", timeout=None)
+    except QMPCommandError as exc:
+        if exc.error_class == "CommandNotFound":
+            return frozenset()
+        raise
+    with _reply_shape("query-command-line-options"):
+        names = {str(o["option"]) for o in reply}
+        names |= {f"{o['option']}.{p['name']}" for o in reply for p in o["parameters"]}
+    return frozenset(names)
 
 
 async def _types_and_devices(

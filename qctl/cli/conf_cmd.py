@@ -16,10 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from qctl import ConfigError, ValidationError, XMLSyntaxError, def_to_dict, format_xml, load, review
+from qctl import (
+    ConfigError,
+    ValidationError,
+    XMLSyntaxError,
+    def_to_dict,
+    format_xml,
+    load,
+    read_document,
+    review,
+)
 from qctl.cli.common import warning_line
 
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
@@ -34,9 +42,9 @@ def _problems(
 ) -> tuple[list[ConfigError], list[ValidationError]]:
     """Every problem and warning of the file at ``path``, an unreadable file included."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return [ConfigError(f"cannot read: {exc.strerror or exc}", source=path)], []
+        data = read_document(path)
+    except ConfigError as exc:
+        return [exc], []
     return review(data, source=path, live=live, lenient=lenient)
 
 
@@ -89,7 +97,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="check domain, device and network documents",
         description="Check each FILE and report every problem as FILE:LINE: message.",
     )
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="a file, or - for stdin")
     validate.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     validate.add_argument("--live", action="store_true", help=_LIVE_HELP)
     validate.add_argument("--lenient", action="store_true", help=_LENIENT_HELP)
@@ -101,7 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Print FILE as normalized XML (it must be valid; parts qctl would not "
         "apply are passed through).",
     )
-    fmt.add_argument("file", metavar="FILE")
+    fmt.add_argument("file", metavar="FILE", help="a file, or - for stdin")
     fmt.add_argument("--json", action="store_true", help="print the model as JSON instead")
     fmt.add_argument("--live", action="store_true", help=_LIVE_HELP)
     fmt.set_defaults(func=_format)

@@ -7,10 +7,18 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any
 
-from qctl import DetachResult, Domain, format_xml, review
+from qctl import (
+    DetachResult,
+    Domain,
+    HostdevDef,
+    InterfaceDef,
+    format_xml,
+    parse_device,
+    read_document,
+    review,
+)
 from qctl.cli.common import add_json, add_state_dir, print_json, run, warning_line
 
 
@@ -51,13 +59,14 @@ def register(sub: Any) -> None:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    xml = Path(args.file).read_text()
-    for warning in review(xml, source=args.file)[1]:
+    data = read_document(args.file)
+    for warning in review(data, source=args.file)[1]:
         print(warning_line(warning), file=sys.stderr)
+    device = parse_device(data, source=args.file)
 
     async def work() -> str:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
-            live = await dom.attach_device(xml, source=args.file)
+            live = await dom.attach_device(device, source=args.file)
             return format_xml(live)
 
     live_xml = run(work())
@@ -69,7 +78,9 @@ def _attach(args: argparse.Namespace) -> int:
 
 
 def _detach(args: argparse.Namespace) -> int:
-    target: str = args.alias if args.alias else Path(args.file).read_text()
+    target: str | InterfaceDef | HostdevDef = (
+        args.alias if args.alias else parse_device(read_document(args.file), source=args.file)
+    )
 
     async def work() -> DetachResult:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:

@@ -7,7 +7,17 @@ import shlex
 import sys
 from typing import Any
 
-from qctl import Domain, DomainDef, DomainInfo, StateError, ValidationError, load
+from qctl import (
+    Domain,
+    DomainDef,
+    DomainInfo,
+    HostPaths,
+    StateError,
+    ValidationError,
+    command_line,
+    discard_damaged,
+    load,
+)
 from qctl.cli.common import add_json, add_state_dir, print_json, run
 
 
@@ -15,6 +25,12 @@ def register(sub: Any) -> None:
     """Add the domain lifecycle commands."""
     start = sub.add_parser("start", help="start a domain from its XML; QEMU keeps running")
     start.add_argument("file", metavar="FILE.xml")
+    start.add_argument(
+        "--no-confine",
+        action="store_true",
+        help="run QEMU as qctl's user without its sandbox (as root QEMU runs as "
+        "$QCTL_QEMU_USER or qctl-qemu, sandboxed, by default)",
+    )
     add_state_dir(start)
     add_json(start)
     start.set_defaults(func=_start)
@@ -26,7 +42,11 @@ def register(sub: Any) -> None:
 
     stop = sub.add_parser("stop", help="power a domain down (then quit, then kill)")
     stop.add_argument("name")
-    stop.add_argument("--force", action="store_true", help="skip the ACPI power-down")
+    stop.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the ACPI power-down; drop a damaged state once no QEMU runs for it",
+    )
     stop.add_argument(
         "--timeout", type=float, default=30.0, metavar="S", help="power-down grace (30 s)"
     )
@@ -37,6 +57,18 @@ def register(sub: Any) -> None:
         "domxml-to-argv", help="the QEMU command line a domain would start with (dry run)"
     )
     argv.add_argument("file", metavar="FILE.xml")
+    argv.add_argument(
+        "--emulator",
+        metavar="PATH",
+        help="probe this QEMU for what it can do, and start the argv with it (default: the "
+        "cached capabilities of the document's <emulator>, else $QCTL_QEMU or "
+        "qemu-system-x86_64)",
+    )
+    argv.add_argument(
+        "--probe-document-emulator",
+        action="store_true",
+        help="run the document's <emulator> to probe it (never done otherwise)",
+    )
     add_state_dir(argv)
     add_json(argv)
     argv.set_defaults(func=_domxml_to_argv)
@@ -61,8 +93,9 @@ def _start(args: argparse.Namespace) -> int:
     defn = _load_domain(args.file)
 
     async def work() -> dict[str, Any]:
-        dom = await Domain.start(defn, state_root=args.state_dir)  # QEMU outlives qctl
-        try:
+        paths = HostPaths(confine=False) if args.no_confine else HostPaths()
+        dom = await Domain.start(defn, state_root=args.state_dir, host_paths=paths)
+        try:  # QEMU outlives qctl
             return {"name": dom.name, "pid": dom.process.pid, "live_xml": dom.xml()}
         finally:
             await dom.aclose()
@@ -86,7 +119,7 @@ def _list(args: argparse.Namespace) -> int:
             pass  # QEMU had exited: connect released what the ledger held
 
     for info in infos:
-        if not info.running:
+        if not info.running and info.error is None:
             run(release(info.name))
     rows = [info_json(i) for i in infos]
     if args.json:
@@ -97,10 +130,10 @@ def _list(args: argparse.Namespace) -> int:
             job = info.job.describe() if info.job else "-"
             if info.pending:
                 job += f" (detach pending: {', '.join(info.pending)})"
-            state = "damaged" if info.error else row["state"]
-            print(f"{info.name:<24} {info.pid or '-':>8}  {state:<12} {job}")
-            if info.error:
-                print(f"  {info.error}")
+            if info.error:  # drop it with `stop --force` once no QEMU runs for it
+                print(f"{info.name:<24} {info.pid or '-':>8}  damaged: {info.error}")
+            else:
+                print(f"{info.name:<24} {info.pid or '-':>8}  {row['state']:<12} {job}")
     return 0
 
 
@@ -109,7 +142,7 @@ def info_json(info: DomainInfo) -> dict[str, Any]:
     return {
         "name": info.name,
         "pid": info.pid,
-        "state": info.state.value if info.running else "gone",
+        "state": "damaged" if info.error else info.state.value if info.running else "gone",
         "job": info.job.to_json() if info.job else None,
         "detach_pending": list(info.pending),
         "error": info.error,
@@ -124,6 +157,11 @@ def _stop(args: argparse.Namespace) -> int:
         async with Domain.connect(args.name, state_root=args.state_dir) as dom:
             await dom.stop(force=args.force, grace=args.timeout, say=say)
 
+    damaged = [i for i in Domain.list(args.state_dir) if i.name == args.name and i.error]
+    if damaged and args.force:
+        discard_damaged(args.name, args.state_dir)
+        print(f"discarded the damaged state of {args.name} ({damaged[0].error})")
+        return 0
     run(stop())
     print(f"stopped {args.name}")
     return 0
@@ -140,7 +178,14 @@ def _dumpxml(args: argparse.Namespace) -> int:
 
 def _domxml_to_argv(args: argparse.Namespace) -> int:
     defn = _load_domain(args.file)
-    argv = run(Domain.command_line(defn, state_root=args.state_dir))
+    argv = run(
+        command_line(
+            defn,
+            emulator=args.emulator,
+            trust_emulator=args.probe_document_emulator,
+            state_root=args.state_dir,
+        )
+    )
     if args.json:
         print_json(argv)
     else:

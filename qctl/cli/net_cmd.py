@@ -48,7 +48,7 @@ def _define(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     store = _store(args)
-    held = store.allocations()
+    held = store.allocations(strict=True)
     rows = []
     for name in store.names():
         network = store.get(name)
@@ -67,7 +67,7 @@ def _list(args: argparse.Namespace) -> int:
 def _dumpxml(args: argparse.Namespace) -> int:
     store = _store(args)
     network = store.get(args.name)
-    holders = {a.device: a for a in store.allocations() if a.network == args.name}
+    holders = {a.device: a for a in store.allocations(strict=True) if a.network == args.name}
     devices = [
         {
             "device": device,

@@ -6,6 +6,7 @@ as JSON-ready data (:mod:`~qctl.conf.jsonable`). lxml is used here and nowhere e
 :mod:`~qctl.conf.xml`.
 """
 
+from qctl.conf.document import MAX_DOCUMENT_BYTES, read_document
 from qctl.conf.format import format_xml
 from qctl.conf.jsonable import JSONValue, def_to_dict
 from qctl.conf.model import (
@@ -52,6 +53,7 @@ from qctl.conf.validate import (
 )
 
 __all__ = [
+    "MAX_DOCUMENT_BYTES",
     "VIRTIO_MODELS",
     "AnyDef",
     "ControllerDef",
@@ -86,6 +88,7 @@ __all__ = [
     "VLANTagDef",
     "canonical_model",
     "check",
+    "read_document",
     "def_to_dict",
     "format_xml",
     "load",

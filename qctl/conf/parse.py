@@ -18,10 +18,10 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
-from pathlib import Path
 from typing import TypedDict, TypeVar
 from uuid import UUID
 
+from qctl.conf.document import read_document
 from qctl.conf.model import (
     Attr,
     ChildAttr,
@@ -841,15 +841,12 @@ def parse_device(
 def load(path: str | os.PathLike[str], *, live: bool = False, lenient: bool = False) -> AnyDef:
     """Read, parse and validate the document in file ``path``, whatever its root element.
 
-    The file name is the source named in errors; an unreadable file is a
+    The file name is the source named in errors; ``-`` reads standard input. An unreadable
+    file, or one over :data:`~qctl.conf.document.MAX_DOCUMENT_BYTES`, is a
     :class:`~qctl.errors.ConfigError` too. ``lenient`` as for :func:`parse_domain`.
     """
     source = os.fspath(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    return _parse(data, source=source, live=live, lenient=lenient, roots=_ROOTS)
+    return _parse(read_document(path), source=source, live=live, lenient=lenient, roots=_ROOTS)
 
 
 def review(

@@ -44,7 +44,7 @@ from qctl.conf.model import (
 )
 from qctl.conf.support import unsupported_parts
 from qctl.errors import ValidationError
-from qctl.types import PCIAddress
+from qctl.types import OBJECT_NAME_RULE, PCIAddress, is_object_name
 
 __all__ = [
     "Review",
@@ -482,12 +482,11 @@ def _check_controllers(placed: list[tuple[DeviceDef, str]], problems: _Problems)
 
 def _check_domain_fields(domain: DomainDef, problems: _Problems) -> None:
     name = domain.name
-    if not name or name != name.strip() or "/" in name or "\n" in name:
+    if not is_object_name(name):
         problems.add(
             "/domain/name",
             domain.line_of("name"),
-            f"domain name {name!r} must be non-empty, without '/', newlines, or spaces at "
-            "either end",
+            f"domain name {name!r} is not usable ({OBJECT_NAME_RULE})",
         )
     if domain.memory.kib < 1:
         problems.add("/domain/memory", domain.line_of("memory"), "memory must be more than 0")
@@ -616,11 +615,11 @@ def review_network(defn: NetworkDef, *, source: str | None = None, lenient: bool
 
 
 def _check_network(defn: NetworkDef, problems: _Problems) -> None:
-    if not defn.name or defn.name != defn.name.strip() or "/" in defn.name:
+    if not is_object_name(defn.name):
         problems.add(
             "/network/name",
             defn.line_of("name"),
-            f"network name {defn.name!r} must be non-empty, without '/' or spaces at either end",
+            f"network name {defn.name!r} is not usable ({OBJECT_NAME_RULE})",
         )
     forward = defn.forward
     if forward is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from qctl.conf.document import check_size
 from qctl.errors import XMLSyntaxError
 
 __all__ = ["OutElement", "XMLNode", "read_xml", "render_xml"]
@@ -96,6 +97,7 @@ def _drop_blank_text(root: etree._Element) -> None:
 
 def _parse_root(data: str | bytes, source: str | None) -> etree._Element:
     """Parse a whole document safely; the root element with blank text removed."""
+    check_size(data, source)
     raw = _as_bytes(data, source)
     _refuse_doctype(raw, source)
     try:

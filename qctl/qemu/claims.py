@@ -22,12 +22,11 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from qctl.errors import StateError
 from qctl.qemu.ledger import Ledger
 from qctl.qemu.network import Allocation, NetworkStore
-from qctl.qemu.state import StateRoot, atomic_write, lock_file
+from qctl.qemu.state import StateRoot
 from qctl.qemu.status import read_summary
 from qctl.qemu.txn import LOCK_TIMEOUT
 from qctl.types import PCIAddress
@@ -50,10 +49,9 @@ async def devices_lock(root: StateRoot) -> AsyncIterator[None]:
     Hold it from checking what the other domains hold until the new claim is in the
     claiming domain's status file.
     """
-    root.ensure()
     try:
         async with asyncio.timeout(LOCK_TIMEOUT):
-            lock = await lock_file(root.path / ".devices.lock")
+            lock = await root.lock("", ".devices.lock")
     except TimeoutError:
         raise StateError("host device claims are locked by another qctl process") from None
     try:
@@ -62,18 +60,15 @@ async def devices_lock(root: StateRoot) -> AsyncIterator[None]:
         lock.release()
 
 
-def _index_file(root: StateRoot) -> Path:
-    return root.path / "devices.json"
-
-
 def _read_index(root: StateRoot) -> dict[str, str] | None:
     """The claims index (address → ``domain/alias``); None when missing or damaged."""
     try:
-        data = json.loads(_index_file(root).read_bytes())
-    except FileNotFoundError:
-        return None
+        raw = root.read("", "devices.json")
+        if raw is None:
+            return None
+        data = json.loads(raw)
     except (OSError, ValueError):
-        log.warning("state root %s: damaged %s, rebuilt", root.path, _index_file(root).name)
+        log.warning("state root %s: damaged devices.json, rebuilt", root.path)
         return None
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and "/" in v for k, v in data.items()
@@ -83,7 +78,7 @@ def _read_index(root: StateRoot) -> dict[str, str] | None:
 
 
 def _write_index(root: StateRoot, index: dict[str, str]) -> None:
-    atomic_write(_index_file(root), json.dumps(index, sort_keys=True).encode())
+    root.write("", "devices.json", json.dumps(index, sort_keys=True).encode())
 
 
 def _scan(root: StateRoot) -> dict[str, str]:

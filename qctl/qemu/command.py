@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType, SerialType
+from qctl.qemu.confine import Confinement, PassedFile, confine_args, file_args
 from qctl.qemu.nic import (
     NICResources,
     Props,
@@ -88,14 +89,18 @@ def _chardev_path(path: str) -> str:
     return path.replace(",", ",,")
 
 
-def _serial_args(domain: DomainDef, features: Features) -> list[str]:
+def _serial_args(
+    domain: DomainDef, features: Features, files: Mapping[str, PassedFile]
+) -> list[str]:
     args: list[str] = []
     for index, serial in enumerate(domain.serials):
         assert serial.alias is not None
         chardev = f"char{serial.alias}"
         if serial.type is SerialType.FILE:
             assert serial.source_path is not None
-            args += ["-chardev", f"file,id={chardev},path={_chardev_path(serial.source_path)}"]
+            passed = files.get(serial.source_path)
+            path = passed.qemu_path if passed else serial.source_path
+            args += ["-chardev", f"file,id={chardev},path={_chardev_path(path)}"]
         else:
             args += ["-chardev", f"pty,id={chardev}"]
         props: Props = {
@@ -169,11 +174,16 @@ def build_command(
     monitor: str,
     extra_monitors: Sequence[str] = (),
     pidfile: str | None = None,
+    confinement: Confinement | None = None,
+    files: Mapping[str, PassedFile] | None = None,
 ) -> list[str]:
     """The argv that starts ``domain``.
 
     ``pidfile``: where QEMU writes its pid; its path on QEMU's command line also lets a
     later qctl find a QEMU whose ``start`` was killed before it recorded the pid.
+    ``confinement`` adds the user QEMU drops to and its sandbox; ``files`` maps the paths
+    of files qctl opened for QEMU to their fds, passed in fd sets (see
+    :mod:`qctl.qemu.confine`).
 
     ``nics`` maps interface aliases to their prepared fds; ``monitor`` is the QMP chardev's
     backend, ``fd=N`` for a listening socket qctl made (or ``path=…``), and
@@ -200,11 +210,14 @@ def build_command(
         argv += ["-uuid", str(domain.uuid)]
     if pidfile is not None:
         argv += ["-pidfile", pidfile]
+    passed = files or {}
     argv += ["-display", "none", *_monitor_args(monitor, *extra_monitors)]
     argv += [
+        *confine_args(confinement),
+        *file_args(passed),
         *_boot_args(domain),
         *_controller_args(domain, features),
-        *_serial_args(domain, features),
+        *_serial_args(domain, features, passed),
         *_nic_args(domain, features, nics),
         *_hostdev_args(domain, features),
         "-msg",

@@ -24,7 +24,7 @@ from qctl.caps import CapsCache, QEMUCaps
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, format_xml
 from qctl.host import LinkControl
 from qctl.qemu import hotplug, power
-from qctl.qemu.dryrun import dry_run_argv
+from qctl.qemu.dryrun import command_line, dry_run_argv
 from qctl.qemu.events import DomainEvent, EventStream
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.hotplug import DEFAULT_DETACH_TIMEOUT, DetachResult
@@ -223,10 +223,10 @@ class Domain:
         Like ``virsh domxml-to-native``: the vhost-net choice follows whether /dev/vhost-net
         opens here, and ``type='network'`` NICs use the pools defined in ``state_root``.
         """
-        binary = _binary_for(defn)
-        known = caps or await CapsCache().get(binary)
+        if caps is None:  # cached caps or a probe, never the document's <emulator> run
+            return await command_line(defn, state_root=state_root)
         networks = NetworkStore(_root(state_root)).get
-        return dry_run_argv(defn, known, networks=networks, binary=binary)
+        return dry_run_argv(defn, caps, networks=networks, binary=_binary_for(defn))
 
     @classmethod
     def connect(

@@ -12,6 +12,17 @@ runs the same steps as a real start, with the host side simulated from facts ins
    dev>``); a ``type='network'`` NIC's pool is looked up and must be a bridge pool;
 3. :func:`~qctl.qemu.command.build_command` builds the argv, with symbolic fds.
 
+``domxml-to-argv`` never runs the document's ``<emulator>`` to learn what it can do
+(:func:`command_line`): it uses that binary's cached capabilities when the cache has them, or
+probes the binary the caller names (``--emulator``), or the default one (``$QCTL_QEMU``,
+qemu-system-x86_64); only ``trust_emulator`` (``--probe-document-emulator``) probes the
+document's. A dry run may be fed any document; running what it names would be running the
+author's program as the caller.
+
+The argv is that of an unconfined start: a start as root adds the options of
+:mod:`qctl.qemu.confine` (``-runas``/``-run-with``, ``-sandbox``) and passes serial log
+files in fd sets.
+
 The fds are names, not numbers, so the output does not depend on the process that printed it:
 ``tapfd-ALIAS-Q`` and ``vhostfd-ALIAS-Q`` for queue ``Q`` of interface ``ALIAS``, and
 ``fd=monitorfd`` for the QMP socket. Taps keep their ``<target dev>`` name, else get
@@ -20,21 +31,34 @@ The fds are names, not numbers, so the output does not depend on the process tha
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from qctl.caps import QEMUCaps
+from qctl.caps import CapsCache, QEMUCaps
 from qctl.conf import DeviceDef, DomainDef, DomainType, InterfaceDef, NetworkDef, RawXML
-from qctl.errors import StateError, UnsupportedError
+from qctl.errors import ProcessError, StateError, UnsupportedError
 from qctl.host.vhost import decide_vhost
 from qctl.qemu.command import build_command
+from qctl.qemu.network import NetworkStore
 from qctl.qemu.nic import NICResources
 from qctl.qemu.plan import MACSource, features_from_caps, located, plan, random_mac
 from qctl.qemu.prepare import bridge_of, needs_tap, record_choice, vhost_mode
+from qctl.qemu.state import StateRoot
 
-__all__ = ["DEFAULT_BINARY", "DRY_RUN_MONITOR", "DryRun", "dry_run", "dry_run_argv"]
+__all__ = [
+    "DEFAULT_BINARY",
+    "DRY_RUN_MONITOR",
+    "DryRun",
+    "command_line",
+    "dry_run",
+    "dry_run_argv",
+    "dry_run_caps",
+]
 
 NetworkLookup = Callable[[str], NetworkDef]
 
@@ -177,3 +201,52 @@ def dry_run_argv(
         new_mac=new_mac,
         binary=binary,
     ).argv
+
+
+def _default_binary() -> str:
+    return os.environ.get("QCTL_QEMU") or DEFAULT_BINARY
+
+
+async def dry_run_caps(
+    defn: DomainDef,
+    *,
+    emulator: str | None = None,
+    trust_emulator: bool = False,
+    cache: CapsCache | None = None,
+) -> QEMUCaps:
+    """The caps a dry run of ``defn`` uses, never running its ``<emulator>`` unless
+    ``trust_emulator``: the probe of ``emulator`` when given; else the cached caps of the
+    document's emulator; else the probe of the default binary."""
+    cache = cache if cache is not None else CapsCache()
+    named = defn.devices.emulator
+    if emulator is not None:
+        return await cache.get(emulator)
+    if named and trust_emulator:
+        return await cache.get(named)
+    if named:
+        with contextlib.suppress(ProcessError):  # no such file: the default binary decides
+            cached = cache.cached(named)
+            if cached is not None:
+                return cached
+    return await cache.get(_default_binary())
+
+
+async def command_line(
+    defn: DomainDef,
+    *,
+    emulator: str | None = None,
+    trust_emulator: bool = False,
+    state_root: StateRoot | Path | str | None = None,
+    cache: CapsCache | None = None,
+) -> list[str]:
+    """What ``qctl domxml-to-argv`` prints: the argv a start of ``defn`` would run, built
+    without touching the host and without running the document's emulator (see the module).
+
+    The argv starts with ``emulator`` when given, else with the document's ``<emulator>``
+    (what a start runs), else the default binary. ``type='network'`` NICs use the pools of
+    ``state_root`` (read only).
+    """
+    caps = await dry_run_caps(defn, emulator=emulator, trust_emulator=trust_emulator, cache=cache)
+    root = state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
+    binary = emulator or defn.devices.emulator or _default_binary()
+    return dry_run_argv(defn, caps, networks=NetworkStore(root).get, binary=binary)

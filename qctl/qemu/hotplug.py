@@ -66,7 +66,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
-from qctl.caps import Capability
+from qctl.caps import Capability, QEMUCaps
 from qctl.conf import (
     DomainDef,
     ForwardMode,
@@ -80,7 +80,9 @@ from qctl.conf import (
     review_device,
 )
 from qctl.errors import HotplugError, QMPCommandError, StateError, UnsupportedError
+from qctl.host import PCIDevice
 from qctl.qemu.claims import claim_devices, devices_lock, stray_allocations
+from qctl.qemu.confine import confinement_for, hand_vfio_group
 from qctl.qemu.devices import with_device, without_device
 from qctl.qemu.events import DeviceAdded, DeviceRemoved, DomainEvent, UnplugRejected
 from qctl.qemu.hostdevpool import pool_interface
@@ -431,6 +433,7 @@ async def _attach_vfio(
                 note=note,
             )
             ledger_owns.pop_all()
+        _hand_group(rt, caps, vfio)  # QEMU, confined, opens /dev/vfio/N; release hands it back
 
         stage = "device_add"
         plugged = _Outcome()
@@ -448,6 +451,18 @@ async def _attach_vfio(
         await _fail(stack, exc, alias, stage)
     log.info("domain %s: attached %s (%s)", rt.name, alias, vfio.address)
     return placed
+
+
+def _hand_group(rt: DomainRuntime, caps: QEMUCaps, vfio: VFIODevice) -> None:
+    """Give the device's VFIO group to the user a confined QEMU runs as."""
+    paths = rt.host_paths
+    confinement = confinement_for(caps, confine=paths.confine, user=paths.qemu_user)
+    group = PCIDevice(vfio.address, sysfs=paths.sysfs).iommu_group()
+    if confinement is None or group is None:
+        return
+    with contextlib.ExitStack() as ledger_owns:  # the ledger's release hands it back
+        hand_vfio_group(group, confinement, ledger_owns, vfio_dir=paths.vfio_dir)
+        ledger_owns.pop_all()
 
 
 class _PoolHold:

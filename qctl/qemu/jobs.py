@@ -96,7 +96,7 @@ async def abort_job(
             f"the {job.kind} job on {name!r} was cut short (its process died); "
             "connecting to the domain recovers its books"
         )
-    atomic_write(directory.abort_file, job.id.encode(), durable=False)
+    atomic_write(directory.abort_file, job.id.encode())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

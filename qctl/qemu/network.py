@@ -9,6 +9,14 @@ Definitions live as XML files in ``ROOT/networks/NAME.xml``; allocations in
 atomically, and allocation happens under a file lock, so it is exclusive across qctl
 processes and survives controller restarts; a device's ledger entry records its allocation
 so whoever releases the device returns it.
+
+A damaged ``allocations.json`` (not JSON, wrong types) fails only pool operations (allocate,
+release, undefine, and the listings that show holders), each with one line naming the file
+and what is wrong: fix the file or delete it (every device then counts as free). Reading
+it for anything else (a domain reconciling its own holdings) skips what is damaged, with a
+warning. An allocation whose domain is gone (no state directory) or whose QEMU is dead is
+stale: allocating and ``net-undefine`` take it back, so a crash between an allocation and
+the ledger write that records it never holds a device for good.
 """
 
 from __future__ import annotations
@@ -16,20 +24,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
+import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from qctl.conf import ForwardMode, NetworkDef, format_xml, parse_network
 from qctl.errors import ConfigError, ResourceBusyError, StateError
 from qctl.host import Sysfs, list_vfs
-from qctl.qemu.state import StateRoot, atomic_write, lock_file
+from qctl.qemu.orphan import start_under_way
+from qctl.qemu.state import StateRoot
+from qctl.types import OBJECT_NAME_RULE, is_object_name
 
 __all__ = ["Allocation", "NetworkStore", "VFLister"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+log = logging.getLogger(__name__)
+
 _LOCK_TIMEOUT = 30.0
+_FOLDER = "networks"
+_ALLOCATIONS = "allocations.json"
 
 #: the VFs (PCI addresses, in VF order) of a PF netdev, from sysfs
 VFLister = Callable[[str], list[str]]
@@ -44,6 +58,17 @@ class Allocation:
     domain: str
     alias: str
 
+    @classmethod
+    def from_json(cls, item: Any) -> Allocation:
+        """An allocation from its JSON object; ValueError saying what is wrong."""
+        if not isinstance(item, dict):
+            raise ValueError(f"expected an object, not {type(item).__name__}")
+        names = [f.name for f in fields(cls)]
+        for name in names:
+            if not isinstance(item.get(name), str):
+                raise ValueError(f"{name!r} must be a string, not {item.get(name)!r}")
+        return cls(*(item[name] for name in names))
+
 
 def _no_vfs(pf: str) -> list[str]:
     raise StateError(f"cannot list the VFs of {pf}: no sysfs reader was given")
@@ -53,7 +78,8 @@ class NetworkStore:
     """The pools defined in one state root, and their allocations."""
 
     def __init__(self, root: StateRoot, *, vfs_of: VFLister = _no_vfs) -> None:
-        self.path = root.path / "networks"
+        self.root = root
+        self.path = root.path / _FOLDER
         self._vfs_of = vfs_of
 
     @classmethod
@@ -63,40 +89,43 @@ class NetworkStore:
         return cls(root, vfs_of=lambda pf: [str(vf.address) for vf in list_vfs(pf, sysfs=tree)])
 
     # -- definitions ---------------------------------------------------------------------
-    def _file(self, name: str) -> Path:
-        if not _NAME_RE.match(name):
-            raise ConfigError(f"network name {name!r} is not usable as a file name")
-        return self.path / f"{name}.xml"
+    def _file(self, name: str) -> str:
+        if not is_object_name(name):
+            raise ConfigError(f"network name {name!r} is not usable ({OBJECT_NAME_RULE})")
+        return f"{name}.xml"
 
     def define(self, network: NetworkDef) -> None:
         """Store ``network``, replacing a pool of the same name."""
-        target = self._file(network.name)
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(target, format_xml(network).encode(), 0o644)
+        self.root.write(_FOLDER, self._file(network.name), format_xml(network).encode(), 0o644)
 
     def get(self, name: str) -> NetworkDef:
         """The pool called ``name``; StateError when none is defined."""
-        path = self._file(name)
-        try:
-            text = path.read_bytes()
-        except FileNotFoundError:
-            raise StateError(f"no network named {name!r} is defined (qctl net-define)") from None
-        return parse_network(text, source=str(path))
+        file = self._file(name)
+        text = self.root.read(_FOLDER, file)
+        if text is None:
+            raise StateError(f"no network named {name!r} is defined (qctl net-define)")
+        return parse_network(text, source=str(self.path / file))
 
     def names(self) -> list[str]:
         """Names of the defined pools, sorted."""
-        if not self.path.is_dir():
-            return []
-        return sorted(p.stem for p in self.path.glob("*.xml"))
+        entries = self.root.listdir(_FOLDER)
+        return sorted(e[:-4] for e in entries if e.endswith(".xml") and is_object_name(e[:-4]))
 
     def undefine(self, name: str) -> None:
-        """Forget the pool ``name``; refused while any of its devices is held."""
-        held = [a for a in self.allocations() if a.network == name]
-        if held:
-            users = ", ".join(f"{a.domain}/{a.alias}" for a in held)
-            raise ResourceBusyError(f"network {name!r} is in use by {users}")
-        with contextlib.suppress(FileNotFoundError):
-            self._file(name).unlink()
+        """Forget the pool ``name``; refused while a live domain holds any of its devices
+        (allocations of dead or vanished domains are taken back)."""
+        file = self._file(name)
+        with self.root.locked(_FOLDER, ".allocations.lock"):
+            held = self._read(strict=True)
+            mine = [a for a in held if a.network == name]
+            live = [a for a in mine if not self._stale(a)]
+            if live:
+                users = ", ".join(f"{a.domain}/{a.alias}" for a in live)
+                raise ResourceBusyError(f"network {name!r} is in use by {users}")
+            if mine:
+                self._reclaim(mine)
+                self._write([a for a in held if a.network != name])
+            self.root.unlink(_FOLDER, file)
 
     def devices(self, network: NetworkDef) -> list[str]:
         """The host devices a hostdev pool hands out, in order (empty for a bridge pool)."""
@@ -110,32 +139,72 @@ class NetworkStore:
     # -- allocations ---------------------------------------------------------------------
     @property
     def _allocations_file(self) -> Path:
-        return self.path / "allocations.json"
+        return self.path / _ALLOCATIONS
 
-    def allocations(self) -> list[Allocation]:
-        """Every device held from any pool."""
-        try:
-            data = json.loads(self._allocations_file.read_bytes())
-        except FileNotFoundError:
+    def allocations(self, *, strict: bool = False) -> list[Allocation]:
+        """Every device held from any pool.
+
+        A damaged file is a :class:`StateError` naming it with ``strict``; without, what can
+        be read is returned and the damage logged (a domain looking for its own holdings
+        must not fail for a file it may not even use).
+        """
+        return self._read(strict=strict)
+
+    def _read(self, *, strict: bool) -> list[Allocation]:
+        raw = self.root.read(_FOLDER, _ALLOCATIONS)
+        if raw is None:
             return []
+        found: list[Allocation] = []
+        problem: str | None = None
+        try:
+            data = json.loads(raw)
         except ValueError as exc:
-            raise StateError(f"{self._allocations_file} is damaged: {exc}") from exc
-        return [Allocation(**item) for item in data]
+            data, problem = [], f"not JSON ({exc})"
+        if not isinstance(data, list):
+            data, problem = [], f"expected a list, not {type(data).__name__}"
+        for number, item in enumerate(data, 1):
+            try:
+                found.append(Allocation.from_json(item))
+            except ValueError as exc:
+                problem = problem or f"entry {number}: {exc}"
+        if problem is not None:
+            message = f"{self._allocations_file} is damaged: {problem}; fix or delete it"
+            if strict:
+                raise StateError(message)
+            log.warning("%s", message)
+        return found
 
     def _write(self, allocations: list[Allocation]) -> None:
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = [
             {"network": a.network, "device": a.device, "domain": a.domain, "alias": a.alias}
             for a in allocations
         ]
-        atomic_write(self._allocations_file, json.dumps(data, indent=1).encode())
+        self.root.write(_FOLDER, _ALLOCATIONS, json.dumps(data, indent=1).encode())
+
+    def _stale(self, held: Allocation) -> bool:
+        """Whether ``held``'s domain is gone: no state, or no QEMU alive for it (a domain whose
+        start is under way holds what it took)."""
+        try:
+            directory = self.root.domain(held.domain)
+            return not start_under_way(directory) and not directory.qemu_lives()
+        except StateError as exc:
+            return str(exc).startswith("no domain named") or "not usable" in str(exc)
+
+    def _reclaim(self, stale: list[Allocation]) -> None:
+        for held in stale:
+            log.warning(
+                "network %s: taking back %s from %s/%s, whose QEMU is gone",
+                held.network,
+                held.device,
+                held.domain,
+                held.alias,
+            )
 
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             async with asyncio.timeout(_LOCK_TIMEOUT):
-                lock = await lock_file(self.path / ".allocations.lock")
+                lock = await self.root.lock(_FOLDER, ".allocations.lock")
         except TimeoutError:
             raise StateError("the network pools are locked by another qctl process") from None
         try:
@@ -144,14 +213,20 @@ class NetworkStore:
             lock.release()
 
     async def allocate(self, name: str, domain: str, alias: str) -> str:
-        """Give one free device of hostdev pool ``name`` to ``domain``'s interface ``alias``."""
+        """Give one free device of hostdev pool ``name`` to ``domain``'s interface ``alias``.
+
+        A device held by a domain whose QEMU is gone counts as free (and is taken back).
+        """
         network = self.get(name)
         async with self._locked():
-            held = self.allocations()
-            taken = {a.device for a in held if a.network == name}
+            held = self._read(strict=True)
+            stale = [a for a in held if a.network == name and self._stale(a)]
+            kept = [a for a in held if a not in stale]
+            taken = {a.device for a in kept if a.network == name}
             for device in self.devices(network):
                 if device not in taken:
-                    self._write([*held, Allocation(name, device, domain, alias)])
+                    self._reclaim(stale)
+                    self._write([*kept, Allocation(name, device, domain, alias)])
                     return device
         raise ResourceBusyError(f"network {name!r} has no free device left")
 
@@ -172,7 +247,7 @@ class NetworkStore:
             )
 
         async with self._locked():
-            held = self.allocations()
+            held = self._read(strict=True)
             kept = [a for a in held if not released(a)]
             if len(kept) != len(held):
                 self._write(kept)

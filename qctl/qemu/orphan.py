@@ -23,7 +23,7 @@ from qctl.errors import ProcessError
 from qctl.qemu.process import ProcessIdentity, QEMUProcess, is_alive, process_identity
 from qctl.qemu.state import DomainDir, atomic_write
 
-__all__ = ["clear_start", "cut_short", "note_start", "reap_cut_start"]
+__all__ = ["clear_start", "cut_short", "note_start", "reap_cut_start", "start_under_way"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ def cut_short(directory: DomainDir) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return True  # a damaged intent: nobody can be finishing it
     return not is_alive(owner)
+
+
+def start_under_way(directory: DomainDir) -> bool:
+    """Whether a live ``start`` is working on ``directory`` (its intent is there, its
+    process alive): what it holds already is not stale."""
+    return directory.start_file.exists() and not cut_short(directory)
 
 
 def _qemus_of(pidfile: Path) -> list[int]:

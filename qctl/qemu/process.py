@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from qctl.errors import ProcessError
 
@@ -102,6 +104,22 @@ async def _wait_foreign(identity: ProcessIdentity) -> None:
         os.close(pidfd)
 
 
+def _open_log(path: Path) -> BinaryIO:
+    """QEMU's log, opened for appending: never through a symlink, only a regular file of the
+    current user (a planted link must not make QEMU's output land elsewhere)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise ProcessError(f"cannot open QEMU's log {path}: {exc.strerror}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise ProcessError(f"refusing QEMU's log {path}: not a regular file of uid {os.geteuid()}")
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 class QEMUProcess:
     """A QEMU process this qctl process started (its parent), or adopted by identity."""
 
@@ -131,8 +149,7 @@ class QEMUProcess:
     ) -> QEMUProcess:
         """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``.
         ``env`` replaces the environment when given."""
-        with log_path.open("ab") as log:
-            os.fchmod(log.fileno(), 0o600)
+        with _open_log(log_path) as log:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,

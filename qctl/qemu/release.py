@@ -8,13 +8,16 @@ Every step tolerates "already gone", so releasing twice, or after a crash, is sa
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from qctl.errors import QctlError
-from qctl.host import LinkControl, Netlink, Sysfs, delete_tap
+from qctl.host import LinkControl, Netlink, PCIDevice, Sysfs, delete_tap
+from qctl.qemu.confine import VFIO_DIR, take_back_vfio_group
 from qctl.qemu.ledger import Ledger, LedgerEntry
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.vfio import release_vfio
+from qctl.types import PCIAddress
 
 __all__ = ["HostSide", "release_all", "release_entry", "release_ledger"]
 
@@ -28,6 +31,7 @@ class HostSide:
     sysfs: Sysfs
     networks: NetworkStore
     domain: str
+    vfio_dir: str = VFIO_DIR
 
 
 async def release_entry(entry: LedgerEntry, host: HostSide) -> None:
@@ -35,6 +39,10 @@ async def release_entry(entry: LedgerEntry, host: HostSide) -> None:
     if entry.tap:
         await delete_tap(entry.tap, netlink=host.netlink, index=entry.tap_index)
     await release_vfio(entry, netlink=host.netlink, sysfs=host.sysfs)
+    if entry.host_device is not None and os.geteuid() == 0:  # a confined QEMU had its group
+        group = PCIDevice(PCIAddress.parse(entry.host_device), sysfs=host.sysfs).iommu_group()
+        if group is not None:
+            take_back_vfio_group(group, vfio_dir=host.vfio_dir)
     if entry.pool is not None:
         network, device = entry.pool
         await host.networks.release(network, device, domain=host.domain, alias=entry.alias)

@@ -159,7 +159,8 @@ class DomainRuntime:
 
     async def host_side(self) -> HostSide:
         """Where released host resources go back to."""
-        return HostSide(await self.netlink(), self.host_paths.sysfs, self.networks, self.name)
+        paths = self.host_paths
+        return HostSide(await self.netlink(), paths.sysfs, self.networks, self.name, paths.vfio_dir)
 
     def devices_in_use(self) -> dict[PCIAddress, str]:
         """Host PCI devices held by any domain of this state root, as ``domain/alias``."""

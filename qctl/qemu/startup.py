@@ -30,9 +30,10 @@ from pathlib import Path
 from qctl.caps import QEMUCaps, locate_install
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState, format_xml
 from qctl.errors import QMPError, QMPTimeoutError, StateError
-from qctl.host import LinkControl, Netlink
+from qctl.host import LinkControl, Netlink, PCIDevice, Sysfs
 from qctl.qemu.claims import claim_devices, devices_held, devices_lock
 from qctl.qemu.command import build_command
+from qctl.qemu.confine import confinement_for, hand_vfio_group, open_files
 from qctl.qemu.hostdevpool import take_pool_devices
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
@@ -115,6 +116,16 @@ def _noting(changes: dict[str, object]) -> Callable[..., Awaitable[None]]:
         changes.update(more)
 
     return note
+
+
+def _vfio_groups(domain: DomainDef, sysfs: Sysfs) -> set[int]:
+    """The IOMMU groups of the domain's VFIO devices (their /dev/vfio/N QEMU opens)."""
+    addresses = [
+        *(i.source.pci for i in domain.interfaces if i.type is InterfaceType.HOSTDEV and i.source),
+        *(h.source for h in domain.hostdevs),
+    ]
+    groups = (PCIDevice(a, sysfs=sysfs).iommu_group() for a in addresses if a is not None)
+    return {g for g in groups if g is not None}
 
 
 def _has_vfio(domain: DomainDef) -> bool:
@@ -222,9 +233,10 @@ async def launch(
     features = features_from_caps(caps)
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
+    confinement = confinement_for(caps, confine=host_paths.confine, user=host_paths.qemu_user)
 
-    root.ensure()
     directory = root.domain(planned.name)
+    directory.make()
     lock = await take_lock(directory)
     stack = contextlib.AsyncExitStack()
     claims = contextlib.AsyncExitStack()  # the devices lock, until the status file has them
@@ -261,6 +273,13 @@ async def launch(
         claim_devices(root, {a: o for a, o in held.items() if o.startswith(f"{planned.name}/")})
         for alias, allocation in pooled.pools.items():  # the ledger returns them to the pool
             notes.setdefault(alias, {})["pool"] = allocation
+        # Confinement: files QEMU writes are opened here; VFIO groups go to the QEMU user.
+        passed = contextlib.ExitStack()
+        stack.callback(passed.close)
+        files = open_files(prepared.domain, passed)
+        if confinement is not None:
+            for group in _vfio_groups(prepared.domain, host_paths.sysfs):
+                hand_vfio_group(group, confinement, stack, vfio_dir=host_paths.vfio_dir)
         listeners = [_listen(path) for path in directory.qmp_sockets]
         for listener in listeners:
             stack.callback(listener.close)
@@ -281,15 +300,19 @@ async def launch(
             monitor=monitors[0],
             extra_monitors=monitors[1:],
             pidfile=str(directory.pid_file),
+            confinement=confinement,
+            files=files,
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]
+        file_fds = [int(f.fd) for f in files.values()]
         process = await launcher.spawn(
             argv,
             log_path=directory.log_file,
-            pass_fds=[*prepared.fds, *listener_fds],
+            pass_fds=[*prepared.fds, *listener_fds, *file_fds],
             env=locate_install(binary).environ(),  # the binary's own modules
         )
+        passed.close()  # QEMU has its copies
         stack.push_async_callback(process.stop, 1.0)
         for listener in listeners:
             listener.close()

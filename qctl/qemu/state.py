@@ -1,4 +1,4 @@
-"""Where a running domain's state lives on disk, and how it is written safely.
+"""Where a running domain's state lives on disk, how it is written safely, and why it is trusted.
 
 Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl`` for root,
 ``$XDG_RUNTIME_DIR/qctl`` otherwise)::
@@ -9,6 +9,17 @@ Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl``
         status.json            live XML + ledger, written atomically
         qemu.log               QEMU's stderr
         lock                   flock()ed by the process working on the domain
+      networks/                pool definitions and allocations (:mod:`qctl.qemu.network`)
+
+Trust: what is found here decides which binary runs as root and who gets a tap's fd, so the
+root and every directory under it are used only when they belong to the current user and
+nobody else can write them. Directories are opened one level at a time from the one above
+(``openat``-style, with ``O_NOFOLLOW``), so a planted symlink is refused, never followed;
+files are opened the same way and checked after opening (``fstat``). The root's ancestors
+must belong to root or the current user, and be writable by others only when sticky (like
+``/tmp``), so nobody can swap the root for another directory. qctl changes the mode only of
+what it created. Directories it creates are 0700 whoever creates them; commands that only
+read create nothing.
 
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the
 old file and the directory fsynced, so a reader (or a crash) only ever sees a whole file.
@@ -18,15 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
 import os
-import re
+import socket
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from qctl.errors import StateError
+from qctl.qemu.process import ProcessIdentity, is_alive
+from qctl.types import OBJECT_NAME_RULE, is_object_name
 
 __all__ = [
     "DomainDir",
@@ -36,16 +52,22 @@ __all__ = [
     "atomic_write",
     "default_state_root",
     "lock_file",
+    "open_private_file",
 ]
 
 #: QMP monitors per domain (see :attr:`DomainDir.qmp_sockets`)
 MONITORS = 3
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: mode bits that let someone besides the owner change a file or directory
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
 def default_state_root(env: dict[str, str] | None = None) -> Path:
-    """The state root: ``$QCTL_STATE_DIR``, else /run/qctl for root, else the XDG runtime dir."""
+    """The state root: ``$QCTL_STATE_DIR``, else /run/qctl for root, else the XDG runtime dir.
+
+    Neither default is in a world-writable place: /run is root's, the runtime dir the user's.
+    """
     env = dict(os.environ) if env is None else env
     if env.get("QCTL_STATE_DIR"):
         return Path(env["QCTL_STATE_DIR"])
@@ -55,52 +77,206 @@ def default_state_root(env: dict[str, str] | None = None) -> Path:
     return Path(runtime) / "qctl"
 
 
+def _refusal(path: Path | str, info: os.stat_result, kind: str) -> StateError | None:
+    """Why ``info`` (of ``path``) may not be trusted as part of the state, or None."""
+    if info.st_uid != os.geteuid():
+        return StateError(
+            f"refusing {kind} {path}: it belongs to uid {info.st_uid}, not to uid "
+            f"{os.geteuid()} running qctl"
+        )
+    if info.st_mode & _OTHERS_WRITE:
+        return StateError(
+            f"refusing {kind} {path}: group or others may write it "
+            f"(mode {stat.S_IMODE(info.st_mode):04o})"
+        )
+    return None
+
+
+def _check_ancestor(path: Path, fd: int) -> None:
+    """An ancestor of the root must not let anyone else rename or replace what is in it."""
+    info = os.fstat(fd)
+    if info.st_uid not in (0, os.geteuid()):
+        raise StateError(
+            f"refusing state root under {path}: that directory belongs to uid {info.st_uid}"
+        )
+    if info.st_mode & _OTHERS_WRITE and not info.st_mode & stat.S_ISVTX:
+        raise StateError(
+            f"refusing state root under {path}: others may write that directory and it is "
+            f"not sticky (mode {stat.S_IMODE(info.st_mode):04o})"
+        )
+
+
+def _not_a_directory(parent_fd: int | None, name: str, path: Path) -> StateError:
+    try:
+        info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except OSError:
+        return StateError(f"refusing state directory {path}: it cannot be opened")
+    what = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
+    return StateError(f"refusing state directory {path}: it is {what}")
+
+
+def _open_dir(parent_fd: int | None, name: str, path: Path, *, create: bool) -> int:
+    """Open directory ``name`` of ``parent_fd`` (never through a symlink) and check it is ours.
+
+    With ``create``, a missing directory is made 0700. FileNotFoundError when it is missing
+    and not to be created.
+    """
+    created = False
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+            created = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StateError(f"cannot create state directory {path}: {exc.strerror}") from exc
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _not_a_directory(parent_fd, name, path) from None
+        raise StateError(f"cannot open state directory {path}: {exc.strerror}") from exc
+    try:
+        refusal = _refusal(path, os.fstat(fd), "state directory")
+        if refusal is not None:
+            raise refusal
+        if created:
+            os.fchmod(fd, 0o700)  # ours: the umask may have taken bits away
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_root(path: Path, *, create: bool) -> int:
+    """Open the state root ``path`` after checking every directory on the way to it."""
+    path = Path(os.path.abspath(path))
+    parent = Path(os.path.realpath(path.parent))
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        walked = Path("/")
+        for part in parent.parts[1:]:
+            _check_ancestor(walked, fd)
+            walked = walked / part
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=fd)
+            try:
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                raise StateError(f"cannot open {walked}: {exc.strerror}") from exc
+            os.close(fd)
+            fd = next_fd
+        _check_ancestor(walked, fd)
+        root_fd = _open_dir(fd, path.name, path, create=create)
+    finally:
+        os.close(fd)
+    return root_fd
+
+
+def open_private_file(
+    dir_fd: int, name: str, flags: int, path: Path, *, mode: int = 0o600
+) -> int:
+    """Open file ``name`` in the trusted directory ``dir_fd``: never through a symlink, and
+    only a regular file of the current user that nobody else may write."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"refusing {path}: it is a symlink") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(f"refusing {path}: it is not a regular file")
+        refusal = _refusal(path, info, "file")
+        if refusal is not None:
+            raise refusal
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 _temp_names = itertools.count()
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that no reader ever sees a partial file.
-
-    The temporary file's name is unique to this process and call (pid and a counter), so
-    concurrent writers never share one; plain ``os`` calls keep this cheap, since a running
-    domain's status is written at every hot-plug step.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_temp_names)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Atomically replace ``name`` in directory ``dir_fd`` with ``data`` (see the module)."""
+    tmp = f".{name}.{os.getpid()}.{next(_temp_names)}"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
+        dir_fd=dir_fd,
+    )
     try:
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
+            os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-    if not durable:
-        return
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dir_fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that no reader ever sees a partial file.
+
+    The temporary file's name is unique to this process and call (pid and a counter), so
+    concurrent writers never share one; plain ``os`` calls keep this cheap, since a running
+    domain's status is written at every hot-plug step. The directory is opened without
+    following a symlink; files inside the state root go through :meth:`StateRoot.write`.
+    """
+    dir_fd = os.open(path.parent, _DIR_FLAGS)
     try:
-        os.fsync(dir_fd)
+        _write_at(dir_fd, path.name, data, mode)
     finally:
         os.close(dir_fd)
 
 
-def _make_private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+def _qemu_lives(dir_fd: int, status: bytes | None) -> bool:
+    """Whether a QEMU may still serve this domain: the status file's process runs, or
+    something still answers on its first monitor socket."""
+    with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+        data = json.loads(status or b"")
+        identity = ProcessIdentity(int(data["pid"]), int(data["start_time"]))
+        if is_alive(identity):
+            return True
+    try:
+        info = os.stat("qmp.sock", dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(info.st_mode):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(f"/proc/self/fd/{dir_fd}/qmp.sock")
+        except OSError:
+            return False
+    return True
 
 
 class DomainDir:
-    """One domain's state directory: paths, the status file, and the per-domain lock."""
+    """One domain's state directory: paths, the status file, and the per-domain lock.
 
-    def __init__(self, path: Path) -> None:
+    Every method that touches the disk first opens the directory through the root (see the
+    module), so a directory or file another user could have planted is refused.
+    """
+
+    def __init__(self, path: Path, root: StateRoot | None = None) -> None:
         self.path = path
         self.name = path.name
+        self.root = root if root is not None else StateRoot(path.parent.parent)
 
     @property
     def qmp_socket(self) -> Path:
@@ -119,6 +295,11 @@ class DomainDir:
         return self.path / "status.json"
 
     @property
+    def log_file(self) -> Path:
+        """QEMU's stderr."""
+        return self.path / "qemu.log"
+
+    @property
     def start_file(self) -> Path:
         """The intent of a ``start`` under way: written before QEMU is spawned, removed once
         the status file exists. Found alone, it marks a start that was cut short."""
@@ -134,53 +315,112 @@ class DomainDir:
         """Where another process asks the running job to abort (it holds the job's id)."""
         return self.path / "abort"
 
-    @property
-    def log_file(self) -> Path:
-        """QEMU's stderr."""
-        return self.path / "qemu.log"
+    @contextlib.contextmanager
+    def opened(self, *, create: bool = False) -> Iterator[int]:
+        """The directory as a checked fd (see the module); with ``create``, the root,
+        ``domains`` and this directory are made (0700) when missing.
+
+        :class:`StateError` "no domain named …" when it does not exist and is not created.
+        """
+        try:
+            with self.root.opened("domains", self.name, create=create) as fd:
+                yield fd
+        except FileNotFoundError:
+            raise StateError(f"no domain named {self.name!r} is running") from None
+
+    def make(self) -> None:
+        """Create the directory (0700) and the root above it, if missing; check them."""
+        with self.opened(create=True):
+            pass
 
     def create(self) -> None:
         """Create the directory (0700); refuse when a status file shows it is in use."""
-        if self.status_file.exists():
+        with self.opened(create=True) as fd, contextlib.suppress(FileNotFoundError):
+            os.stat("status.json", dir_fd=fd, follow_symlinks=False)
             raise StateError(f"domain {self.name!r} is already running (state in {self.path})")
-        _make_private_dir(self.path)
 
-    def write_status(self, status: dict[str, Any], *, durable: bool = True) -> None:
-        """Atomically replace the status file with ``status`` as JSON (``durable``: fsynced)."""
-        atomic_write(
-            self.status_file, json.dumps(status, separators=(",", ":")).encode(), durable=durable
-        )
+    def write_status(self, status: dict[str, Any]) -> None:
+        """Atomically replace the status file with ``status`` as JSON.
+
+        A full disk is a :class:`StateError` saying so (the status file keeps its old content).
+        """
+        data = json.dumps(status, separators=(",", ":")).encode()
+        with self.opened() as fd:
+            try:
+                _write_at(fd, "status.json", data, 0o600)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StateError(
+                        f"no space left writing status of {self.name!r} ({self.status_file})"
+                    ) from exc
+                raise StateError(
+                    f"cannot write status of {self.name!r} ({self.status_file}): {exc.strerror}"
+                ) from exc
+
+    def read_status_bytes(self) -> bytes:
+        """The status file as it is on disk; StateError when missing or not trusted."""
+        with self.opened() as fd:
+            try:
+                file = open_private_file(fd, "status.json", os.O_RDONLY, self.status_file)
+            except FileNotFoundError:
+                raise StateError(f"no domain named {self.name!r} is running") from None
+            except OSError as exc:
+                raise StateError(
+                    f"status file {self.status_file} is unreadable: {exc.strerror}"
+                ) from exc
+            with os.fdopen(file, "rb") as handle:
+                return handle.read()
 
     def read_status(self) -> dict[str, Any]:
-        """The status file's content; StateError when missing or damaged."""
+        """The status file's content; StateError when missing, damaged or not trusted."""
+        raw = self.read_status_bytes()
         try:
-            data = json.loads(self.status_file.read_bytes())
-        except FileNotFoundError:
-            raise StateError(f"no domain named {self.name!r} is running") from None
-        except (OSError, ValueError) as exc:
+            data = json.loads(raw)
+        except ValueError as exc:
             raise StateError(f"status file {self.status_file} is unreadable: {exc}") from exc
         if not isinstance(data, dict):
             raise StateError(f"status file {self.status_file} is not a JSON object")
         return data
 
+    def qemu_lives(self) -> bool:
+        """Whether a QEMU may still run for this domain, judged without trusting the status
+        file to be whole: the process it names (pid and start time) is alive, or something
+        answers on the first monitor socket."""
+        with self.opened() as fd:
+            try:
+                raw = self.read_status_bytes()
+            except StateError:
+                raw = None
+            return _qemu_lives(fd, raw)
+
+    def discard(self) -> None:
+        """Remove this domain's state without releasing anything its ledger holds: the way
+        out for a damaged status file. Refused while a QEMU may still run for it."""
+        if self.qemu_lives():
+            raise StateError(
+                f"a QEMU may still run for domain {self.name!r} (its process or its monitor "
+                "socket is alive): end it first"
+            )
+        self.remove()
+
     def remove(self) -> None:
-        """Delete the directory and everything in it (idempotent)."""
-        children = (
-            self.status_file,
-            *self.qmp_sockets,
-            self.log_file,
-            self.abort_file,
-            self.start_file,
-            self.pid_file,
-        )
-        for child in (*children, self.path / "lock"):
-            with contextlib.suppress(FileNotFoundError):
-                child.unlink()
-        for leftover in self.path.glob(".*"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.rmdir()
+        """Delete the directory and everything qctl puts in it (idempotent)."""
+        known = {"status.json", "qmp.sock", "qemu.log", "lock", "starting", "qemu.pid", "abort"}
+        known.update(p.name for p in self.qmp_sockets)
+        try:
+            with self.root.opened("domains") as parent, self.opened() as fd:
+                for child in os.listdir(fd):
+                    if child in known or child.startswith("."):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(child, dir_fd=fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(self.name, dir_fd=parent)
+        except FileNotFoundError:
+            return
+        except StateError as exc:
+            if str(exc).startswith("no domain named"):
+                return
+            raise
 
     def lock_file_path(self) -> Path:
         """The file whose ``flock`` serializes jobs on this domain."""
@@ -189,20 +429,21 @@ class DomainDir:
     async def lock(self) -> FileLock:
         """Take the domain's file lock, so two qctl processes never work on it at once.
 
-        Bound the wait with ``asyncio.timeout()`` at the call site.
+        The directory must exist (:meth:`make`); a domain that does not run gets
+        :class:`StateError` and nothing is created. Bound the wait with ``asyncio.timeout()``
+        at the call site.
         """
-        if not self.path.is_dir():
-            _make_private_dir(self.path)
-        return await lock_file(self.lock_file_path())
+        with self.opened() as fd:
+            lock_fd = open_private_file(fd, "lock", os.O_RDWR | os.O_CREAT, self.lock_file_path())
+        return await _flock(lock_fd)
 
 
-async def lock_file(path: Path) -> FileLock:
-    """Take an exclusive ``flock`` on ``path`` (created 0600 if missing).
+def _parts(folder: str) -> tuple[str, ...]:
+    return (folder,) if folder else ()
 
-    ``flock`` is tried without blocking and retried after short sleeps, so the event loop
-    never blocks and cancellation is immediate; bound the wait at the call site.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+async def _flock(fd: int) -> FileLock:
+    """Take an exclusive ``flock`` on the open file ``fd`` (closed on failure)."""
     try:
         while True:
             try:
@@ -215,12 +456,24 @@ async def lock_file(path: Path) -> FileLock:
         raise
 
 
+async def lock_file(path: Path) -> FileLock:
+    """Take an exclusive ``flock`` on ``path`` (created 0600 if missing, never through a
+    symlink).
+
+    ``flock`` is tried without blocking and retried after short sleeps, so the event loop
+    never blocks and cancellation is immediate; bound the wait at the call site.
+    """
+    return await _flock(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+
+
 class HeldOpenLock:
     """A file lock whose file stays open between uses: ``flock``/unlock per job, no
     ``open``/``close`` (a domain handle takes its lock at every hot-plug)."""
 
     def __init__(self, path: Path) -> None:
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd: int | None = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
 
     async def acquire(self) -> None:
         """Take the lock, retrying without blocking the event loop; bound the wait at the
@@ -270,39 +523,121 @@ class FileLock:
 
 
 class StateRoot:
-    """The folder holding every running domain's state directory."""
+    """The folder holding every running domain's state directory (and the network pools)."""
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else default_state_root()
 
     def domain(self, name: str) -> DomainDir:
         """The state directory of domain ``name`` (not created)."""
-        if not _NAME_RE.match(name):
+        if not is_object_name(name):
             raise StateError(
                 f"domain name {name!r} is not usable as a state directory name "
-                "(letters, digits, '_', '.', '+', '-'; at most 64)"
+                f"({OBJECT_NAME_RULE})"
             )
-        return DomainDir(self.path / "domains" / name)
+        return DomainDir(self.path / "domains" / name, self)
+
+    @contextlib.contextmanager
+    def opened(self, *parts: str, create: bool = False) -> Iterator[int]:
+        """The directory ``ROOT/parts…`` as an fd, each level opened from the one above
+        without following symlinks and checked (see the module). With ``create``, missing
+        levels are made 0700. FileNotFoundError when a level is missing; StateError when
+        one may not be trusted."""
+        fd = _open_root(self.path, create=create)
+        try:
+            where = self.path
+            for part in parts:
+                where = where / part
+                next_fd = _open_dir(fd, part, where, create=create)
+                os.close(fd)
+                fd = next_fd
+            yield fd
+        finally:
+            os.close(fd)
 
     def ensure(self) -> None:
-        """Create the root and its ``domains`` folder, 0700."""
-        _make_private_dir(self.path)
-        _make_private_dir(self.path / "domains")
+        """Create the root and its ``domains`` folder, 0700 (check them when they exist)."""
+        with self.opened("domains", create=True):
+            pass
+
+    def read(self, folder: str, name: str) -> bytes | None:
+        """The content of ``ROOT/folder/name``, or None when it does not exist."""
+        try:
+            with self.opened(*_parts(folder)) as fd:
+                file = open_private_file(fd, name, os.O_RDONLY, self.path / folder / name)
+        except FileNotFoundError:
+            return None
+        with os.fdopen(file, "rb") as handle:
+            return handle.read()
+
+    def write(self, folder: str, name: str, data: bytes, mode: int = 0o600) -> None:
+        """Atomically replace ``ROOT/folder/name`` (the folder made 0700 when missing)."""
+        with self.opened(*_parts(folder), create=True) as fd:
+            _write_at(fd, name, data, mode)
+
+    def listdir(self, folder: str) -> list[str]:
+        """The entries of ``ROOT/folder`` (none when it does not exist)."""
+        try:
+            with self.opened(*_parts(folder)) as fd:
+                return os.listdir(fd)
+        except FileNotFoundError:
+            return []
+
+    async def lock(self, folder: str, name: str) -> FileLock:
+        """An exclusive ``flock`` on ``ROOT/folder/name`` (see :func:`lock_file`); ``folder``
+        '' is the root itself. Made 0700 where missing."""
+        with self.opened(*_parts(folder), create=True) as fd:
+            lock_fd = open_private_file(fd, name, os.O_RDWR | os.O_CREAT, self.path / folder / name)
+        return await _flock(lock_fd)
+
+    @contextlib.contextmanager
+    def locked(self, folder: str, name: str) -> Iterator[None]:
+        """Hold the ``flock`` of ``ROOT/folder/name`` for a short synchronous step (it blocks
+        the thread while another process holds it)."""
+        with self.opened(*_parts(folder), create=True) as fd:
+            lock_fd = open_private_file(fd, name, os.O_RDWR | os.O_CREAT, self.path / folder / name)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock_fd)
+
+    def unlink(self, folder: str, name: str) -> None:
+        """Delete ``ROOT/folder/name`` if it exists."""
+        try:
+            with self.opened(*_parts(folder)) as fd:
+                os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
 
     def starting(self) -> list[str]:
         """Names of domains with a start intent and no status file, sorted."""
-        base = self.path / "domains"
-        if not base.is_dir():
+        try:
+            with self.opened("domains") as fd:
+                found = []
+                for name in os.listdir(fd):
+                    if not is_object_name(name):
+                        continue
+                    with contextlib.suppress(OSError):
+                        os.stat(f"{name}/starting", dir_fd=fd, follow_symlinks=False)
+                        try:
+                            os.stat(f"{name}/status.json", dir_fd=fd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            found.append(name)
+                return sorted(found)
+        except FileNotFoundError:
             return []
-        return sorted(
-            p.name
-            for p in base.iterdir()
-            if (p / "starting").is_file() and not (p / "status.json").exists()
-        )
 
     def names(self) -> list[str]:
         """Names of domains that have a status file, sorted."""
-        base = self.path / "domains"
-        if not base.is_dir():
+        try:
+            with self.opened("domains") as fd:
+                found = []
+                for name in os.listdir(fd):
+                    with contextlib.suppress(OSError):
+                        info = os.stat(f"{name}/status.json", dir_fd=fd, follow_symlinks=False)
+                        if stat.S_ISREG(info.st_mode) and is_object_name(name):
+                            found.append(name)
+                return sorted(found)
+        except FileNotFoundError:
             return []
-        return sorted(p.name for p in base.iterdir() if (p / "status.json").is_file())

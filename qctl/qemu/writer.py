@@ -12,9 +12,11 @@ finished; other domains' jobs go on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 from pathlib import Path
 
+from qctl.errors import StateError
 from qctl.qemu.state import atomic_write
 
 __all__ = ["StatusWriter"]
@@ -58,8 +60,11 @@ class StatusWriter:
             data = self._render()  # on the loop: the books are the loop's
             try:
                 await asyncio.shield(asyncio.to_thread(atomic_write, self._path, data))
-            except Exception as exc:  # handed to whoever flushes
-                self._failure = exc
+            except OSError as exc:  # handed to whoever flushes, as what it is
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                what = "no space left" if full else f"cannot write ({exc.strerror})"
+                self._failure = StateError(f"{what} writing {self._path}; its old content is kept")
+                self._failure.__cause__ = exc
                 async with self._done:
                     self._done.notify_all()
                 return

@@ -74,3 +74,13 @@ def test_kvm_present_is_not_kvm_enabled() -> None:
         Capability.KVM_PRESENT,
         Capability.KVM_ENABLED,
     }
+
+
+def test_command_line_option_rules_read_query_command_line_options() -> None:
+    older = QEMUCaps(command_line_options={"sandbox", "sandbox.spawn", "chardev"})
+    assert older.has(Capability.SECCOMP_SANDBOX) and not older.has(Capability.RUN_WITH_USER)
+    newer = QEMUCaps(command_line_options={"run-with", "run-with.user"})
+    assert newer.has(Capability.RUN_WITH_USER) and not newer.has(Capability.SECCOMP_SANDBOX)
+    assert QEMUCaps.from_dict(newer.to_dict()).command_line_options == newer.command_line_options
+    # without libseccomp, or from a cache written before the option was probed: no flag
+    assert not QEMUCaps(command_line_options={"run-with"}).flags

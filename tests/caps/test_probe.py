@@ -28,7 +28,7 @@ from qctl.errors import (
 C = Capability
 CAPTURE_CAPS = Path(__file__).resolve().parents[2] / "scripts" / "capture-caps"
 # Everything QEMU 7.2 has, as qctl sees it; it has no Xen PV NIC device (QEMU 8.2 added it).
-FLAGS_7_2 = frozenset(Capability) - {C.XEN_PV_NIC}
+FLAGS_7_2 = frozenset(Capability) - {C.XEN_PV_NIC, C.RUN_WITH_USER}
 
 
 async def test_replayed_7_2_session(recording: Recording, replay: Replay) -> None:
@@ -113,6 +113,7 @@ async def test_independent_queries_are_asked_at_once(recording: Recording, sockd
         "query-events",
         "query-machines",
         "query-kvm",
+        "query-command-line-options",
     }
     all_arrived = asyncio.Event()
     async with FakeQMPServer(os.path.join(sockdir, "s"), recording=recording) as server:

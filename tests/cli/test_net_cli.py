@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from support import run_qctl
+from support import pretend_running, run_qctl
 
 from qctl import NetworkStore, StateRoot
 
@@ -42,6 +42,7 @@ def test_pools_are_defined_listed_shown_and_undefined(tmp_path: Path) -> None:
     ]
     text = qctl("net-dumpxml", "vfs", state=state).stdout
     assert "<!-- 0000:3b:10.0: vm1/hostdev0 -->" in text and "0000:3b:10.1: free" in text
+    pretend_running(state, "vm1")
     busy = qctl("net-undefine", "vfs", state=state, check=False)
     assert busy.returncode == 6 and "in use by vm1/hostdev0" in busy.stderr
     asyncio.run(store.release("vfs", "0000:3b:10.0"))

@@ -379,7 +379,7 @@ def test_link_down_has_no_command_line_effect() -> None:
 
 def test_key_value_syntax_escapes_commas() -> None:
     argv = golden_argv("kv-syntax")
-    assert argv[argv.index("-name") + 1] == "guest=kv,,syntax,debug-threads=on"
+    # Domain names cannot hold commas (one name rule for validate and start): the file can.
     assert "file,id=charserial0,path=/var/log/guest,,1.log" in argv
     netdevs = option_values(argv, "-netdev")
     assert netdevs[0] == "tap,fds=tapfd-net0-0:tapfd-net0-1,id=hostnet0"

@@ -14,6 +14,7 @@ from qctl.errors import ResourceBusyError, UnsupportedError
 from qctl.qemu.dryrun import dry_run
 from qctl.qemu.hostdevpool import pool_interface, take_pool_devices
 from qctl.qemu.network import NetworkStore
+from qctl.qemu.orphan import note_start
 from qctl.qemu.plan import plan
 from qctl.qemu.state import StateRoot
 from qctl.types import PCIAddress
@@ -38,6 +39,15 @@ DOMAIN = """<domain type='qemu'>
 """
 
 
+def starting(store: NetworkStore, name: str) -> NetworkStore:
+    """As ``start`` does before it takes pool devices: its intent is on disk, so what it
+    takes is not mistaken for the leftovers of a dead domain."""
+    directory = store.root.domain(name)
+    directory.make()
+    note_start(directory)
+    return store
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> NetworkStore:
     store = NetworkStore(StateRoot(tmp_path / "state"))
@@ -60,7 +70,7 @@ def store(tmp_path: Path) -> NetworkStore:
 async def test_each_pool_interface_gets_a_device_and_gives_it_back(store: NetworkStore) -> None:
     planned = plan(parse_domain(DOMAIN, source="pooled.xml"), load_caps())
     async with contextlib.AsyncExitStack() as stack:
-        pooled = await take_pool_devices(planned, stack, store)
+        pooled = await take_pool_devices(planned, stack, starting(store, planned.name))
         first, second, bridged = pooled.domain.interfaces
         assert [i.type for i in (first, second, bridged)] == [
             InterfaceType.HOSTDEV,
@@ -80,11 +90,11 @@ async def test_each_pool_interface_gets_a_device_and_gives_it_back(store: Networ
 
 
 async def test_an_exhausted_pool_gives_back_what_was_taken(store: NetworkStore) -> None:
-    await store.allocate("vfs", "other", "net5")
+    await starting(store, "other").allocate("vfs", "other", "net5")
     planned = plan(parse_domain(DOMAIN, source="pooled.xml"), load_caps())
     stack = contextlib.AsyncExitStack()
     with pytest.raises(ResourceBusyError) as busy:
-        await take_pool_devices(planned, stack, store)
+        await take_pool_devices(planned, stack, starting(store, planned.name))
     assert str(busy.value) == "pooled.xml:10: network 'vfs' has no free device left"
     await stack.aclose()
     assert [a.domain for a in store.allocations()] == ["other"]

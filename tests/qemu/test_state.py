@@ -49,7 +49,7 @@ def test_missing_and_damaged_status(tmp_path: Path) -> None:
     dom = StateRoot(tmp_path).domain("vm")
     with pytest.raises(StateError, match="no domain named 'vm'"):
         dom.read_status()
-    dom.path.mkdir(parents=True)
+    dom.make()
     dom.status_file.write_text("{not json")
     with pytest.raises(StateError, match="unreadable"):
         dom.read_status()
@@ -66,6 +66,7 @@ def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path: Path) -> None:
 
 async def test_lock_excludes_a_second_holder(tmp_path: Path) -> None:
     dom = StateRoot(tmp_path).domain("vm")
+    dom.make()
     order: list[str] = []
 
     async def second() -> None:
@@ -85,6 +86,7 @@ async def test_lock_excludes_a_second_holder(tmp_path: Path) -> None:
 
 async def test_lock_wait_is_bounded_and_leaves_no_fd(tmp_path: Path) -> None:
     dom = StateRoot(tmp_path).domain("vm")
+    dom.make()
     held = await dom.lock()
     fds_before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(TimeoutError):

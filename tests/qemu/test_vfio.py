@@ -39,7 +39,8 @@ from qctl import (
     parse_domain,
     parse_network,
 )
-from qctl.host import VFConfig
+from qctl.host import PCIDevice, VFConfig
+from qctl.qemu.orphan import note_start
 
 pytestmark = [pytest.mark.qemu]
 
@@ -228,13 +229,19 @@ async def test_start_with_a_vf_qemu_refuses_restores_it(
     defn = parse_domain(
         guest_domain_xml(name, hostdev_interface(vfs[1]), console=tmp_path / "serial.log")
     )
+    # The VF's group device (a stand-in): a confined QEMU gets it, and root gets it back.
+    group = PCIDevice(vfs[1], sysfs=fake.sysfs).iommu_group()
+    vfio_dir = tmp_path / "dev-vfio"
+    vfio_dir.mkdir()
+    (vfio_dir / str(group)).write_text("")
     with pytest.raises(ProcessError, match=str(vfs[1])):
         await Domain.start(
             defn,
             state_root=tmp_path / "state",
             netlink=netlink,
-            host_paths=HostPaths(sysfs=fake.sysfs),
+            host_paths=HostPaths(sysfs=fake.sysfs, vfio_dir=str(vfio_dir)),
         )
+    assert (vfio_dir / str(group)).stat().st_uid == 0
     assert next(c.mac for c in netlink.calls if c.op == "set") == GUEST_MAC
     assert netlink.config(PF, 1) == ORIGINAL
     assert fake.driver_of(vfs[1]) == "ixgbevf" and fake.override_of(vfs[1]) is None
@@ -331,6 +338,9 @@ async def test_a_pool_without_a_free_vf_names_the_interface_line(
             "<address type='pci' bus='0x3b' slot='0x10'/></forward></network>"
         )
     )
+    other = root.domain("other")  # a domain whose start is under way holds the only VF
+    other.make()
+    note_start(other)
     await NetworkStore(root).allocate("empty", "other", "net0")
     devices = "<interface type='network'>\n<source network='empty'/>\n</interface>"
     xml = guest_domain_xml(unique("pool"), devices, console=tmp_path / "serial.log")

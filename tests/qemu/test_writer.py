@@ -14,7 +14,7 @@ from fakeqemu import FakeLauncher
 from support import unique
 
 import qctl.qemu.writer as writer_module
-from qctl import Domain, QEMUCaps, parse_domain
+from qctl import Domain, QEMUCaps, StateError, parse_domain
 from qctl.qemu.writer import StatusWriter
 
 DATA = Path(__file__).parent / "data"
@@ -47,7 +47,7 @@ async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> No
 async def test_a_failed_write_is_raised_by_flush(tmp_path: Path) -> None:
     writer = StatusWriter(tmp_path / "missing" / "status.json", lambda: b"{}", lambda: None)
     writer.changed()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StateError, match="cannot write"):
         await writer.flush()
 
 
