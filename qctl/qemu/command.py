@@ -14,7 +14,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType, SerialType
+from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType
+from qctl.qemu.chardev import serial_chardev, serial_device_props
+from qctl.qemu.disk import disk_arg_props
 from qctl.qemu.nic import NICResources, Props, hostdev_props, interface_device_props, netdev_props
 from qctl.qemu.placement import root_port_props
 
@@ -75,27 +77,24 @@ def _boot_args(domain: DomainDef) -> list[str]:
     return args
 
 
-def _chardev_path(path: str) -> str:
-    return path.replace(",", ",,")
-
-
 def _serial_args(domain: DomainDef, features: Features) -> list[str]:
     args: list[str] = []
     for index, serial in enumerate(domain.serials):
-        assert serial.alias is not None
-        chardev = f"char{serial.alias}"
-        if serial.type is SerialType.FILE:
-            assert serial.source_path is not None
-            args += ["-chardev", f"file,id={chardev},path={_chardev_path(serial.source_path)}"]
-        else:
-            args += ["-chardev", f"pty,id={chardev}"]
-        props: Props = {
-            "driver": "isa-serial",
-            "chardev": chardev,
-            "id": serial.alias,
-            "index": index,
-        }
+        props = serial_device_props(serial, index)
+        args += ["-chardev", serial_chardev(serial)]
         args += ["-device", format_props(props, as_json=features.json_device, head="driver")]
+    return args
+
+
+def _disk_args(domain: DomainDef, features: Features) -> list[str]:
+    """Disk controllers, then each disk's block nodes and device (:mod:`qctl.qemu.disk`).
+
+    ``-blockdev`` has always taken JSON; ``-device`` follows the QEMU's syntax.
+    """
+    args: list[str] = []
+    for option, props in disk_arg_props(domain):
+        as_json = option == "-blockdev" or features.json_device
+        args += [option, format_props(props, as_json=as_json, head="driver")]
     return args
 
 
@@ -183,6 +182,7 @@ def build_command(
     argv += [
         *_boot_args(domain),
         *_controller_args(domain, features),
+        *_disk_args(domain, features),
         *_serial_args(domain, features),
         *_nic_args(domain, features, nics),
         *_hostdev_args(domain, features),

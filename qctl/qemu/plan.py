@@ -23,10 +23,12 @@ from qctl.conf import (
     InterfaceType,
     RawXML,
     TeamingType,
+    not_created,
     validate_domain,
 )
 from qctl.errors import UnsupportedError
 from qctl.qemu.command import Features
+from qctl.qemu.disk import plan_disks
 from qctl.qemu.placement import is_q35, plan_domain
 from qctl.types import MACAddress
 
@@ -141,10 +143,14 @@ def assign_macs(domain: DomainDef, new_mac: MACSource) -> DomainDef:
 
 
 def plan(domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac) -> DomainDef:
-    """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs."""
-    problems = validate_domain(domain)
+    """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs.
+
+    A device element qctl would keep but not create (``<video>``, …) is refused here, so
+    the live XML never shows what QEMU does not have.
+    """
+    problems = validate_domain(domain) or not_created(domain)
     if problems:
         raise problems[0]
     check_support(domain, caps)
-    return plan_domain(assign_macs(domain, new_mac))
+    return plan_domain(plan_disks(assign_macs(domain, new_mac)))
 
