@@ -8,8 +8,8 @@ chipset's own AHCI at ``00:1f.2``), and disks and controllers get libvirt's alia
 (``virtio-disk0``, ``sata0-0-1``, ``scsi0-0-0-0``, ``scsi0``, ``sata0``/``ide``).
 
 Arguments, spelled as libvirt 9.0 spells them, property for property: every disk with a
-source is two block nodes, a protocol node ``libvirt-N-storage`` (``file``, ``host_device``
-or ``host_cdrom``) and a format node ``libvirt-N-format`` (``raw`` or ``qcow2``) on top,
+source is two block nodes, a protocol node ``libvirt-N-storage`` (``file``, or ``host_device``
+for block devices) and a format node ``libvirt-N-format`` (``raw`` or ``qcow2``) on top,
 numbered like libvirt numbers them (the first disk gets the highest N); then the guest
 device (``virtio-blk-pci``, ``ide-hd``/``ide-cd`` on an AHCI port, ``scsi-hd``/``scsi-cd``
 on a virtio-scsi bus) with ``drive`` naming the format node.
@@ -171,14 +171,13 @@ def storage_props(disk: DiskDef, node: int, *, filename: str | None = None) -> P
     """The protocol node of ``disk``: how QEMU reaches the image.
 
     ``filename`` replaces the path (``/dev/fdset/N`` for an image passed as an fd).
+    A block device is ``host_device`` even for a cdrom: libvirt uses ``host_cdrom`` only
+    for a path that is a real CD-ROM drive (an ioctl on the host), which the pure builder
+    does not ask.
     """
     assert disk.source is not None
-    if disk.type is DiskType.FILE:
-        driver = "file"
-    else:
-        driver = "host_cdrom" if disk.device is DiskDevice.CDROM else "host_device"
     return {
-        "driver": driver,
+        "driver": "file" if disk.type is DiskType.FILE else "host_device",
         "filename": filename or disk.source,
         "node-name": f"libvirt-{node}-storage",
         "auto-read-only": True,
