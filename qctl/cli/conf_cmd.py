@@ -2,6 +2,10 @@
 
 ``validate FILE...`` reports every problem of every file, one ``FILE:LINE: …`` line each on
 stderr (or a JSON report on stdout with ``--json``), and exits 0 only when all are valid.
+In a valid domain, a disk image that does not exist is a problem too (not with ``--live``:
+a running domain's images were checked when it started), and device elements that ``start``
+would refuse because qctl does not create them (``<video>``, …) are reported as
+``FILE:LINE: warning: …`` lines, which do not fail it.
 ``format FILE`` prints the normalized XML (or the model as JSON with ``--json``).
 ``--live`` reads the XML of a running domain, whose devices have aliases qctl (or libvirt)
 chose rather than ``ua-`` user aliases.
@@ -15,7 +19,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qctl import ConfigError, XMLSyntaxError, check, def_to_dict, format_xml, load
+from qctl import (
+    ConfigError,
+    DomainDef,
+    XMLSyntaxError,
+    check,
+    def_to_dict,
+    format_xml,
+    load,
+    missing_images,
+    not_created,
+)
 
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
 # invalid: validate reports the problems itself instead of raising the first one.
@@ -32,6 +46,16 @@ def _problems(path: str, *, live: bool) -> list[ConfigError]:
     return check(data, source=path, live=live)
 
 
+def _start_problems(path: str, *, live: bool) -> tuple[list[ConfigError], list[ConfigError]]:
+    """What a start would refuse in the valid document at ``path``: missing disk images
+    (problems), devices qctl does not create (warnings)."""
+    defn = load(path, live=live)
+    if not isinstance(defn, DomainDef):
+        return [], []
+    images: list[ConfigError] = [] if live else list(missing_images(defn, source=path))
+    return images, list(not_created(defn, source=path))
+
+
 def _problem_data(problem: ConfigError) -> dict[str, Any]:
     return {
         "line": problem.line,
@@ -45,17 +69,33 @@ def _validate(args: argparse.Namespace) -> int:
     report = []
     for path in args.files:
         problems = _problems(path, live=args.live)
-        report.append((path, problems))
+        warnings: list[ConfigError] = []
+        if not problems:
+            problems, warnings = _start_problems(path, live=args.live)
+        report.append((path, problems, warnings))
         if not args.json:
             for problem in problems:
                 print(problem, file=sys.stderr)
+            for warning in warnings:
+                print(_warning_line(warning), file=sys.stderr)
     if args.json:
         data = [
-            {"file": path, "valid": not problems, "problems": [_problem_data(p) for p in problems]}
-            for path, problems in report
+            {
+                "file": path,
+                "valid": not problems,
+                "problems": [_problem_data(p) for p in problems],
+                "warnings": [_problem_data(w) for w in warnings],
+            }
+            for path, problems, warnings in report
         ]
         print(json.dumps(data, indent=2))
-    return _INVALID if any(problems for _, problems in report) else 0
+    return _INVALID if any(problems for _, problems, _ in report) else 0
+
+
+def _warning_line(warning: ConfigError) -> str:
+    """``FILE:LINE: warning: PATH: message``."""
+    where, _, rest = str(warning).partition(": ")
+    return f"{where}: warning: {rest}"
 
 
 def _format(args: argparse.Namespace) -> int:

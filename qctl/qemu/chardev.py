@@ -15,9 +15,16 @@ import dataclasses
 from collections.abc import Mapping
 
 from qctl.conf import DeviceDef, DomainDef, RawXML, SerialDef, SerialType
+from qctl.qemu.monitor import Monitor
 from qctl.qemu.nic import Props
 
-__all__ = ["chardev_id", "record_ptys", "serial_chardev", "serial_device_props"]
+__all__ = [
+    "chardev_id",
+    "record_ptys",
+    "serial_chardev",
+    "serial_device_props",
+    "with_pty_paths",
+]
 
 _PTY_PREFIX = "pty:"
 
@@ -73,3 +80,11 @@ def record_ptys(domain: DomainDef, chardevs: Mapping[str, str]) -> DomainDef:
     return dataclasses.replace(
         domain, devices=dataclasses.replace(domain.devices, items=tuple(items))
     )
+
+
+async def with_pty_paths(monitor: Monitor, domain: DomainDef) -> DomainDef:
+    """The live ``domain`` of a QEMU just started, with the paths of its pty serial ports
+    (asked only when it has one)."""
+    if not any(s.type is SerialType.PTY for s in domain.serials):
+        return domain
+    return record_ptys(domain, await monitor.chardevs())

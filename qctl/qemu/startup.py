@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qctl.caps import QEMUCaps
-from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState
+from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState, missing_images
 from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
 from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
+from qctl.qemu.chardev import with_pty_paths
 from qctl.qemu.command import build_command
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
@@ -270,6 +271,8 @@ async def launch(
     features = features_from_caps(caps)
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
+    for missing in missing_images(planned):  # disk images: checked before the host is touched
+        raise missing
 
     root.ensure()
     directory = root.domain(planned.name)
@@ -335,11 +338,12 @@ async def launch(
         for iface in prepared.domain.interfaces:
             if iface.link_state is LinkState.DOWN and iface.alias:
                 await monitor.set_link(iface.alias, False)
+        live = await with_pty_paths(monitor, prepared.domain)  # pty paths into the live XML
         status = Status(
             identity=process.identity,
             binary=binary,
             config=defn,
-            live=prepared.domain,
+            live=live,
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
         write_status(directory, status)

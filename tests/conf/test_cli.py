@@ -73,7 +73,7 @@ def test_validate_json(bad: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert err == ""
     report = json.loads(out)
-    assert report[0] == {"file": str(good), "valid": True, "problems": []}
+    assert report[0] == {"file": str(good), "valid": True, "problems": [], "warnings": []}
     assert report[1]["valid"] is False
     assert report[1]["problems"][0] == {
         "line": 7,
