@@ -573,6 +573,8 @@ def not_created(defn: DomainDef, *, source: str | None = None) -> list[Validatio
     start refuses them and ``qctl validate`` warns about them. What is created is
     :data:`CREATED_DEVICES`; elements that ask for nothing (``<memballoon model='none'/>``,
     a ``<console>`` that is the first serial port, as libvirt writes it) are not reported.
+    Disks and their controllers are created, but what the model keeps of them without
+    applying it (``<driver cache=…>``, ``<iotune>``) is reported the same way.
     """
     problems = _Problems(source)
     counts: Counter[str] = Counter()
@@ -591,7 +593,33 @@ def not_created(defn: DomainDef, *, source: str | None = None) -> list[Validatio
                 f"{shown} is not created by qctl, so QEMU would not get it; remove it "
                 "(qctl creates: " + CREATED_DEVICES + ")",
             )
+        elif isinstance(item, DiskDef | DiskControllerDef):
+            _unapplied(item, f"/domain/devices/{tag}[{counts[tag]}]", problems)
     return problems.in_line_order()
+
+
+# What libvirt writes into a running domain's disks for its own books; nothing to apply.
+_DISK_BOOKKEEPING = {("source", "index")}
+_DISK_BOOKKEEPING_ELEMENTS = {"backingStore"}
+
+
+def _unapplied(device: DiskDef | DiskControllerDef, path: str, problems: _Problems) -> None:
+    """The parts of a disk or disk controller qctl keeps but would not apply
+    (``<driver cache>``, ``<iotune>``, …)."""
+    for name, _ in device.extra_attrs:
+        problems.add(path, device.line, f"{name}= is not applied by qctl; remove it")
+    for where, name, _ in device.child_attrs:
+        if (where, name) not in _DISK_BOOKKEEPING:
+            problems.add(
+                f"{path}/{where}",
+                device.line_of(where),
+                f"<{where} {name}=…> is not applied by qctl; remove it",
+            )
+    for raw in device.extra:
+        if raw.tag not in _DISK_BOOKKEEPING_ELEMENTS and not raw.tag.startswith("#"):
+            problems.add(
+                f"{path}/{raw.tag}", raw.line, f"<{raw.tag}> is not applied by qctl; remove it"
+            )
 
 
 def missing_images(defn: DomainDef, *, source: str | None = None) -> list[ValidationError]:
