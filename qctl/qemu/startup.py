@@ -3,13 +3,15 @@
 Steps, each pushing its undo on an ``AsyncExitStack``:
 
 1. plan the domain against the capabilities and build the command line once with dummy
-   fds, so a configuration that cannot be built is refused before the host is touched;
+   fds, so a configuration that cannot be built (or whose disk images are missing) is
+   refused before the host is touched;
 2. the state directory (refused when a status file says the domain runs), under its lock;
 3. taps and vhost-net fds for every NIC (:mod:`qctl.qemu.prepare`);
 4. listening monitor sockets, passed to QEMU as fds: qctl can connect at once, and a
    QEMU that dies early is noticed as the connection failing;
 5. QEMU itself, paused (``-S``), inheriting only those fds;
-6. the monitor connection; ``set_link`` for links that start down;
+6. the monitor connection; ``set_link`` for links that start down; the ptys QEMU opened
+   for ``<serial type='pty'>`` (:mod:`qctl.qemu.chardev`);
 7. the status file (live XML + ledger), then ``cont``.
 
 A failure anywhere unwinds exactly the steps done, shielded from cancellation; the original
