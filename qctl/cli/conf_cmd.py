@@ -7,6 +7,9 @@ supported by qctl"); ``--lenient`` reports them as warnings (``FILE:LINE: warnin
 which do not fail the file, as are the doubts libvirt accepts (two NICs with one MAC).
 ``format FILE`` prints the normalized XML (or the model as JSON with ``--json``); parts qctl
 would not apply are passed through.
+In a valid domain, a disk image that does not exist is a problem too (not with ``--live``:
+a running domain's images were checked when it started), and device elements that ``start``
+would refuse because qctl does not create them (``<video>``, …) are warnings.
 ``--live`` reads the XML of a running domain, whose devices have aliases qctl (or libvirt)
 chose rather than ``ua-`` user aliases.
 """
@@ -20,11 +23,14 @@ from typing import Any
 
 from qctl import (
     ConfigError,
+    DomainDef,
     ValidationError,
     XMLSyntaxError,
     def_to_dict,
     format_xml,
     load,
+    missing_images,
+    not_created,
     read_document,
     review,
 )
@@ -48,6 +54,18 @@ def _problems(
     return review(data, source=path, live=live, lenient=lenient)
 
 
+def _start_problems(
+    path: str, *, live: bool, lenient: bool
+) -> tuple[list[ConfigError], list[ValidationError]]:
+    """What a start would refuse in the valid document at ``path``: missing disk images
+    (problems), devices qctl does not create (warnings)."""
+    defn = load(path, live=live, lenient=lenient)
+    if not isinstance(defn, DomainDef):
+        return [], []
+    images: list[ConfigError] = [] if live else list(missing_images(defn, source=path))
+    return images, list(not_created(defn, source=path))
+
+
 def _problem_data(problem: ConfigError) -> dict[str, Any]:
     return {
         "line": problem.line,
@@ -61,6 +79,9 @@ def _validate(args: argparse.Namespace) -> int:
     report = []
     for path in args.files:
         problems, warnings = _problems(path, live=args.live, lenient=args.lenient)
+        if not problems:
+            more, doubts = _start_problems(path, live=args.live, lenient=args.lenient)
+            problems, warnings = problems + more, warnings + doubts
         report.append((path, problems, warnings))
         if not args.json:
             for problem in problems:

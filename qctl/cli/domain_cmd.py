@@ -17,6 +17,8 @@ from qctl import (
     command_line,
     discard_damaged,
     load,
+    missing_images,
+    not_created,
 )
 from qctl.cli.common import add_json, add_state_dir, print_json, run
 
@@ -82,15 +84,22 @@ def register(sub: Any) -> None:
     dumpxml.set_defaults(func=_dumpxml)
 
 
-def _load_domain(path: str) -> DomainDef:
+def _load_domain(path: str, *, to_start: bool = False) -> DomainDef:
+    """The domain in ``path``; refused (naming the file and line) when it has a device
+    qctl does not create or, ``to_start``, a disk image that does not exist."""
     defn = load(path)
     if not isinstance(defn, DomainDef):
         raise ValidationError("expected a <domain> document", source=path)
+    refused = not_created(defn, source=path)
+    if to_start:
+        refused += missing_images(defn, source=path)
+    if refused:
+        raise min(refused, key=lambda problem: problem.line or 0)
     return defn
 
 
 def _start(args: argparse.Namespace) -> int:
-    defn = _load_domain(args.file)
+    defn = _load_domain(args.file, to_start=True)
 
     async def work() -> dict[str, Any]:
         paths = HostPaths(confine=False) if args.no_confine else HostPaths()

@@ -16,7 +16,11 @@ from qctl.conf.model import (
     ControllerDef,
     DeviceDef,
     DevicesDef,
+    DiskControllerDef,
+    DiskDef,
+    DiskType,
     DomainDef,
+    DriveAddress,
     ElementDef,
     ForwardDef,
     HostdevDef,
@@ -224,11 +228,59 @@ def _controller(controller: ControllerDef) -> OutElement:
     return b.done()
 
 
+def _disk_controller(controller: DiskControllerDef) -> OutElement:
+    b = _Builder("controller", controller)
+    b.attrs(
+        ("type", controller.type.value), ("index", controller.index), ("model", controller.model)
+    )
+    b.add_leaf("alias", [("name", controller.alias)])
+    _add_guest_address(b, controller.address)
+    return b.done()
+
+
 def _serial(serial: SerialDef) -> OutElement:
     b = _Builder("serial", serial)
     b.attrs(("type", serial.type.value))
-    b.add_leaf("source", [("path", serial.source_path)])
+    b.add_leaf("source", [("mode", serial.source_mode), ("path", serial.source_path)])
     b.add_leaf("alias", [("name", serial.alias)])
+    return b.done()
+
+
+def _drive_attrs(drive: DriveAddress) -> list[tuple[str, _Value]]:
+    return [
+        ("type", "drive"),
+        ("controller", drive.controller),
+        ("bus", drive.bus),
+        ("target", drive.target),
+        ("unit", drive.unit),
+    ]
+
+
+def _disk(disk: DiskDef) -> OutElement:
+    b = _Builder("disk", disk)
+    b.attrs(("type", disk.type.value), ("device", disk.device.value))
+    b.add_leaf(
+        "driver",
+        [("name", disk.driver_name), ("type", None if disk.format is None else disk.format.value)],
+    )
+    source_key = "file" if disk.type is DiskType.FILE else "dev"
+    b.add_leaf("source", [(source_key, disk.source)])
+    b.add_leaf(
+        "target",
+        [
+            ("dev", disk.target_dev),
+            ("bus", None if disk.target_bus is None else disk.target_bus.value),
+        ],
+    )
+    if disk.readonly:
+        b.add("readonly", OutElement("readonly"))
+    if disk.serial is not None:
+        b.add_leaf("serial", text=disk.serial)
+    b.add_leaf("boot", [("order", disk.boot_order)])
+    b.add_leaf("alias", [("name", disk.alias)])
+    _add_guest_address(b, disk.address)
+    if disk.drive is not None:
+        b.add_leaf("address", _drive_attrs(disk.drive))
     return b.done()
 
 
@@ -241,6 +293,10 @@ def _device(item: DeviceDef | RawXML) -> OutElement | str:
         return _hostdev(item)
     if isinstance(item, ControllerDef):
         return _controller(item)
+    if isinstance(item, DiskControllerDef):
+        return _disk_controller(item)
+    if isinstance(item, DiskDef):
+        return _disk(item)
     return _serial(item)
 
 

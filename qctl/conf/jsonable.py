@@ -16,6 +16,8 @@ from uuid import UUID
 
 from qctl.conf.model import (
     ControllerDef,
+    DiskControllerDef,
+    DiskDef,
     DomainDef,
     HostdevDef,
     InterfaceDef,
@@ -35,6 +37,8 @@ _KINDS: dict[type, str] = {
     InterfaceDef: "interface",
     HostdevDef: "hostdev",
     ControllerDef: "controller",
+    DiskControllerDef: "controller",
+    DiskDef: "disk",
     SerialDef: "serial",
     RawXML: "raw",
 }

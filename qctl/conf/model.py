@@ -38,6 +38,14 @@ __all__ = [
     "ControllerModel",
     "DeviceDef",
     "DevicesDef",
+    "DiskBus",
+    "DiskControllerDef",
+    "DiskControllerType",
+    "DiskDef",
+    "DiskDevice",
+    "DiskFormat",
+    "DiskType",
+    "DriveAddress",
     "DomainDef",
     "DomainType",
     "ElementDef",
@@ -107,6 +115,44 @@ class SerialType(StrEnum):
 
     FILE = "file"
     PTY = "pty"
+    UNIX = "unix"
+    NULL = "null"
+
+
+class DiskType(StrEnum):
+    """``<disk type=…>``: where the image lives on the host."""
+
+    FILE = "file"
+    BLOCK = "block"
+
+
+class DiskDevice(StrEnum):
+    """``<disk device=…>``: what the guest sees."""
+
+    DISK = "disk"
+    CDROM = "cdrom"
+
+
+class DiskBus(StrEnum):
+    """``<target bus=…>`` of a disk: the guest controller it hangs on."""
+
+    VIRTIO = "virtio"
+    SATA = "sata"
+    SCSI = "scsi"
+
+
+class DiskFormat(StrEnum):
+    """``<driver type=…>`` of a disk: the image format."""
+
+    RAW = "raw"
+    QCOW2 = "qcow2"
+
+
+class DiskControllerType(StrEnum):
+    """``<controller type=…>`` of a controller that disks hang on."""
+
+    SATA = "sata"
+    SCSI = "scsi"
 
 
 class InterfaceType(StrEnum):
@@ -289,13 +335,81 @@ class ControllerDef(ElementDef):
     address: PCIAddress | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DriveAddress:
+    """``<address type='drive' controller bus target unit/>``: a disk's place on its
+    controller."""
+
+    controller: int = 0
+    bus: int = 0
+    target: int = 0
+    unit: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskControllerDef(ElementDef):
+    """``<controller type='sata|scsi' index=… model=…>``: a controller that disks hang on.
+
+    ``model`` is libvirt's (``virtio-scsi``); ``None`` leaves the choice to the driver.
+    """
+
+    type: DiskControllerType
+    index: int
+    model: str | None = None
+    alias: str | None = None
+    address: PCIAddress | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SerialDef(ElementDef):
-    """``<serial type='file|pty'>``; ``source_path`` is the file (or the live pty)."""
+    """``<serial type='file|pty|unix|null'>``.
+
+    ``source_path`` is the file, the socket, or (in a live definition) the pty QEMU opened;
+    ``source_mode`` is a unix socket's ``mode`` (``bind``: QEMU listens, ``connect``).
+    """
 
     type: SerialType
     source_path: str | None = None
+    source_mode: str | None = None
     alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskDef(ElementDef):
+    """``<disk type='file|block' device='disk|cdrom'>``: one guest disk.
+
+    ``source`` is ``<source file>`` (type file) or ``<source dev>`` (type block), ``None``
+    for an empty CD-ROM drive. ``driver_name`` is ``<driver name>`` (only ``qemu``);
+    ``format`` is ``<driver type>``. ``target_bus`` ``None`` means the bus the target name
+    implies (``vd…`` virtio, ``sd…`` scsi). ``address`` is the guest PCI address of a
+    virtio disk, ``drive`` the place of a sata or scsi disk on its controller.
+    """
+
+    type: DiskType
+    device: DiskDevice = DiskDevice.DISK
+    driver_name: str | None = None
+    format: DiskFormat | None = None
+    source: str | None = None
+    target_dev: str
+    target_bus: DiskBus | None = None
+    readonly: bool = False
+    serial: str | None = None
+    boot_order: int | None = None
+    alias: str | None = None
+    address: PCIAddress | None = None
+    drive: DriveAddress | None = None
+
+    @property
+    def bus(self) -> DiskBus | None:
+        """``target_bus``, or the bus the target name implies (``vd…`` virtio, ``sd…``
+        scsi, as libvirt infers it); ``None`` when neither says."""
+        if self.target_bus is not None:
+            return self.target_bus
+        if self.target_dev.startswith("vd"):
+            return DiskBus.VIRTIO
+        if self.target_dev.startswith("sd"):
+            return DiskBus.SCSI
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,11 +525,13 @@ class HostdevDef(ElementDef):
     driver_name: str | None = None
 
 
-DeviceDef = ControllerDef | SerialDef | InterfaceDef | HostdevDef
+DeviceDef = ControllerDef | DiskControllerDef | SerialDef | DiskDef | InterfaceDef | HostdevDef
 """A device the model knows."""
 
 _DEVICE_TAGS: dict[type, str] = {
     ControllerDef: "controller",
+    DiskControllerDef: "controller",
+    DiskDef: "disk",
     SerialDef: "serial",
     InterfaceDef: "interface",
     HostdevDef: "hostdev",
@@ -468,6 +584,16 @@ class DomainDef(ElementDef):
     def controllers(self) -> tuple[ControllerDef, ...]:
         """The PCI controllers, in document order."""
         return tuple(d for d in self.devices.items if isinstance(d, ControllerDef))
+
+    @property
+    def disks(self) -> tuple[DiskDef, ...]:
+        """The disks, in document order."""
+        return tuple(d for d in self.devices.items if isinstance(d, DiskDef))
+
+    @property
+    def disk_controllers(self) -> tuple[DiskControllerDef, ...]:
+        """The SATA and SCSI controllers, in document order."""
+        return tuple(d for d in self.devices.items if isinstance(d, DiskControllerDef))
 
     @property
     def serials(self) -> tuple[SerialDef, ...]:

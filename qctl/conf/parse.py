@@ -29,8 +29,16 @@ from qctl.conf.model import (
     ControllerModel,
     DeviceDef,
     DevicesDef,
+    DiskBus,
+    DiskControllerDef,
+    DiskControllerType,
+    DiskDef,
+    DiskDevice,
+    DiskFormat,
+    DiskType,
     DomainDef,
     DomainType,
+    DriveAddress,
     ForwardDef,
     ForwardMode,
     HostdevDef,
@@ -566,6 +574,21 @@ def _read_controller(r: _Reader) -> ControllerDef:
     return ControllerDef(index=index, model=model, alias=alias, address=address, **r.finish())
 
 
+def _read_disk_controller(r: _Reader) -> DiskControllerDef:
+    kind = r.enum_attr("type", DiskControllerType, "controller type", required=True)
+    index = r.int_attr("index", required=True)
+    if kind is None or index is None:
+        raise _Abandon
+    return DiskControllerDef(
+        type=kind,
+        index=index,
+        model=r.attr("model"),
+        alias=_alias(r),
+        address=_guest_address(r)[0],
+        **r.finish(),
+    )
+
+
 def _read_serial(r: _Reader) -> SerialDef:
     kind = r.enum_attr("type", SerialType, "serial type", required=True)
     if kind is None:
@@ -574,7 +597,59 @@ def _read_serial(r: _Reader) -> SerialDef:
     return SerialDef(
         type=kind,
         source_path=None if source is None else source.attr("path"),
+        source_mode=None if source is None else source.attr("mode"),
         alias=_alias(r),
+        **r.finish(),
+    )
+
+
+def _is_drive_address(node: XMLNode) -> bool:
+    return node.attrs.get("type") == "drive"
+
+
+def _drive_address(r: _Reader) -> DriveAddress | None:
+    leaf = r.leaf("address", _is_drive_address)
+    if leaf is None:
+        return None
+    leaf.attr("type")
+    values = {name: leaf.int_attr(name) for name in ("controller", "bus", "target", "unit")}
+    return DriveAddress(**{name: value or 0 for name, value in values.items()})
+
+
+def _read_disk(r: _Reader) -> DiskDef:
+    kind = r.enum_attr("type", DiskType, "disk type", required=True)
+    device = r.enum_attr("device", DiskDevice, "disk device") or DiskDevice.DISK
+    driver_name = disk_format = None
+    if (leaf := r.leaf("driver")) is not None:
+        driver_name = leaf.attr("name")
+        disk_format = leaf.enum_attr("type", DiskFormat, "disk format")
+    source = None
+    if (leaf := r.leaf("source")) is not None:
+        source = leaf.attr("file" if kind is DiskType.FILE else "dev")
+    target_dev = target_bus = None
+    if (leaf := r.leaf("target")) is None:
+        r.missing("target")
+    else:
+        target_dev = leaf.attr("dev", required=True)
+        target_bus = leaf.enum_attr("bus", DiskBus, "disk bus")
+    readonly = r.leaf("readonly") is not None
+    serial = None if (leaf := r.leaf("serial")) is None else leaf.text().strip()
+    if kind is None or target_dev is None:
+        raise _Abandon
+    return DiskDef(
+        type=kind,
+        device=device,
+        driver_name=driver_name,
+        format=disk_format,
+        source=source,
+        target_dev=target_dev,
+        target_bus=target_bus,
+        readonly=readonly,
+        serial=serial,
+        boot_order=_boot_order(r),
+        alias=_alias(r),
+        address=_guest_address(r)[0],
+        drive=_drive_address(r),
         **r.finish(),
     )
 
@@ -587,9 +662,13 @@ def _device_reader(node: XMLNode) -> Callable[[_Reader], DeviceDef] | None:
     if node.tag == "hostdev" and node.attrs.get("mode", "subsystem") == "subsystem":
         return _read_hostdev if kind == "pci" else None
     if node.tag == "controller":
+        if kind in set(DiskControllerType):
+            return _read_disk_controller
         return _read_controller if kind == "pci" else None
     if node.tag == "serial":
         return _read_serial if kind in set(SerialType) else None
+    if node.tag == "disk" and kind in set(DiskType):
+        return _read_disk if node.attrs.get("device", "disk") in set(DiskDevice) else None
     return None
 
 

@@ -20,6 +20,7 @@ Parts of an ``<interface>`` or ``<hostdev>`` that qctl would not apply
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ from dataclasses import dataclass, field
 from qctl.conf.model import (
     ControllerDef,
     DeviceDef,
+    DiskBus,
+    DiskControllerDef,
+    DiskControllerType,
+    DiskDef,
+    DiskDevice,
     DomainDef,
     ForwardMode,
     HostdevDef,
@@ -43,11 +49,15 @@ from qctl.conf.model import (
     is_user_alias,
 )
 from qctl.conf.support import unsupported_parts
-from qctl.errors import ValidationError
+from qctl.conf.xml import read_xml
+from qctl.errors import ConfigError, ValidationError
 from qctl.types import OBJECT_NAME_RULE, PCIAddress, is_object_name
 
 __all__ = [
+    "CREATED_DEVICES",
     "Review",
+    "missing_images",
+    "not_created",
     "review_device",
     "review_domain",
     "review_network",
@@ -55,6 +65,20 @@ __all__ = [
     "validate_domain",
     "validate_network",
 ]
+
+CREATED_DEVICES = (
+    "<controller type='pci'> (pci-root, pcie-root, pcie-root-port, pci-bridge), "
+    "<controller type='sata|scsi'>, <disk type='file|block' device='disk|cdrom'>, "
+    "<serial type='pty|file|unix|null'>, <interface>, <hostdev type='pci'>"
+)
+"""The devices a start gives QEMU: the model's devices (see :func:`not_created`)."""
+
+# Raw device elements that ask QEMU for nothing, so leaving them out loses nothing:
+# (tag, attribute, value) — the attribute must have that value (None: must be absent).
+_NOTHING_TO_CREATE: tuple[tuple[str, str, str | None], ...] = (
+    ("memballoon", "model", "none"),
+    ("controller", "model", "none"),  # <controller type='usb' model='none'/>
+)
 
 MAX_QUEUES = 256
 QUEUE_SIZES = (256, 512, 1024)
@@ -116,7 +140,7 @@ def _address(device: DeviceDef) -> PCIAddress | None:
 
 
 def _boot_order(device: DeviceDef) -> int | None:
-    return device.boot_order if isinstance(device, InterfaceDef | HostdevDef) else None
+    return device.boot_order if isinstance(device, InterfaceDef | HostdevDef | DiskDef) else None
 
 
 # -- one device ---------------------------------------------------------------------------
@@ -318,6 +342,68 @@ def _check_hostdev(hostdev: HostdevDef, path: str, problems: _Problems) -> None:
         )
 
 
+def _check_disk(disk: DiskDef, path: str, problems: _Problems) -> None:
+    """What a disk needs: a known bus, a source unless it is an empty CD-ROM, and nothing
+    its bus cannot do."""
+    if disk.driver_name not in (None, "qemu"):
+        problems.add(
+            f"{path}/driver",
+            disk.line_of("driver"),
+            f"disk driver name {disk.driver_name!r} is not 'qemu'",
+        )
+    if disk.source is None and disk.device is DiskDevice.DISK:
+        attr = "file" if disk.type.value == "file" else "dev"
+        problems.add(
+            f"{path}/source",
+            disk.line_of("source"),
+            f"a disk of type {disk.type.value!r} needs <source {attr}='…'/>",
+        )
+    bus = disk.bus
+    where, line = f"{path}/target", disk.line_of("target")
+    if bus is None:
+        problems.add(
+            where,
+            line,
+            f"disk target {disk.target_dev!r} needs bus='virtio', 'sata' or 'scsi' "
+            "(only vd… and sd… names imply one)",
+        )
+    elif bus is DiskBus.VIRTIO and disk.device is DiskDevice.CDROM:
+        problems.add(where, line, "a cdrom cannot be on bus 'virtio' (use sata or scsi)")
+    elif bus is DiskBus.SATA and disk.readonly and disk.device is DiskDevice.DISK:
+        problems.add(
+            f"{path}/readonly", disk.line_of("readonly"), "a sata disk cannot be <readonly/>"
+        )
+    if disk.address is not None and bus is not DiskBus.VIRTIO:
+        problems.add(
+            f"{path}/address",
+            disk.line_of("address"),
+            "only a virtio disk has a PCI address (a sata or scsi disk has type='drive')",
+        )
+    if disk.drive is not None and bus is DiskBus.VIRTIO:
+        problems.add(
+            f"{path}/address",
+            disk.line_of("address"),
+            "a virtio disk has a PCI address, not type='drive'",
+        )
+
+
+def _check_serial(serial: SerialDef, path: str, problems: _Problems) -> None:
+    where, line = f"{path}/source", serial.line_of("source")
+    if serial.type in (SerialType.FILE, SerialType.UNIX) and not serial.source_path:
+        problems.add(
+            where, line, f"a serial port of type {serial.type.value!r} needs <source path='…'/>"
+        )
+    if serial.source_mode is not None and (
+        serial.type is not SerialType.UNIX or serial.source_mode not in ("bind", "connect")
+    ):
+        problems.add(
+            where,
+            line,
+            f"source mode={serial.source_mode!r}: only a unix serial port has a mode, "
+            "'bind' or 'connect'",
+        )
+
+
 def _check_device(device: DeviceDef, path: str, live: bool, problems: _Problems) -> None:
     """The rules of one device on its own."""
     _check_alias(device, path, live, problems)
@@ -331,14 +417,10 @@ def _check_device(device: DeviceDef, path: str, live: bool, problems: _Problems)
         _check_interface(device, path, problems)
     elif isinstance(device, HostdevDef):
         _check_hostdev(device, path, problems)
-    elif (
-        isinstance(device, SerialDef) and device.type is SerialType.FILE and not device.source_path
-    ):
-        problems.add(
-            f"{path}/source",
-            device.line_of("source"),
-            "a serial port of type 'file' needs <source path='…'/>",
-        )
+    elif isinstance(device, DiskDef):
+        _check_disk(device, path, problems)
+    elif isinstance(device, SerialDef):
+        _check_serial(device, path, problems)
 
 
 # -- devices together -----------------------------------------------------------------------
@@ -452,6 +534,32 @@ def _check_teaming_peer(
         )
 
 
+def _check_disks(placed: list[tuple[DeviceDef, str]], problems: _Problems) -> None:
+    """Disk target names and disk controller indexes are unique."""
+    targets: dict[str, str] = {}
+    controllers: dict[tuple[DiskControllerType, int], str] = {}
+    for device, path in placed:
+        if isinstance(device, DiskDef):
+            if device.target_dev in targets:
+                problems.add(
+                    f"{path}/target",
+                    device.line_of("target"),
+                    f"disk target {device.target_dev!r} is already used by "
+                    f"{targets[device.target_dev]}",
+                )
+            targets.setdefault(device.target_dev, path)
+        elif isinstance(device, DiskControllerDef):
+            key = (device.type, device.index)
+            if key in controllers:
+                problems.add(
+                    path,
+                    device.line,
+                    f"{device.type.value} controller index {device.index} is already used by "
+                    f"{controllers[key]}",
+                )
+            controllers.setdefault(key, path)
+
+
 def _check_controllers(placed: list[tuple[DeviceDef, str]], problems: _Problems) -> None:
     """PCI controller indexes are unique, and only the root bus has index 0."""
     seen: dict[int, str] = {}
@@ -526,6 +634,7 @@ def review_domain(
         if isinstance(device, InterfaceDef | HostdevDef):
             _check_teaming_peer(device, path, defn, problems)
     _check_controllers(placed, problems)
+    _check_disks(placed, problems)
     return problems.review()
 
 
@@ -568,6 +677,97 @@ def review_device(
         _check_against(device, path, others, problems)
         _check_teaming_peer(device, path, domain, problems)
     return problems.review()
+
+
+def _asks_nothing(raw: RawXML, domain: DomainDef) -> bool:
+    """True when the raw device is one of :data:`_NOTHING_TO_CREATE`, or a ``<console>``
+    that is the first serial port seen again (libvirt's ``<target type='serial'>``)."""
+    try:
+        node = read_xml(raw.xml)
+    except ConfigError:
+        return False
+    if raw.tag == "console":
+        targets = [child for child in node.children() if child.tag == "target"]
+        kind = targets[0].attrs.get("type", "serial") if targets else "serial"
+        port = targets[0].attrs.get("port", "0") if targets else "0"
+        return kind == "serial" and port == "0" and bool(domain.serials)
+    return any(
+        raw.tag == tag and node.attrs.get(name) == value for tag, name, value in _NOTHING_TO_CREATE
+    )
+
+
+def not_created(defn: DomainDef, *, source: str | None = None) -> list[ValidationError]:
+    """The device elements of ``defn`` that a start would not give QEMU, in line order.
+
+    They are kept in the definition (and its live XML) but QEMU would never see them, so a
+    start refuses them and ``qctl validate`` warns about them. What is created is
+    :data:`CREATED_DEVICES`; elements that ask for nothing (``<memballoon model='none'/>``,
+    a ``<console>`` that is the first serial port, as libvirt writes it) are not reported.
+    Disks and their controllers are created, but what the model keeps of them without
+    applying it (``<driver cache=…>``, ``<iotune>``) is reported the same way.
+    """
+    problems = _Problems(source)
+    counts: Counter[str] = Counter()
+    for item in defn.devices.items:
+        tag = device_tag(item)
+        counts[tag] += 1
+        if (
+            isinstance(item, RawXML)
+            and not item.tag.startswith("#")
+            and not _asks_nothing(item, defn)
+        ):
+            shown = item.xml.split(">", 1)[0].removesuffix("/") + ">"
+            problems.add(
+                f"/domain/devices/{tag}[{counts[tag]}]",
+                item.line,
+                f"{shown} is not created by qctl, so QEMU would not get it; remove it "
+                "(qctl creates: " + CREATED_DEVICES + ")",
+            )
+        elif isinstance(item, DiskDef | DiskControllerDef):
+            _unapplied(item, f"/domain/devices/{tag}[{counts[tag]}]", problems)
+    return problems.in_line_order()
+
+
+# What libvirt writes into a running domain's disks for its own books; nothing to apply.
+_DISK_BOOKKEEPING = {("source", "index")}
+_DISK_BOOKKEEPING_ELEMENTS = {"backingStore"}
+
+
+def _unapplied(device: DiskDef | DiskControllerDef, path: str, problems: _Problems) -> None:
+    """The parts of a disk or disk controller qctl keeps but would not apply
+    (``<driver cache>``, ``<iotune>``, …)."""
+    for name, _ in device.extra_attrs:
+        problems.add(path, device.line, f"{name}= is not applied by qctl; remove it")
+    for where, name, _ in device.child_attrs:
+        if (where, name) not in _DISK_BOOKKEEPING:
+            problems.add(
+                f"{path}/{where}",
+                device.line_of(where),
+                f"<{where} {name}=…> is not applied by qctl; remove it",
+            )
+    for raw in device.extra:
+        if raw.tag not in _DISK_BOOKKEEPING_ELEMENTS and not raw.tag.startswith("#"):
+            problems.add(
+                f"{path}/{raw.tag}", raw.line, f"<{raw.tag}> is not applied by qctl; remove it"
+            )
+
+
+def missing_images(defn: DomainDef, *, source: str | None = None) -> list[ValidationError]:
+    """A problem for each disk whose image file or block device does not exist.
+
+    This looks at the host (the rest of this module does not), so it is its own step:
+    run before QEMU starts, and by ``qctl validate``.
+    """
+    problems = _Problems(source)
+    for device, path in _placed(defn):
+        if isinstance(device, DiskDef) and device.source and not os.path.exists(device.source):
+            kind = "image file" if device.type.value == "file" else "block device"
+            problems.add(
+                f"{path}/source",
+                device.line_of("source"),
+                f"disk {device.target_dev}: {kind} {device.source!r} does not exist",
+            )
+    return problems.in_line_order()
 
 
 def validate_device(

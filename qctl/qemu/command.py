@@ -14,8 +14,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType, SerialType
+from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType
+from qctl.qemu.chardev import serial_chardev, serial_device_props
 from qctl.qemu.confine import Confinement, PassedFile, confine_args, file_args
+from qctl.qemu.disk import disk_arg_props
 from qctl.qemu.nic import (
     NICResources,
     Props,
@@ -85,31 +87,28 @@ def _boot_args(domain: DomainDef) -> list[str]:
     return args
 
 
-def _chardev_path(path: str) -> str:
-    return path.replace(",", ",,")
-
-
 def _serial_args(
     domain: DomainDef, features: Features, files: Mapping[str, PassedFile]
 ) -> list[str]:
     args: list[str] = []
     for index, serial in enumerate(domain.serials):
-        assert serial.alias is not None
-        chardev = f"char{serial.alias}"
-        if serial.type is SerialType.FILE:
-            assert serial.source_path is not None
-            passed = files.get(serial.source_path)
-            path = passed.qemu_path if passed else serial.source_path
-            args += ["-chardev", f"file,id={chardev},path={_chardev_path(path)}"]
-        else:
-            args += ["-chardev", f"pty,id={chardev}"]
-        props: Props = {
-            "driver": "isa-serial",
-            "chardev": chardev,
-            "id": serial.alias,
-            "index": index,
-        }
+        props = serial_device_props(serial, index)
+        passed = files.get(serial.source_path or "")
+        path = passed.qemu_path if passed else None
+        args += ["-chardev", serial_chardev(serial, path=path)]
         args += ["-device", format_props(props, as_json=features.json_device, head="driver")]
+    return args
+
+
+def _disk_args(domain: DomainDef, features: Features) -> list[str]:
+    """Disk controllers, then each disk's block nodes and device (:mod:`qctl.qemu.disk`).
+
+    ``-blockdev`` has always taken JSON; ``-device`` follows the QEMU's syntax.
+    """
+    args: list[str] = []
+    for option, props in disk_arg_props(domain):
+        as_json = option == "-blockdev" or features.json_device
+        args += [option, format_props(props, as_json=as_json, head="driver")]
     return args
 
 
@@ -217,6 +216,7 @@ def build_command(
         *file_args(passed),
         *_boot_args(domain),
         *_controller_args(domain, features),
+        *_disk_args(domain, features),
         *_serial_args(domain, features, passed),
         *_nic_args(domain, features, nics),
         *_hostdev_args(domain, features),

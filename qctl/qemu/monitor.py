@@ -127,3 +127,10 @@ class Monitor:
             for match in _NETWORK_LINE.finditer(str(text))
             if match.group(2) != "nic"
         }
+
+    # -- character devices -----------------------------------------------------------------
+    async def chardevs(self) -> dict[str, str]:
+        """Chardev id → QEMU's ``filename`` for it, e.g. ``pty:/dev/pts/3``
+        (``query-chardev``)."""
+        reply = await self.client.execute("query-chardev")
+        return {str(item["label"]): str(item["filename"]) for item in reply}

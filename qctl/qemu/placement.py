@@ -22,11 +22,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable
+from typing import TypeVar, cast
 
 from qctl.conf import (
     ControllerDef,
     ControllerModel,
     DeviceDef,
+    DiskBus,
+    DiskControllerDef,
+    DiskDef,
     DomainDef,
     HostdevDef,
     InterfaceDef,
@@ -51,6 +55,8 @@ __all__ = [
 ]
 
 Placeable = InterfaceDef | HostdevDef
+_P = TypeVar("_P", bound=InterfaceDef | HostdevDef | DiskDef | DiskControllerDef)
+_ADDRESSED = (ControllerDef, InterfaceDef, HostdevDef, DiskDef, DiskControllerDef)
 
 _PC_FIRST_SLOT = 2
 _Q35_FIRST_SLOT = 1
@@ -129,7 +135,7 @@ def alias_for(domain: DomainDef, device: Placeable) -> Placeable:
 def _used_addresses(domain: DomainDef) -> set[tuple[int, int, int]]:
     used: set[tuple[int, int, int]] = set()
     for item in domain.devices.items:
-        if isinstance(item, ControllerDef | InterfaceDef | HostdevDef) and item.address:
+        if isinstance(item, _ADDRESSED) and item.address:
             used.add((item.address.bus, item.address.slot, item.address.function))
     return used
 
@@ -157,17 +163,17 @@ def _ensure_root_controller(domain: DomainDef) -> DomainDef:
     return _with_items(domain, (root, *domain.devices.items))
 
 
-def needs_pci_address(device: Placeable) -> bool:
+def needs_pci_address(device: InterfaceDef | HostdevDef | DiskDef | DiskControllerDef) -> bool:
     """False for devices the guest does not see on PCI: a usb-net NIC (on the USB bus) and
     a ``<hostdev>`` with ``<address type='unassigned'/>`` (not given to the guest)."""
     if isinstance(device, InterfaceDef):
         return not device.is_usb
-    return not device.unassigned
+    if isinstance(device, HostdevDef):
+        return not device.unassigned
+    return True
 
 
-def place_device(
-    domain: DomainDef, device: Placeable, *, may_add_port: bool
-) -> tuple[DomainDef, Placeable]:
+def place_device(domain: DomainDef, device: _P, *, may_add_port: bool) -> tuple[DomainDef, _P]:
     """Choose a guest address for ``device`` in ``domain``.
 
     Returns the domain (with a new ``pcie-root-port`` when one was added) and the device
@@ -176,7 +182,8 @@ def place_device(
     """
     if not needs_pci_address(device):
         return domain, device
-    device = dataclasses.replace(device, auto_address=False)
+    if isinstance(device, InterfaceDef | HostdevDef) and device.auto_address:
+        device = cast(_P, dataclasses.replace(device, auto_address=False))
     used = _used_addresses(domain)
     if device.address is not None:
         where = (device.address.bus, device.address.slot, device.address.function)
@@ -227,24 +234,36 @@ def _address_controllers(domain: DomainDef) -> DomainDef:
     return _with_items(domain, items)
 
 
-def assign_addresses(domain: DomainDef) -> DomainDef:
-    """Place every interface and host device that has no guest address yet."""
-    domain = _address_controllers(_ensure_root_controller(domain))
-    while True:
-        unplaced = next(
-            (
-                d
-                for d in domain.devices.items
-                if isinstance(d, InterfaceDef | HostdevDef)
-                and d.address is None
-                and needs_pci_address(d)
-            ),
-            None,
+def _needs_pci(item: DeviceDef | RawXML, rank: int) -> bool:
+    """True when ``item`` still needs a guest PCI address and is placed in round ``rank``:
+    NICs and host devices, then disk controllers, then virtio disks."""
+    if rank == 0:
+        return (
+            isinstance(item, InterfaceDef | HostdevDef)
+            and item.address is None
+            and needs_pci_address(item)
         )
-        if unplaced is None:
-            return domain
-        domain, placed = place_device(domain, unplaced, may_add_port=True)
-        domain = _with_items(domain, [placed if d is unplaced else d for d in domain.devices.items])
+    if rank == 1:
+        # q35's sata controller 0 already has the chipset's address (see qctl.qemu.disk)
+        return isinstance(item, DiskControllerDef) and item.address is None
+    return isinstance(item, DiskDef) and item.bus is DiskBus.VIRTIO and item.address is None
+
+
+def assign_addresses(domain: DomainDef) -> DomainDef:
+    """Place every interface, host device, disk controller and virtio disk that has no
+    guest address yet."""
+    domain = _address_controllers(_ensure_root_controller(domain))
+    for rank in range(3):
+        while True:
+            unplaced = next((d for d in domain.devices.items if _needs_pci(d, rank)), None)
+            if unplaced is None:
+                break
+            assert isinstance(unplaced, InterfaceDef | HostdevDef | DiskDef | DiskControllerDef)
+            domain, placed = place_device(domain, unplaced, may_add_port=True)
+            domain = _with_items(
+                domain, [placed if d is unplaced else d for d in domain.devices.items]
+            )
+    return domain
 
 
 def plan_domain(domain: DomainDef) -> DomainDef:

@@ -27,10 +27,12 @@ from qctl.conf import (
     InterfaceType,
     RawXML,
     TeamingType,
+    not_created,
     review_domain,
 )
 from qctl.errors import ConfigError, QctlError, UnsupportedError
 from qctl.qemu.command import Features
+from qctl.qemu.disk import plan_disks
 from qctl.qemu.placement import is_q35, plan_domain
 from qctl.types import MACAddress
 
@@ -215,17 +217,23 @@ def plan(domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac) 
     """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs.
 
     Errors name the file the domain was read from and the line; warnings (what libvirt
-    accepts but qctl doubts) are logged.
+    accepts but qctl doubts) are logged. A device element qctl would keep but not create
+    (``<video>``, …) is refused, so the live XML never shows what QEMU does not have.
     """
     found = review_domain(domain)
     if found.errors:
         raise found.errors[0]
+    refused = not_created(domain, source=domain.source)
+    if refused:
+        raise refused[0]
     for warning in found.warnings:
         log.warning("%s", warning)
     check_support(domain, caps)
     try:
-        return plan_domain(assign_macs(domain, new_mac))
+        return plan_domain(plan_disks(assign_macs(domain, new_mac)))
     except ConfigError as exc:
         if exc.source is None:
             exc.source = domain.source
         raise
+    except UnsupportedError as exc:  # a disk or controller qctl cannot create
+        raise located(exc, domain.source, domain) from None

@@ -3,13 +3,15 @@
 Steps, each pushing its undo on an ``AsyncExitStack``:
 
 1. plan the domain against the capabilities and build the command line once with dummy
-   fds, so a configuration that cannot be built is refused before the host is touched;
+   fds, so a configuration that cannot be built (or whose disk images are missing) is
+   refused before the host is touched;
 2. the state directory (refused when a status file says the domain runs), under its lock;
 3. taps and vhost-net fds for every NIC (:mod:`qctl.qemu.prepare`);
 4. listening monitor sockets, passed to QEMU as fds: qctl can connect at once, and a
    QEMU that dies early is noticed as the connection failing;
 5. QEMU itself, paused (``-S``), inheriting only those fds;
-6. the monitor connection; ``set_link`` for links that start down;
+6. the monitor connection; ``set_link`` for links that start down; the ptys QEMU opened
+   for ``<serial type='pty'>`` (:mod:`qctl.qemu.chardev`);
 7. the status file (live XML + ledger), then ``cont``.
 
 A failure anywhere unwinds exactly the steps done, shielded from cancellation; the original
@@ -28,9 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.caps import QEMUCaps, locate_install
-from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, LinkState, format_xml
+from qctl.conf import (
+    DomainDef,
+    HostdevDef,
+    InterfaceDef,
+    InterfaceType,
+    LinkState,
+    format_xml,
+    missing_images,
+)
 from qctl.errors import QMPError, QMPTimeoutError, StateError
 from qctl.host import LinkControl, Netlink, PCIDevice, Sysfs
+from qctl.qemu.chardev import with_pty_paths
 from qctl.qemu.claims import claim_devices, devices_held, devices_lock
 from qctl.qemu.command import build_command
 from qctl.qemu.confine import confinement_for, hand_vfio_group, open_files
@@ -234,6 +245,8 @@ async def launch(
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
     confinement = confinement_for(caps, confine=host_paths.confine, user=host_paths.qemu_user)
+    for missing in missing_images(planned):  # disk images: checked before the host is touched
+        raise missing
 
     directory = root.domain(planned.name)
     directory.make()
@@ -322,11 +335,12 @@ async def launch(
         for iface in prepared.domain.interfaces:
             if iface.link_state is LinkState.DOWN and iface.alias:
                 await monitor.set_link(iface.alias, False)
+        live = await with_pty_paths(monitor, prepared.domain)  # pty paths into the live XML
         status = Status(
             identity=process.identity,
             binary=binary,
             config=defn,
-            live=prepared.domain,
+            live=live,
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
         await asyncio.to_thread(write_status, directory, status)

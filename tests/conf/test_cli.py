@@ -132,3 +132,39 @@ def test_the_installed_command_never_shows_a_traceback(bad: Path, tmp_path: Path
         assert all(
             line.startswith(("qctl: ", str(tmp_path))) for line in result.stderr.splitlines()
         )
+
+
+def test_validate_warns_about_devices_qctl_does_not_create(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "video.xml"
+    path.write_text(BAD.replace("01:00:5e", "52:54:00").replace("net0", "ua-n").replace(
+        "  </devices>", "    <video><model type='vga'/></video>\n  </devices>"
+    ))
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().err.startswith(
+        f"{path}:10: warning: /domain/devices/video[1]: <video> is not created by qctl"
+    )
+    assert main(["validate", "--json", str(path)]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["valid"] is True and report["problems"] == []
+    assert [w["path"] for w in report["warnings"]] == ["/domain/devices/video[1]"]
+
+
+def test_validate_reports_a_missing_disk_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "disk.xml"
+    image = tmp_path / "gone.img"
+    path.write_text(BAD.replace("01:00:5e", "52:54:00").replace("net0", "ua-n").replace(
+        "  </devices>",
+        f"    <disk type='file'>\n      <source file='{image}'/>\n"
+        "      <target dev='vda'/>\n    </disk>\n  </devices>",
+    ))
+    assert main(["validate", str(path)]) == 3
+    assert capsys.readouterr().err == (
+        f"{path}:11: /domain/devices/disk[1]/source: disk vda: image file '{image}' "
+        "does not exist\n"
+    )
+    image.write_bytes(b"")
+    assert main(["validate", str(path)]) == 0

@@ -92,7 +92,7 @@ def test_unknown_parts_are_kept_where_they_were() -> None:
         "  <currentMemory>65536</currentMemory>\n"
         "  <os firmware='efi'><type>hvm</type><loader>/l</loader></os>\n"
         "  <devices>\n"
-        "    <disk type='file'/>\n"
+        "    <video type='vga'/>\n"
         "    <interface type='user' trustGuestRxFilters='yes'>\n"
         "      <mac address='52:54:00:00:00:01' type='static'/>\n"
         "      <rom enabled='no'/>\n"
@@ -110,7 +110,7 @@ def test_unknown_parts_are_kept_where_they_were() -> None:
     assert domain.os.extra_attrs == (("firmware", "efi"),)
     assert domain.os.extra == (RawXML(xml="<loader>/l</loader>", tag="loader", after="type"),)
     disk, iface, comment = domain.devices.items
-    assert disk == RawXML(xml='<disk type="file"/>', tag="disk")
+    assert disk == RawXML(xml='<video type="vga"/>', tag="video")
     assert comment == RawXML(xml="<!-- note -->", tag="#comment")
     assert isinstance(iface, InterfaceDef)
     assert iface.extra_attrs == (("trustGuestRxFilters", "yes"),)

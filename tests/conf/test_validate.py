@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from qctl.conf import (
+    CREATED_DEVICES,
     ControllerDef,
     ControllerModel,
     DevicesDef,
@@ -26,6 +28,8 @@ from qctl.conf import (
     TeamingType,
     check,
     format_xml,
+    missing_images,
+    not_created,
     parse_device,
     parse_domain,
     review_device,
@@ -904,6 +908,144 @@ CASES: list[tuple[str, str, str, str, int]] = [
         "<network> is missing <name>",
         1,
     ),
+    # -- disks
+    (
+        "disk-without-target",
+        _domain("<disk type='file'>\n  <source file='/a.img'/>\n</disk>"),
+        "/domain/devices/disk[1]/target",
+        "<disk> is missing <target>",
+        8,
+    ),
+    (
+        "disk-without-source",
+        _domain("<disk type='file' device='disk'>\n  <target dev='vda'/>\n</disk>"),
+        "/domain/devices/disk[1]/source",
+        "a disk of type 'file' needs <source file='…'/>",
+        8,
+    ),
+    (
+        "disk-block-without-source",
+        _domain("<disk type='block'>\n  <source file='/a'/>\n  <target dev='vda'/>\n</disk>"),
+        "/domain/devices/disk[1]/source",
+        "a disk of type 'block' needs <source dev='…'/>",
+        9,
+    ),
+    (
+        "disk-bus-unknown",
+        _domain(
+            "<disk type='file'>\n  <source file='/a'/>\n  <target dev='vda' bus='ide'/>\n</disk>"
+        ),
+        "/domain/devices/disk[1]/target",
+        "unknown disk bus 'ide' (expected one of: virtio, sata, scsi)",
+        10,
+    ),
+    (
+        "disk-bus-not-implied",
+        _domain("<disk type='file'>\n  <source file='/a'/>\n  <target dev='hda'/>\n</disk>"),
+        "/domain/devices/disk[1]/target",
+        "disk target 'hda' needs bus='virtio', 'sata' or 'scsi'",
+        10,
+    ),
+    (
+        "disk-format-unknown",
+        _domain(
+            "<disk type='file'>\n  <driver name='qemu' type='vmdk'/>\n  <source file='/a'/>\n"
+            "  <target dev='vda'/>\n</disk>"
+        ),
+        "/domain/devices/disk[1]/driver",
+        "unknown disk format 'vmdk' (expected one of: raw, qcow2)",
+        9,
+    ),
+    (
+        "disk-driver-not-qemu",
+        _domain(
+            "<disk type='file'>\n  <driver name='tap'/>\n  <source file='/a'/>\n"
+            "  <target dev='vda'/>\n</disk>"
+        ),
+        "/domain/devices/disk[1]/driver",
+        "disk driver name 'tap' is not 'qemu'",
+        9,
+    ),
+    (
+        "disk-cdrom-on-virtio",
+        _domain("<disk type='file' device='cdrom'>\n  <target dev='vda'/>\n</disk>"),
+        "/domain/devices/disk[1]/target",
+        "a cdrom cannot be on bus 'virtio'",
+        9,
+    ),
+    (
+        "disk-sata-readonly",
+        _domain(
+            "<disk type='file'>\n  <source file='/a'/>\n  <target dev='sda' bus='sata'/>\n"
+            "  <readonly/>\n</disk>"
+        ),
+        "/domain/devices/disk[1]/readonly",
+        "a sata disk cannot be <readonly/>",
+        11,
+    ),
+    (
+        "disk-virtio-drive-address",
+        _domain(
+            "<disk type='file'>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
+            "  <address type='drive' unit='1'/>\n</disk>"
+        ),
+        "/domain/devices/disk[1]/address",
+        "a virtio disk has a PCI address, not type='drive'",
+        11,
+    ),
+    (
+        "disk-scsi-pci-address",
+        _domain(
+            "<disk type='file'>\n  <source file='/a'/>\n  <target dev='sda'/>\n"
+            "  <address type='pci' slot='5'/>\n</disk>"
+        ),
+        "/domain/devices/disk[1]/address",
+        "only a virtio disk has a PCI address",
+        11,
+    ),
+    (
+        "disk-target-twice",
+        _domain(
+            "<disk type='file'>\n  <source file='/a'/>\n  <target dev='vda'/>\n</disk>\n"
+            "<disk type='file'>\n  <source file='/b'/>\n  <target dev='vda'/>\n</disk>"
+        ),
+        "/domain/devices/disk[2]/target",
+        "disk target 'vda' is already used by /domain/devices/disk[1]",
+        14,
+    ),
+    (
+        "disk-boot-order-clash",
+        _domain(
+            "<disk type='file'>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
+            "  <boot order='1'/>\n</disk>\n"
+            "<interface type='user'>\n  <boot order='1'/>\n</interface>"
+        ),
+        "/domain/devices/interface[1]/boot",
+        "boot order 1 is already used by /domain/devices/disk[1]",
+        14,
+    ),
+    (
+        "disk-controller-index-twice",
+        _domain("<controller type='scsi' index='0'/>\n<controller type='scsi' index='0'/>"),
+        "/domain/devices/controller[2]",
+        "scsi controller index 0 is already used by /domain/devices/controller[1]",
+        9,
+    ),
+    # -- serial ports
+    (
+        "serial-unix-without-path",
+        _domain("<serial type='unix'>\n  <source mode='bind'/>\n</serial>"),
+        "/domain/devices/serial[1]/source",
+        "a serial port of type 'unix' needs <source path='…'/>",
+        9,
+    ),
+    (
+        "serial-unix-bad-mode",
+        _domain("<serial type='unix'>\n  <source mode='listen' path='/s'/>\n</serial>"),
+        "/domain/devices/serial[1]/source",
+        "source mode='listen': only a unix serial port has a mode, 'bind' or 'connect'",
+        9,
+    ),
     # -- documents
     (
         "root-unknown",
@@ -1203,3 +1345,69 @@ def test_a_pool_vlan_is_for_hostdev_pools_and_one_tag() -> None:
     bridge = _network("<forward mode='bridge'/>\n<bridge name='br0'/>\n<vlan><tag id='7'/></vlan>")
     (problem,) = check(bridge)
     assert "<vlan> on a bridge pool is not supported by qctl" in problem.message
+
+
+# -- what a start needs beyond the rules: devices qctl creates, disk images that exist ------
+
+
+def test_devices_not_created_are_named_with_their_line() -> None:
+    defn = parse_domain(
+        _domain(
+            "<memballoon model='none'/>\n<video>\n  <model type='vga'/>\n</video>\n"
+            "<serial type='pty'/>\n<console type='pty'>\n  <target type='serial' port='0'/>\n"
+            "</console>\n<!-- a comment -->\n<controller type='usb' model='none'/>\n"
+            "<controller type='usb' model='qemu-xhci'/>\n<channel type='unix'/>"
+        ),
+        source="dom.xml",
+    )
+    problems = not_created(defn, source="dom.xml")
+    assert [str(p).split(" is not created")[0] for p in problems] == [
+        "dom.xml:9: /domain/devices/video[1]: <video>",
+        "dom.xml:18: /domain/devices/controller[2]: <controller type=\"usb\" model=\"qemu-xhci\">",
+        "dom.xml:19: /domain/devices/channel[1]: <channel type=\"unix\">",
+    ]
+    assert all(CREATED_DEVICES in p.message for p in problems)
+
+
+def test_a_console_without_a_serial_port_is_not_created() -> None:
+    defn = parse_domain(_domain("<console type='pty'/>"))
+    (problem,) = not_created(defn)
+    assert problem.path == "/domain/devices/console[1]" and problem.line == DEVICES_LINE
+
+
+def test_missing_disk_images_are_named_with_file_and_line(tmp_path: Path) -> None:
+    image = tmp_path / "root.img"
+    image.write_bytes(b"")
+    defn = parse_domain(
+        _domain(
+            f"<disk type='file'>\n  <source file='{image}'/>\n  <target dev='vda'/>\n</disk>\n"
+            f"<disk type='file'>\n  <source file='{tmp_path}/gone.qcow2'/>\n"
+            "  <target dev='vdb'/>\n</disk>\n"
+            "<disk type='block' device='cdrom'>\n  <target dev='sda'/>\n</disk>\n"
+            "<disk type='block'>\n  <source dev='/dev/qctl-no-such-disk'/>\n"
+            "  <target dev='sdb'/>\n</disk>"
+        )
+    )
+    assert [str(p) for p in missing_images(defn, source="dom.xml")] == [
+        f"dom.xml:13: /domain/devices/disk[2]/source: disk vdb: image file "
+        f"'{tmp_path}/gone.qcow2' does not exist",
+        "dom.xml:20: /domain/devices/disk[4]/source: disk sdb: block device "
+        "'/dev/qctl-no-such-disk' does not exist",
+    ]
+
+
+def test_disk_parts_not_applied_are_named() -> None:
+    defn = parse_domain(
+        (Path(__file__).parent / "data" / "roundtrip" / "domain-disks.xml").read_text(),
+        source="disks.xml",
+    )
+    assert [str(p) for p in not_created(defn, source="disks.xml")] == [
+        "disks.xml:9: /domain/devices/disk[1]/driver: <driver cache=…> is not applied by qctl; "
+        "remove it",
+        "disks.xml:22: /domain/devices/disk[2]/iotune: <iotune> is not applied by qctl; remove it",
+        "disks.xml:29: /domain/devices/disk[4]: <disk type=\"file\" device=\"floppy\"> is not "
+        "created by qctl, so QEMU would not get it; remove it (qctl creates: "
+        + CREATED_DEVICES
+        + ")",
+        "disks.xml:36: /domain/devices/controller[2]: ports= is not applied by qctl; remove it",
+    ]

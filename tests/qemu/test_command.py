@@ -169,6 +169,20 @@ CASES: dict[str, Case] = {
     "address-empty": Case(),
     "target-unmanaged": Case(),
     "bandwidth-refused": Case(),
+    "libvirt-upstream-disk-virtio": Case(),
+    "libvirt-upstream-disk-sata-device": Case(),
+    "libvirt-upstream-disk-scsi-vpd": Case(),
+    "libvirt-upstream-q35-virt-manager": Case(),
+    # disks: raw and qcow2 virtio, sata cdroms (one empty), scsi on an implicit virtio-scsi
+    "disk-virtio-q35": Case(),
+    "disk-sata-cdrom-q35": Case(),
+    "disk-scsi-pc": Case(),
+    "disk-cdrom-virtio": Case(),
+    "disk-scsi-lsi": Case(),
+    # serial ports of every kind, and a <console> that is serial port 0
+    "serial-kinds": Case(),
+    # a device qctl would keep but not create
+    "not-created-video": Case(),
 }
 
 
