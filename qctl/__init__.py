@@ -75,6 +75,7 @@ if TYPE_CHECKING:
         validate_domain,
         validate_network,
     )
+    from qctl.host import LinkStats, link_stats
     from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths
     from qctl.qemu.events import (
         DeviceAdded,
@@ -87,6 +88,11 @@ if TYPE_CHECKING:
         UnplugRejected,
     )
     from qctl.qemu.network import Allocation, NetworkStore
+    from qctl.qemu.rawmonitor import (
+        human_monitor_command,
+        monitor_command,
+        parse_monitor_command,
+    )
     from qctl.qemu.state import StateRoot
     from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
 
@@ -168,6 +174,11 @@ __all__ = [
     "OtherEvent",
     "EventStream",
     "HostPaths",
+    "monitor_command",
+    "human_monitor_command",
+    "parse_monitor_command",
+    "LinkStats",
+    "link_stats",
     # capabilities and the QMP monitor
     "Capability",
     "QEMUCaps",
@@ -254,6 +265,12 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "NetworkStore",
     ),
     "qctl.qemu.state": ("StateRoot",),
+    "qctl.qemu.rawmonitor": (
+        "monitor_command",
+        "human_monitor_command",
+        "parse_monitor_command",
+    ),
+    "qctl.host": ("LinkStats", "link_stats"),
     "qctl.qmp": (
         "EventSubscription",
         "QMPClient",

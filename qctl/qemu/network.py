@@ -24,7 +24,7 @@ from pathlib import Path
 from qctl.conf import ForwardMode, NetworkDef, format_xml, parse_network
 from qctl.errors import ConfigError, ResourceBusyError, StateError
 from qctl.host import Sysfs, list_vfs
-from qctl.qemu.state import StateRoot, atomic_write, lock_file
+from qctl.qemu.state import StateRoot, atomic_write, check_readable_dir, lock_file
 
 __all__ = ["Allocation", "NetworkStore", "VFLister"]
 
@@ -85,7 +85,9 @@ class NetworkStore:
 
     def names(self) -> list[str]:
         """Names of the defined pools, sorted."""
-        if not self.path.is_dir():
+        check_readable_dir(self.path.parent, "state directory")
+        check_readable_dir(self.path, "network directory")
+        if not self.path.exists():
             return []
         return sorted(p.stem for p in self.path.glob("*.xml"))
 
@@ -95,8 +97,10 @@ class NetworkStore:
         if held:
             users = ", ".join(f"{a.domain}/{a.alias}" for a in held)
             raise ResourceBusyError(f"network {name!r} is in use by {users}")
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self._file(name).unlink()
+        except FileNotFoundError:
+            raise StateError(f"no network named {name!r} is defined (qctl net-list)") from None
 
     def devices(self, network: NetworkDef) -> list[str]:
         """The host devices a hostdev pool hands out, in order (empty for a bridge pool)."""

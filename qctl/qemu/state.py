@@ -251,8 +251,33 @@ class StateRoot:
         _make_private_dir(self.path / "domains")
 
     def names(self) -> list[str]:
-        """Names of domains that have a status file, sorted."""
+        """Names of domains that have a status file, sorted.
+
+        A root that does not exist yet holds no domain; one that is not a directory, or
+        cannot be read, is a :class:`StateError` (not "no domains", which would hide a
+        mistyped path or a wrong user).
+        """
+        check_readable_dir(self.path, "state directory")
         base = self.path / "domains"
-        if not base.is_dir():
+        if not self.path.exists():
+            return []
+        check_readable_dir(base, "state directory")
+        if not base.exists():
             return []
         return sorted(p.name for p in base.iterdir() if (p / "status.json").is_file())
+
+
+def check_readable_dir(path: Path, what: str) -> None:
+    """Raise :class:`StateError` when ``path`` exists but is not a directory qctl can list.
+
+    A path that does not exist passes: callers decide what absence means.
+    """
+    try:
+        if not path.exists():
+            return
+        if not path.is_dir():
+            raise StateError(f"{what} {path} is not a directory")
+        with os.scandir(path):
+            pass
+    except PermissionError as exc:
+        raise StateError(f"cannot read {what} {path}: {exc.strerror}") from None
