@@ -10,12 +10,12 @@ chose rather than ``ua-`` user aliases.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from qctl import ConfigError, XMLSyntaxError, check, def_to_dict, format_xml, load
+import qctl
+from qctl.cli.common import Subparsers, add_verb, print_json
 
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
 # invalid: validate reports the problems itself instead of raising the first one.
@@ -23,19 +23,19 @@ _INVALID = 3
 _LIVE_HELP = "the XML of a running domain: allow device aliases not chosen by the user (net0)"
 
 
-def _problems(path: str, *, live: bool) -> list[ConfigError]:
+def _problems(path: str, *, live: bool) -> list[qctl.ConfigError]:
     """Every problem of the file at ``path``, an unreadable file included."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        return [ConfigError(f"cannot read: {exc.strerror or exc}", source=path)]
-    return check(data, source=path, live=live)
+        return [qctl.ConfigError(f"cannot read: {exc.strerror or exc}", source=path)]
+    return qctl.check(data, source=path, live=live)
 
 
-def _problem_data(problem: ConfigError) -> dict[str, Any]:
+def _problem_data(problem: qctl.ConfigError) -> dict[str, Any]:
     return {
         "line": problem.line,
-        "column": problem.column if isinstance(problem, XMLSyntaxError) else None,
+        "column": problem.column if isinstance(problem, qctl.XMLSyntaxError) else None,
         "path": problem.path,
         "message": problem.message,
     }
@@ -54,37 +54,45 @@ def _validate(args: argparse.Namespace) -> int:
             {"file": path, "valid": not problems, "problems": [_problem_data(p) for p in problems]}
             for path, problems in report
         ]
-        print(json.dumps(data, indent=2))
+        print_json(data)
     return _INVALID if any(problems for _, problems in report) else 0
 
 
 def _format(args: argparse.Namespace) -> int:
-    defn = load(args.file, live=args.live)
+    defn = qctl.load(args.file, live=args.live)
     if args.json:
-        print(json.dumps(def_to_dict(defn), indent=2))
+        print_json(qctl.def_to_dict(defn))
     else:
-        sys.stdout.write(format_xml(defn))
+        sys.stdout.write(qctl.format_xml(defn))
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     """Add the ``validate`` and ``format`` commands."""
-    validate = sub.add_parser(
+    validate = add_verb(
+        sub,
         "validate",
-        help="check domain, device and network documents",
-        description="Check each FILE and report every problem as FILE:LINE: message.",
+        _validate,
+        summary="check domain, device and network documents",
+        description="Check each FILE (a <domain>, <interface>, <hostdev> or <network>) and "
+        "report every problem as FILE:LINE: message on stderr. Exit 0 when all are valid, 3 "
+        "otherwise. --json prints a report per file on stdout instead.",
+        examples=[
+            "qctl validate examples/domain-basic.xml",
+            "qctl validate --json *.xml | jq '.[] | select(.valid | not) | .file'",
+        ],
     )
-    validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="documents to check")
     validate.add_argument("--live", action="store_true", help=_LIVE_HELP)
-    validate.set_defaults(func=_validate)
 
-    fmt = sub.add_parser(
+    fmt = add_verb(
+        sub,
         "format",
-        help="print a document normalized",
-        description="Print FILE as normalized XML (it must be valid).",
+        _format,
+        summary="print a document normalized (or its model as JSON)",
+        description="Print FILE as normalized XML; it must be valid. --json prints the "
+        "model instead: the same JSON every verb uses for a domain, device or network.",
+        examples=["qctl format examples/domain-basic.xml", "qctl format --json nic.xml"],
     )
-    fmt.add_argument("file", metavar="FILE")
-    fmt.add_argument("--json", action="store_true", help="print the model as JSON instead")
+    fmt.add_argument("file", metavar="FILE", help="the document to print")
     fmt.add_argument("--live", action="store_true", help=_LIVE_HELP)
-    fmt.set_defaults(func=_format)

@@ -2,7 +2,7 @@
 
 - :mod:`.link`: :class:`LinkInfo` and the :class:`LinkControl` protocol (what we need from
   rtnetlink), so callers can inject a fake;
-- :mod:`.linkstat`: :func:`link_stats`, a link's traffic counters from sysfs;
+- :mod:`.linkstat`: :func:`link_stats`, a link's traffic counters (/proc/net/dev);
 - :mod:`.netlink`: :class:`Netlink`, the rtnetlink implementation, the only pyroute2 user;
 - :mod:`.tap`: :func:`create_tap` and the :class:`Tap` handle, :func:`delete_tap` for cleanup;
 - :mod:`.vhost`: :func:`choose_vhost`, the vhost-net decision, and :func:`open_vhost_net`;
