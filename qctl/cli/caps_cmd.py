@@ -17,50 +17,7 @@ import asyncio
 import os
 
 import qctl
-from qctl.cli.common import Subparsers, add_verb
-
-DEFAULT_BINARY = "qemu-system-x86_64"
-
-
-def _capability(text: str) -> qctl.Capability:
-    """A flag name, case-insensitive; a usage error listing the valid names otherwise."""
-    try:
-        return qctl.Capability(text.lower())
-    except ValueError:
-        names = ", ".join(flag.value for flag in qctl.Capability)
-        raise argparse.ArgumentTypeError(f"unknown flag {text!r}; valid flags: {names}") from None
-
-
-def register(sub: Subparsers) -> None:
-    """Add the ``caps`` command."""
-    parser = add_verb(
-        sub,
-        "caps",
-        run,
-        summary="show what a QEMU binary can do",
-        description="Probe a QEMU binary (cached) or a running QEMU, and show its "
-        "capabilities: version, KVM, host facts, machine types and every flag qctl uses. "
-        "--json prints the whole capabilities object.",
-        examples=[
-            "qctl caps",
-            "qctl caps --binary /usr/bin/qemu-system-x86_64 --json | jq .version",
-            "qctl caps --flag virtio_net_failover && echo supported",
-        ],
-    )
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--binary",
-        metavar="PATH",
-        help=f"QEMU binary (default: $QCTL_QEMU, or {DEFAULT_BINARY} on PATH)",
-    )
-    target.add_argument("--connect", metavar="SOCKET", help="QMP socket of a running QEMU")
-    parser.add_argument("--no-cache", action="store_true", help="probe afresh, skip the cache")
-    parser.add_argument(
-        "--flag",
-        type=_capability,
-        metavar="NAME",
-        help="exit 0 if the flag is present, 1 if not (prints nothing)",
-    )
+from qctl.cli.parser import DEFAULT_BINARY
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,12 +18,13 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import qctl
 
 Handler = Callable[[argparse.Namespace], int]
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+if TYPE_CHECKING:
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def add_global_options(parser: argparse.ArgumentParser, *, in_verb: bool) -> None:

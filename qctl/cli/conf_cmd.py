@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import qctl
-from qctl.cli.common import Subparsers, add_verb, print_json
+from qctl.cli.common import print_json
 
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
 # invalid: validate reports the problems itself instead of raising the first one.
 _INVALID = 3
-_LIVE_HELP = "the XML of a running domain: allow device aliases not chosen by the user (net0)"
 
 
 def _problems(path: str, *, live: bool) -> list[qctl.ConfigError]:
@@ -41,7 +40,7 @@ def _problem_data(problem: qctl.ConfigError) -> dict[str, Any]:
     }
 
 
-def _validate(args: argparse.Namespace) -> int:
+def validate(args: argparse.Namespace) -> int:
     report = []
     for path in args.files:
         problems = _problems(path, live=args.live)
@@ -58,7 +57,7 @@ def _validate(args: argparse.Namespace) -> int:
     return _INVALID if any(problems for _, problems in report) else 0
 
 
-def _format(args: argparse.Namespace) -> int:
+def format_(args: argparse.Namespace) -> int:
     defn = qctl.load(args.file, live=args.live)
     if args.json:
         print_json(qctl.def_to_dict(defn))
@@ -67,32 +66,3 @@ def _format(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Subparsers) -> None:
-    """Add the ``validate`` and ``format`` commands."""
-    validate = add_verb(
-        sub,
-        "validate",
-        _validate,
-        summary="check domain, device and network documents",
-        description="Check each FILE (a <domain>, <interface>, <hostdev> or <network>) and "
-        "report every problem as FILE:LINE: message on stderr. Exit 0 when all are valid, 3 "
-        "otherwise. --json prints a report per file on stdout instead.",
-        examples=[
-            "qctl validate examples/domain-basic.xml",
-            "qctl validate --json *.xml | jq '.[] | select(.valid | not) | .file'",
-        ],
-    )
-    validate.add_argument("files", nargs="+", metavar="FILE", help="documents to check")
-    validate.add_argument("--live", action="store_true", help=_LIVE_HELP)
-
-    fmt = add_verb(
-        sub,
-        "format",
-        _format,
-        summary="print a document normalized (or its model as JSON)",
-        description="Print FILE as normalized XML; it must be valid. --json prints the "
-        "model instead: the same JSON every verb uses for a domain, device or network.",
-        examples=["qctl format examples/domain-basic.xml", "qctl format --json nic.xml"],
-    )
-    fmt.add_argument("file", metavar="FILE", help="the document to print")
-    fmt.add_argument("--live", action="store_true", help=_LIVE_HELP)

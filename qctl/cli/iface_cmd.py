@@ -13,12 +13,9 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import qctl
-from qctl.cli.common import Subparsers, add_verb, print_json, state_root
-from qctl.cli.completion_cmd import complete_aliases, complete_domains, complete_networks
-from qctl.cli.device_cmd import WAIT_HELP, attach_and_print, detach_and_print
-from qctl.cli.domain_cmd import DOMAIN_HELP
+from qctl.cli.common import print_json, state_root
+from qctl.cli.device_cmd import attach_and_print, detach_and_print
 
-TYPES = ("bridge", "network", "ethernet", "user")
 _COLUMNS = ("alias", "type", "source", "tap", "model", "mac", "state")
 # LinkStats' counters, in virsh's order
 _COUNTERS = (
@@ -33,89 +30,6 @@ _COUNTERS = (
 )
 
 
-def register(sub: Subparsers) -> None:
-    """Add the interface commands."""
-    iflist = add_verb(
-        sub,
-        "domiflist",
-        _domiflist,
-        summary="list a running domain's network interfaces",
-        description="List the NICs of the running domain NAME: alias, type, source (bridge, "
-        "network or host device), host tap, model, MAC, and the state qctl's ledger gives "
-        "(attached, detaching, …). --json prints one object per NIC with those keys.",
-        examples=["qctl domiflist vm1", "qctl domiflist vm1 --json | jq -r '.[].mac'"],
-    )
-    complete_domains(iflist.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
-
-    ifstat = add_verb(
-        sub,
-        "domifstat",
-        _domifstat,
-        summary="traffic counters of a domain's NIC (its host tap)",
-        description="Print the counters of the host tap behind a NIC of the running domain "
-        "NAME, as the host sees them (rx: from the guest, tx: to the guest).",
-        examples=["qctl domifstat vm1 net0", "qctl domifstat vm1 52:54:00:12:34:56 --json"],
-    )
-    complete_domains(ifstat.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
-    complete_aliases(
-        ifstat.add_argument("interface", metavar="IFACE", help="the NIC's alias, tap or MAC")
-    )
-
-    attach = add_verb(
-        sub,
-        "attach-interface",
-        _attach_interface,
-        summary="hot-plug a NIC described by options (no XML file)",
-        description="Hot-plug a NIC into the running domain NAME, described as virsh "
-        "describes it: its type, its source (the bridge or network; none for user and "
-        "ethernet), and optionally model, MAC, alias and tap name. Prints the device as "
-        "the live XML shows it; --json prints its model.",
-        examples=[
-            "qctl attach-interface vm1 --type bridge --source br0 --model virtio",
-            "qctl attach-interface vm1 network lan --mac 52:54:00:00:00:02 --alias ua-lan",
-            "qctl attach-interface vm1 --type user --model e1000e --json",
-        ],
-    )
-    complete_domains(attach.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
-    _type_and_source(attach)
-    attach.add_argument("--model", metavar="MODEL", help="virtio, e1000e, rtl8139, …")
-    attach.add_argument("--mac", metavar="MAC", help="the guest MAC (default: chosen by qctl)")
-    attach.add_argument("--alias", metavar="A", help="a user alias, ua-…")
-    attach.add_argument("--target", metavar="TAP", help="the host tap's name")
-
-    detach = add_verb(
-        sub,
-        "detach-interface",
-        _detach_interface,
-        summary="unplug a NIC found by type and MAC (or alias)",
-        description="Unplug the NIC of the running domain NAME that has the given type "
-        "and, when the domain has several, the given --mac or --alias.",
-        examples=[
-            "qctl detach-interface vm1 --type bridge --mac 52:54:00:00:00:02",
-            "qctl detach-interface vm1 user --alias ua-nic1 --wait 30",
-        ],
-    )
-    complete_domains(detach.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
-    detach.add_argument("type_arg", nargs="?", choices=TYPES, metavar="TYPE", help=_TYPE_HELP)
-    detach.add_argument("--type", choices=TYPES, help="the same as TYPE")
-    detach.add_argument("--mac", metavar="MAC", help="the NIC's MAC")
-    complete_aliases(detach.add_argument("--alias", metavar="A", help="the NIC's alias"))
-    detach.add_argument("--wait", type=float, default=5.0, metavar="S", help=WAIT_HELP)
-
-
-_TYPE_HELP = "how the NIC reaches the host: " + ", ".join(TYPES)
-
-
-def _type_and_source(parser: argparse.ArgumentParser) -> None:
-    """TYPE and SOURCE, positional as in virsh or as ``--type``/``--source``."""
-    parser.add_argument("type_arg", nargs="?", choices=TYPES, metavar="TYPE", help=_TYPE_HELP)
-    complete_networks(
-        parser.add_argument(
-            "source_arg", nargs="?", metavar="SOURCE", help="the bridge or network name"
-        )
-    )
-    parser.add_argument("--type", choices=TYPES, help="the same as TYPE")
-    complete_networks(parser.add_argument("--source", metavar="SOURCE", help="the same as SOURCE"))
 
 
 def _one(args: argparse.Namespace, what: str, *, required: bool) -> str | None:
@@ -158,7 +72,7 @@ def interface_xml(
     return "".join(parts)
 
 
-def _attach_interface(args: argparse.Namespace) -> int:
+def attach_interface(args: argparse.Namespace) -> int:
     type_ = _one(args, "type", required=True)
     assert type_ is not None
     xml = interface_xml(
@@ -199,7 +113,7 @@ async def _nics(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _domiflist(args: argparse.Namespace) -> int:
+def domiflist(args: argparse.Namespace) -> int:
     rows = asyncio.run(_nics(args))
     if args.json:
         print_json(rows)
@@ -222,7 +136,7 @@ def _find(rows: list[dict[str, Any]], name: str, *, wanted: str) -> dict[str, An
     raise qctl.StateError(f"domain {name!r} has no interface {wanted!r} (qctl domiflist {name})")
 
 
-def _domifstat(args: argparse.Namespace) -> int:
+def domifstat(args: argparse.Namespace) -> int:
     row = _find(asyncio.run(_nics(args)), args.name, wanted=args.interface)
     if not row["tap"]:
         raise qctl.UnsupportedError(
@@ -238,7 +152,7 @@ def _domifstat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detach_interface(args: argparse.Namespace) -> int:
+def detach_interface(args: argparse.Namespace) -> int:
     type_ = _one(args, "type", required=True)
     rows = [r for r in asyncio.run(_nics(args)) if r["type"] == type_]
     if args.mac:

@@ -1,11 +1,8 @@
-"""Entry point of the ``qctl`` command: argument parsing, dispatch, and error reporting.
+"""Entry point of the ``qctl`` command: parse, import the verb's handler, run it, report.
 
-Each verb lives in a module with a ``register(subparsers)`` function that declares its
-parser (:func:`qctl.cli.common.add_verb`) and its handler: a callable taking the parsed
-arguments and returning an exit code. The verb modules import only :mod:`qctl`, whose names
-load on first use, so building the parser costs no more than argparse: a verb pays for the
-parts of the library it touches (``validate`` for lxml, ``start`` for qemu.qmp and
-pyroute2), and ``qctl --help`` for none.
+The parser (:mod:`qctl.cli.parser`) names each verb's handler as ``"module:function"``; only
+that module is imported, so a verb pays for the parts of the library its handler uses and
+``qctl --help`` for none of them.
 
 Errors are printed as one line on stderr and mapped to an exit code per branch of the error
 tree; ``--debug`` shows the traceback instead. A reader that goes away (``qctl caps | head
@@ -16,24 +13,16 @@ SIGPIPE.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import select
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import qctl
-from qctl.cli import (
-    caps_cmd,
-    completion_cmd,
-    conf_cmd,
-    device_cmd,
-    domain_cmd,
-    iface_cmd,
-    monitor_cmd,
-    net_cmd,
-)
-from qctl.cli.common import add_global_options
+from qctl.cli.complete import complete_if_asked
+from qctl.cli.parser import build_parser
 
 # Exit codes: 0 success, 1 "no" (a check that answered false), 2 usage; then one per branch.
 EXIT_CODES: tuple[tuple[type[qctl.QctlError], int], ...] = (
@@ -49,42 +38,10 @@ EXIT_CODES: tuple[tuple[type[qctl.QctlError], int], ...] = (
 #: the status of a command whose reader closed the pipe (128 + SIGPIPE)
 READER_GONE = 141
 
-_EPILOG = """\
-exit status: 0 success, 1 a check answered "no", 2 usage, 3 configuration error,
-4 unsupported by QEMU or the host, 5 QMP, 6 host, 7 QEMU process, 8 state, 9 hotplug,
-10 other qctl error, 141 the reader of the output went away.
-
-`qctl COMMAND --help` describes a command, with examples."""
-
 
 def exit_code_for(error: qctl.QctlError) -> int:
     """The exit code of the most specific branch ``error`` belongs to."""
     return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, every command registered."""
-    parser = argparse.ArgumentParser(
-        prog="qctl",
-        description="Control QEMU like libvirt's QEMU driver, without a daemon.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"qctl {qctl.__version__}")
-    add_global_options(parser, in_verb=False)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (
-        conf_cmd,
-        caps_cmd,
-        domain_cmd,
-        device_cmd,
-        iface_cmd,
-        monitor_cmd,
-        net_cmd,
-        completion_cmd,
-    ):
-        module.register(sub)
-    return parser
 
 
 def _stdout_reader_gone() -> bool:
@@ -102,17 +59,26 @@ def _reader_gone() -> int:
     return READER_GONE
 
 
+def handler(reference: str) -> Callable[[argparse.Namespace], int]:
+    """The handler ``"module:function"`` names in :mod:`qctl.cli`, its module imported now."""
+    module, _, function = reference.partition(":")
+    found: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f"qctl.cli.{module}"), function
+    )
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
-    completion_cmd.complete_if_asked(parser)
+    complete_if_asked(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="qctl: %(levelname)s: %(message)s",
     )
     try:
-        code: int = args.func(args)
+        code = handler(args.handler)(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except BrokenPipeError:
         if not _stdout_reader_gone():

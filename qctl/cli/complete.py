@@ -11,13 +11,11 @@ devices, and the names of defined networks, read from the state root given on th
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from collections.abc import Callable
 from typing import Any
 
 import qctl
-from qctl.cli.common import Subparsers, add_verb
 
 Completer = Callable[..., list[str]]
 SHELLS = ("bash", "zsh")
@@ -38,6 +36,7 @@ def _network_names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> li
 
 def _device_aliases(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     """The aliases of the devices of the domain named on the line (connecting to it)."""
+    import asyncio  # only when completing an alias: not every qctl run pays for it
 
     async def aliases() -> list[str]:
         async with qctl.Domain.connect(parsed_args.name, state_root=_root(parsed_args)) as dom:
@@ -76,26 +75,10 @@ def complete_if_asked(parser: argparse.ArgumentParser) -> None:
     argcomplete.autocomplete(parser)
 
 
-def _completion(args: argparse.Namespace) -> int:
+def completion(args: argparse.Namespace) -> int:
     from argcomplete.shell_integration import shellcode
 
     print(shellcode(["qctl"], shell=args.shell), end="")
     return 0
 
 
-def register(sub: Subparsers) -> None:
-    """Add the ``completion`` command."""
-    completion = add_verb(
-        sub,
-        "completion",
-        _completion,
-        summary="print the shell code that completes qctl's commands",
-        description="Print the code that makes SHELL complete qctl's commands, options, "
-        "domain names, device aliases and network names. Evaluate it in the shell's start-up "
-        "file.",
-        examples=[
-            'eval "$(qctl completion bash)"     # in ~/.bashrc',
-            'eval "$(qctl completion zsh)"      # in ~/.zshrc',
-        ],
-    )
-    completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash or zsh")
