@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import qctl
@@ -81,11 +80,15 @@ def state_root(args: argparse.Namespace) -> qctl.StateRoot:
 
 
 def existing_state_root(args: argparse.Namespace) -> qctl.StateRoot:
-    """The state root for a query: a ``--state-dir`` that does not exist is an error (a typo
-    must not read as "nothing there"); the default root may not exist yet."""
-    if args.state_dir is not None and not Path(args.state_dir).exists():
-        raise qctl.StateError(f"no state directory {args.state_dir}")
-    return state_root(args)
+    """The state root for a query: a ``--state-dir`` that does not exist, or a root that is
+    not a directory, is an error (a typo must not read as "nothing there"); the default root
+    may not exist yet."""
+    root = state_root(args)
+    if args.state_dir is not None and not root.path.exists():
+        raise qctl.StateError(f"no state directory {root.path}")
+    if root.path.exists() and not root.path.is_dir():
+        raise qctl.StateError(f"state directory {root.path} is not a directory")
+    return root
 
 
 def print_json(data: Any) -> None:
