@@ -75,10 +75,17 @@ def say(text: str) -> None:
     print(f"bench cli: {text}", file=sys.stderr, flush=True)
 
 
+#: the measured commands may write their bytecode (as an installed package has it): a
+#: PYTHONDONTWRITEBYTECODE inherited from a development shell would time the compiler
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def wall(argv: list[str]) -> float:
     """Seconds from start to exit of ``argv``, which must succeed."""
     start = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV
+    )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
@@ -113,7 +120,9 @@ async def qctl_side(work: Path, state: Path, args: argparse.Namespace) -> tuple[
     try:
         await console.booted()
         ok = True
+        load = os.getloadavg()[0]
         print(f"qctl start-up: median wall time of {args.runs} runs after a warm-up")
+        print(f"  (load average {load:.1f} on {os.cpu_count()} CPUs: other work inflates these)")
         for name, seconds in (await asyncio.to_thread(startup, state, args.runs)).items():
             met = seconds * 1000 <= TARGETS_MS[name]
             ok = ok and met
@@ -138,9 +147,8 @@ async def qctl_side(work: Path, state: Path, args: argparse.Namespace) -> tuple[
                 times.append(attach + detach)
         return ok, statistics.median(times)
     finally:
-        await asyncio.to_thread(
-            subprocess.run, [QCTL, "stop", NAME, "--force", "--state-dir", str(state)], check=False
-        )
+        stop = [QCTL, "stop", NAME, "--force", "--state-dir", str(state)]
+        await asyncio.to_thread(subprocess.run, stop, capture_output=True, check=False)
 
 
 async def virsh_cycles(work: Path, cycles: int) -> list[float]:
