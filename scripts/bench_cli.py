@@ -17,7 +17,9 @@ cache), then ``--runs`` times (at least 9); the median is judged:
 
 libvirt is not part of a fresh machine and no test needs it: without it the virsh column
 says "virsh not installed" and the ratio is not judged. ``--install-libvirt`` installs it
-with apt-get first (libvirt-daemon-system, libvirt-clients, python3-libvirt). The bench runs
+with apt-get first (libvirt-daemon-system, libvirt-clients, python3-libvirt) and sets
+in /etc/libvirt/qemu.conf what the bench's private libvirtd needs (QEMU as root, stdio to
+files), and removes the default network's autostart link. The bench runs
 its own libvirtd, as ``scripts/bench hotplug`` does (whose helpers it uses).
 
 Runs in a private network namespace (re-executing itself under ``unshare --net``), so the
@@ -217,7 +219,7 @@ def main() -> int:
         parser.error(f"--runs must be at least {MIN_RUNS}, --cycles at least 1")
     if not (GUEST / "initrd.img").is_file():
         sys.exit("bench cli: no test guest in .cache/guest; run ./scripts/bootstrap")
-    if args.install_libvirt and shutil.which("virsh") is None:
+    if args.install_libvirt:
         install_libvirt()
     if not in_private_netns():
         reexec_in_private_netns()
