@@ -174,12 +174,26 @@ async def virsh_cycles(work: Path, cycles: int) -> list[float]:
 
 
 def install_libvirt() -> None:
-    say(f"installing {' '.join(LIBVIRT_PACKAGES)} with apt-get")
-    env_args = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    run([*env_args, "apt-get", "update", "-qq"])
-    run(
-        [*env_args, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *LIBVIRT_PACKAGES]
-    )
+    """apt-get libvirt if missing, then set what the bench's private libvirtd needs (QEMU as
+    root with stdio to files, no autostarted default network), as ``scripts/bench hotplug``
+    checks."""
+    if shutil.which("virsh") is None:
+        say(f"installing {' '.join(LIBVIRT_PACKAGES)} with apt-get")
+        apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+        run([*apt, "update", "-qq"])
+        run([*apt, "install", "-y", "-qq", "--no-install-recommends", *LIBVIRT_PACKAGES])
+    conf = Path("/etc/libvirt/qemu.conf")
+    text = conf.read_text() if conf.exists() else ""
+    wanted = {"user": '"root"', "group": '"root"', "stdio_handler": '"file"'}
+    missing = [f"{k} = {v}" for k, v in wanted.items() if f"\n{k} = {v}\n" not in text]
+    if missing:
+        say(f"setting {', '.join(missing)} in {conf}")
+        lines = "\n".join(["# scripts/bench cli --install-libvirt", *missing])
+        conf.write_text(f"{text}\n{lines}\n")
+    default = Path("/etc/libvirt/qemu/networks/autostart/default.xml")
+    if default.is_symlink() or default.exists():
+        say(f"removing {default} (the bench's libvirtd must not start networks)")
+        default.unlink()
 
 
 async def bench(args: argparse.Namespace) -> bool:
@@ -219,9 +233,9 @@ def main() -> int:
         parser.error(f"--runs must be at least {MIN_RUNS}, --cycles at least 1")
     if not (GUEST / "initrd.img").is_file():
         sys.exit("bench cli: no test guest in .cache/guest; run ./scripts/bootstrap")
-    if args.install_libvirt:
-        install_libvirt()
     if not in_private_netns():
+        if args.install_libvirt:  # once, before entering the private namespace
+            install_libvirt()
         reexec_in_private_netns()
     try:
         ok = asyncio.run(bench(args))
