@@ -2,64 +2,18 @@
 
 This module is the public API: every name a user (and qctl's own CLI) may rely on is in
 ``__all__``. It holds no logic.
+
+Start-up cost is paid per use: the error tree and the value types (stdlib only) are imported
+here, every other name on first access (:func:`__getattr__`), so ``import qctl`` and
+``qctl --help`` load neither lxml, nor qemu.qmp, nor pyroute2. ``_LAZY`` says which module
+each such name comes from; type checkers read the same names from the ``TYPE_CHECKING``
+block.
 """
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from qctl.caps import Capability, CapsCache, HostFacts, MachineType, QEMUCaps, probe, probe_many
-from qctl.conf import (
-    MAX_DOCUMENT_BYTES,
-    AnyDef,
-    ControllerDef,
-    ControllerModel,
-    DeviceDef,
-    DevicesDef,
-    DiskBus,
-    DiskControllerDef,
-    DiskControllerType,
-    DiskDef,
-    DiskDevice,
-    DiskFormat,
-    DiskType,
-    DomainDef,
-    DomainType,
-    DriveAddress,
-    ForwardDef,
-    ForwardMode,
-    HostdevDef,
-    InterfaceDef,
-    InterfaceDriverDef,
-    InterfaceSourceDef,
-    InterfaceType,
-    LinkState,
-    MemoryDef,
-    NetDriverName,
-    NetworkDef,
-    OSDef,
-    RawXML,
-    SerialDef,
-    SerialType,
-    TeamingDef,
-    TeamingType,
-    USBAddress,
-    VCPUDef,
-    VLANDef,
-    VLANTagDef,
-    check,
-    def_to_dict,
-    format_xml,
-    load,
-    missing_images,
-    not_created,
-    parse_device,
-    parse_domain,
-    parse_network,
-    read_document,
-    review,
-    validate_device,
-    validate_domain,
-    validate_network,
-)
 from qctl.errors import (
     ConfigError,
     HostError,
@@ -80,32 +34,89 @@ from qctl.errors import (
     ValidationError,
     XMLSyntaxError,
 )
-from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths, abort_job
-from qctl.qemu.dryrun import command_line
-from qctl.qemu.events import (
-    DeviceAdded,
-    DeviceRemoved,
-    DomainEvent,
-    EventStream,
-    NICRxFilterChanged,
-    OtherEvent,
-    Shutdown,
-    UnplugRejected,
-)
-from qctl.qemu.inventory import DomainState, discard_damaged, list_domain_states
-from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
-from qctl.qemu.network import Allocation, NetworkStore
-from qctl.qemu.process import Launcher
-from qctl.qemu.runstate import RunState
-from qctl.qemu.state import StateRoot
-from qctl.qemu.txn import JobRecord
-from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
 from qctl.types import IfName, MACAddress, PCIAddress
+
+if TYPE_CHECKING:
+    from qctl.caps import Capability, CapsCache, HostFacts, MachineType, QEMUCaps, probe, probe_many
+    from qctl.conf import (
+        MAX_DOCUMENT_BYTES,
+        AnyDef,
+        ControllerDef,
+        ControllerModel,
+        DeviceDef,
+        DevicesDef,
+        DiskBus,
+        DiskControllerDef,
+        DiskControllerType,
+        DiskDef,
+        DiskDevice,
+        DiskFormat,
+        DiskType,
+        DomainDef,
+        DomainType,
+        DriveAddress,
+        ForwardDef,
+        ForwardMode,
+        HostdevDef,
+        InterfaceDef,
+        InterfaceDriverDef,
+        InterfaceSourceDef,
+        InterfaceType,
+        LinkState,
+        MemoryDef,
+        NetDriverName,
+        NetworkDef,
+        OSDef,
+        RawXML,
+        SerialDef,
+        SerialType,
+        TeamingDef,
+        TeamingType,
+        USBAddress,
+        VCPUDef,
+        VLANDef,
+        VLANTagDef,
+        check,
+        def_to_dict,
+        format_xml,
+        load,
+        missing_images,
+        not_created,
+        parse_device,
+        parse_domain,
+        parse_network,
+        read_document,
+        review,
+        validate_device,
+        validate_domain,
+        validate_network,
+    )
+    from qctl.host import LinkStats, link_stats
+    from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths, abort_job
+    from qctl.qemu.dryrun import command_line
+    from qctl.qemu.events import (
+        DeviceAdded,
+        DeviceRemoved,
+        DomainEvent,
+        EventStream,
+        NICRxFilterChanged,
+        OtherEvent,
+        Shutdown,
+        UnplugRejected,
+    )
+    from qctl.qemu.inventory import DomainState, discard_damaged, list_domain_states
+    from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
+    from qctl.qemu.network import Allocation, NetworkStore
+    from qctl.qemu.process import Launcher
+    from qctl.qemu.rawmonitor import human_monitor_command, monitor_command, parse_monitor_command
+    from qctl.qemu.runstate import RunState
+    from qctl.qemu.state import StateRoot
+    from qctl.qemu.txn import JobRecord
+    from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
 
 __version__ = "0.1.0"
 
 __all__ = [
-    # errors
     "QctlError",
     "ConfigError",
     "XMLSyntaxError",
@@ -124,11 +135,9 @@ __all__ = [
     "StateError",
     "HotplugError",
     "JobAbortedError",
-    # value types
     "IfName",
     "MACAddress",
     "PCIAddress",
-    # configuration model
     "DomainDef",
     "OSDef",
     "MemoryDef",
@@ -180,7 +189,6 @@ __all__ = [
     "validate_network",
     "not_created",
     "missing_images",
-    # the QEMU driver
     "Domain",
     "DomainInfo",
     "DomainState",
@@ -207,7 +215,6 @@ __all__ = [
     "OtherEvent",
     "EventStream",
     "HostPaths",
-    # capabilities and the QMP monitor
     "Capability",
     "QEMUCaps",
     "MachineType",
@@ -219,7 +226,156 @@ __all__ = [
     "QMPEvent",
     "EventSubscription",
     "connect_qmp",
+    "monitor_command",
+    "human_monitor_command",
+    "parse_monitor_command",
+    "LinkStats",
+    "link_stats",
     "__version__",
 ]
+
+
+# Where each lazily imported public name lives.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "qctl.caps": (
+        "Capability",
+        "CapsCache",
+        "HostFacts",
+        "MachineType",
+        "QEMUCaps",
+        "probe",
+        "probe_many",
+    ),
+    "qctl.conf": (
+        "AnyDef",
+        "ControllerDef",
+        "ControllerModel",
+        "DeviceDef",
+        "DevicesDef",
+        "DiskBus",
+        "DiskControllerDef",
+        "DiskControllerType",
+        "DiskDef",
+        "DiskDevice",
+        "DiskFormat",
+        "DiskType",
+        "DomainDef",
+        "DomainType",
+        "DriveAddress",
+        "ForwardDef",
+        "ForwardMode",
+        "HostdevDef",
+        "InterfaceDef",
+        "InterfaceDriverDef",
+        "InterfaceSourceDef",
+        "InterfaceType",
+        "LinkState",
+        "MAX_DOCUMENT_BYTES",
+        "MemoryDef",
+        "NetDriverName",
+        "NetworkDef",
+        "OSDef",
+        "RawXML",
+        "SerialDef",
+        "SerialType",
+        "TeamingDef",
+        "TeamingType",
+        "USBAddress",
+        "VCPUDef",
+        "VLANDef",
+        "VLANTagDef",
+        "check",
+        "def_to_dict",
+        "format_xml",
+        "load",
+        "missing_images",
+        "not_created",
+        "parse_device",
+        "parse_domain",
+        "parse_network",
+        "read_document",
+        "review",
+        "validate_device",
+        "validate_domain",
+        "validate_network",
+    ),
+    "qctl.host": (
+        "LinkStats",
+        "link_stats",
+    ),
+    "qctl.qemu.domain": (
+        "DetachResult",
+        "Domain",
+        "DomainInfo",
+        "HostPaths",
+        "abort_job",
+    ),
+    "qctl.qemu.dryrun": (
+        "command_line",
+    ),
+    "qctl.qemu.events": (
+        "DeviceAdded",
+        "DeviceRemoved",
+        "DomainEvent",
+        "EventStream",
+        "NICRxFilterChanged",
+        "OtherEvent",
+        "Shutdown",
+        "UnplugRejected",
+    ),
+    "qctl.qemu.inventory": (
+        "DomainState",
+        "discard_damaged",
+        "list_domain_states",
+    ),
+    "qctl.qemu.ledger": (
+        "EntryState",
+        "Ledger",
+        "LedgerEntry",
+    ),
+    "qctl.qemu.network": (
+        "Allocation",
+        "NetworkStore",
+    ),
+    "qctl.qemu.process": (
+        "Launcher",
+    ),
+    "qctl.qemu.rawmonitor": (
+        "human_monitor_command",
+        "monitor_command",
+        "parse_monitor_command",
+    ),
+    "qctl.qemu.runstate": (
+        "RunState",
+    ),
+    "qctl.qemu.state": (
+        "StateRoot",
+    ),
+    "qctl.qemu.txn": (
+        "JobRecord",
+    ),
+    "qctl.qmp": (
+        "EventSubscription",
+        "QMPClient",
+        "QMPEvent",
+        "connect_qmp",
+    ),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines the public ``name`` on first access, and keep it."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qctl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

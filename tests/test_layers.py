@@ -7,6 +7,7 @@ here with the file and line of the offending import.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,33 @@ def test_layer_rules(path: Path) -> None:
     assert not problems, f"{path}:\n" + "\n".join(problems)
 
 
+CLI_MODULES = sorted((PACKAGE / "cli").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", CLI_MODULES, ids=lambda p: p.name)
+def test_the_cli_uses_only_public_names(path: Path) -> None:
+    """``qctl.NAME`` in the CLI (it imports the package, whose names load on first use)."""
+    tree = ast.parse(path.read_text(), str(path))
+    used = {
+        (node.lineno, node.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "qctl"
+    }
+    wrong = sorted(f"{line}: qctl.{name}" for line, name in used if name not in qctl.__all__)
+    assert not wrong, f"{path}: not in qctl.__all__:\n" + "\n".join(wrong)
+
+
 def test_public_api_is_ordered_and_complete() -> None:
     assert len(set(qctl.__all__)) == len(qctl.__all__)
     for name in qctl.__all__:
         assert hasattr(qctl, name), name
+    # Every lazily loaded name is public, and comes from the module the table says.
+    for module, names in qctl._LAZY.items():
+        for name in names:
+            assert name in qctl.__all__, name
+            assert getattr(qctl, name) is getattr(importlib.import_module(module), name)
 
 
 def _module_name(path: Path) -> str:

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -271,6 +270,10 @@ async def probe_many(
 
 def _installed_version() -> str:
     """qctl's version as installed (a development tree that is not installed: 'unknown')."""
+    # Imported here, the one place that needs it: importlib.metadata pulls in the email
+    # package, which costs more than the rest of a `qctl list`.
+    import importlib.metadata
+
     try:
         return importlib.metadata.version("qctl")
     except importlib.metadata.PackageNotFoundError:

@@ -16,43 +16,8 @@ import argparse
 import asyncio
 import os
 
-from qctl import Capability, CapsCache, QEMUCaps, probe
-
-DEFAULT_BINARY = "qemu-system-x86_64"
-
-
-def _capability(text: str) -> Capability:
-    """A flag name, case-insensitive; a usage error listing the valid names otherwise."""
-    try:
-        return Capability(text.lower())
-    except ValueError:
-        names = ", ".join(flag.value for flag in Capability)
-        raise argparse.ArgumentTypeError(f"unknown flag {text!r}; valid flags: {names}") from None
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``caps`` command."""
-    parser = sub.add_parser(
-        "caps",
-        help="show what a QEMU binary can do",
-        description="Probe a QEMU binary (cached) or a running QEMU, and show its capabilities.",
-    )
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--binary",
-        metavar="PATH",
-        help=f"QEMU binary (default: $QCTL_QEMU, or {DEFAULT_BINARY} on PATH)",
-    )
-    target.add_argument("--connect", metavar="SOCKET", help="QMP socket of a running QEMU")
-    parser.add_argument("--json", action="store_true", help="print the full object as JSON")
-    parser.add_argument("--no-cache", action="store_true", help="probe afresh, skip the cache")
-    parser.add_argument(
-        "--flag",
-        type=_capability,
-        metavar="NAME",
-        help="exit 0 if the flag is present, 1 if not (prints nothing)",
-    )
-    parser.set_defaults(func=run)
+import qctl
+from qctl.cli.parser import DEFAULT_BINARY
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,20 +29,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _lookup(args: argparse.Namespace) -> QEMUCaps:
+async def _lookup(args: argparse.Namespace) -> qctl.QEMUCaps:
     if args.connect:
-        return await probe(qmp_socket=args.connect)
+        return await qctl.probe(qmp_socket=args.connect)
     binary = args.binary or os.environ.get("QCTL_QEMU") or DEFAULT_BINARY
     if args.no_cache:
-        return await probe(binary)
-    return await CapsCache().get(binary)
+        return await qctl.probe(binary)
+    return await qctl.CapsCache().get(binary)
 
 
 def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def summary(caps: QEMUCaps) -> str:
+def summary(caps: qctl.QEMUCaps) -> str:
     """The readable report: identity, KVM, host facts, machine types, then every flag."""
     default = caps.default_machine
     machines = f"{len(caps.machines)}" + (f" (default {default.name})" if default else "")
@@ -90,6 +55,6 @@ def summary(caps: QEMUCaps) -> str:
         f"machines  {machines}",
         "flags",
     ]
-    width = max(len(flag.value) for flag in Capability)
-    lines += [f"  {flag.value:<{width}}  {_yes(caps.has(flag))}" for flag in Capability]
+    width = max(len(flag.value) for flag in qctl.Capability)
+    lines += [f"  {flag.value:<{width}}  {_yes(caps.has(flag))}" for flag in qctl.Capability]
     return "\n".join(lines)

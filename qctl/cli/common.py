@@ -1,4 +1,10 @@
-"""What every ``qctl`` command shares: the state-dir option and JSON output."""
+"""What the verbs' handlers share: the state root they work in, and how they print.
+
+JSON output has one shape per kind of thing, whichever verb prints it: a device, a domain
+or a network is the model's JSON (:func:`qctl.def_to_dict`, as ``qctl format --json``); a
+result of an action is ``{"domain"|"network": NAME, "result": WORD}``; streams (``events``)
+are JSON Lines, one compact object per line.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +16,41 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from qctl import ValidationError
+import qctl
 
 
-def add_state_dir(parser: argparse.ArgumentParser) -> None:
-    """``--state-dir DIR``: where running domains keep their state (default: $QCTL_STATE_DIR,
-    /run/qctl for root, the XDG runtime dir otherwise)."""
-    parser.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        default=None,
-        help="state root (default: $QCTL_STATE_DIR, /run/qctl for root)",
-    )
+def state_root(args: argparse.Namespace) -> qctl.StateRoot:
+    """The state root named by ``--state-dir`` (or the default one)."""
+    return qctl.StateRoot(args.state_dir)
 
 
-def add_json(parser: argparse.ArgumentParser) -> None:
-    """``--json``: print the result as JSON on stdout."""
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+def existing_state_root(args: argparse.Namespace) -> qctl.StateRoot:
+    """The state root for a query: a ``--state-dir`` that does not exist, or a root that is
+    not a directory, is an error (a typo must not read as "nothing there"); the default root
+    may not exist yet."""
+    root = state_root(args)
+    if args.state_dir is not None and not root.path.exists():
+        raise qctl.StateError(f"no state directory {root.path}")
+    if root.path.exists() and not root.path.is_dir():
+        raise qctl.StateError(f"state directory {root.path} is not a directory")
+    return root
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON on stdout."""
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    """Print a JSON document (indented) on stdout."""
+    json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def print_json_line(data: Any) -> None:
+    """Print one compact JSON object on a line of its own and flush (a JSON Lines stream)."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def device_json(device: qctl.InterfaceDef | qctl.HostdevDef) -> Any:
+    """A device as JSON: the model's own form, the same in every verb."""
+    return qctl.def_to_dict(device)
 
 
 T = TypeVar("T")
@@ -76,7 +94,7 @@ def run(work: Coroutine[Any, Any, T]) -> T:
         raise KeyboardInterrupt from None
 
 
-def warning_line(warning: ValidationError) -> str:
+def warning_line(warning: qctl.ValidationError) -> str:
     """A warning as the CLI prints it: ``FILE:LINE: warning: PATH: message``."""
     where = warning.source or "<string>"
     if warning.line is not None:

@@ -17,65 +17,52 @@ chose rather than ``ua-`` user aliases.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from qctl import (
-    ConfigError,
-    DomainDef,
-    ValidationError,
-    XMLSyntaxError,
-    def_to_dict,
-    format_xml,
-    load,
-    missing_images,
-    not_created,
-    read_document,
-    review,
-)
-from qctl.cli.common import warning_line
+import qctl
+from qctl.cli.common import print_json, warning_line
 
 # The exit code of a ConfigError (see EXIT_CODES in qctl.cli.main), used when files are
 # invalid: validate reports the problems itself instead of raising the first one.
 _INVALID = 3
-_LIVE_HELP = "the XML of a running domain: allow device aliases not chosen by the user (net0)"
-_LENIENT_HELP = "report parts qctl would not apply (not supported by qctl) as warnings"
 
 
 def _problems(
     path: str, *, live: bool, lenient: bool
-) -> tuple[list[ConfigError], list[ValidationError]]:
+) -> tuple[list[qctl.ConfigError], list[qctl.ValidationError]]:
     """Every problem and warning of the file at ``path``, an unreadable file included."""
     try:
-        data = read_document(path)
-    except ConfigError as exc:
+        data = qctl.read_document(path)
+    except qctl.ConfigError as exc:
         return [exc], []
-    return review(data, source=path, live=live, lenient=lenient)
+    return qctl.review(data, source=path, live=live, lenient=lenient)
 
 
 def _start_problems(
     path: str, *, live: bool, lenient: bool
-) -> tuple[list[ConfigError], list[ValidationError]]:
+) -> tuple[list[qctl.ConfigError], list[qctl.ValidationError]]:
     """What a start would refuse in the valid document at ``path``: missing disk images
     (problems), devices qctl does not create (warnings)."""
-    defn = load(path, live=live, lenient=lenient)
-    if not isinstance(defn, DomainDef):
+    defn = qctl.load(path, live=live, lenient=lenient)
+    if not isinstance(defn, qctl.DomainDef):
         return [], []
-    images: list[ConfigError] = [] if live else list(missing_images(defn, source=path))
-    return images, list(not_created(defn, source=path))
+    images: list[qctl.ConfigError] = []
+    if not live:
+        images = list(qctl.missing_images(defn, source=path))
+    return images, list(qctl.not_created(defn, source=path))
 
 
-def _problem_data(problem: ConfigError) -> dict[str, Any]:
+def _problem_data(problem: qctl.ConfigError) -> dict[str, Any]:
     return {
         "line": problem.line,
-        "column": problem.column if isinstance(problem, XMLSyntaxError) else None,
+        "column": problem.column if isinstance(problem, qctl.XMLSyntaxError) else None,
         "path": problem.path,
         "message": problem.message,
     }
 
 
-def _validate(args: argparse.Namespace) -> int:
+def validate(args: argparse.Namespace) -> int:
     report = []
     for path in args.files:
         problems, warnings = _problems(path, live=args.live, lenient=args.lenient)
@@ -98,39 +85,14 @@ def _validate(args: argparse.Namespace) -> int:
             }
             for path, problems, warnings in report
         ]
-        print(json.dumps(data, indent=2))
+        print_json(data)
     return _INVALID if any(problems for _, problems, _ in report) else 0
 
 
-def _format(args: argparse.Namespace) -> int:
-    defn = load(args.file, live=args.live, lenient=True)
+def format_(args: argparse.Namespace) -> int:
+    defn = qctl.load(args.file, live=args.live, lenient=True)
     if args.json:
-        print(json.dumps(def_to_dict(defn), indent=2))
+        print_json(qctl.def_to_dict(defn))
     else:
-        sys.stdout.write(format_xml(defn))
+        sys.stdout.write(qctl.format_xml(defn))
     return 0
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``validate`` and ``format`` commands."""
-    validate = sub.add_parser(
-        "validate",
-        help="check domain, device and network documents",
-        description="Check each FILE and report every problem as FILE:LINE: message.",
-    )
-    validate.add_argument("files", nargs="+", metavar="FILE", help="a file, or - for stdin")
-    validate.add_argument("--json", action="store_true", help="print a JSON report on stdout")
-    validate.add_argument("--live", action="store_true", help=_LIVE_HELP)
-    validate.add_argument("--lenient", action="store_true", help=_LENIENT_HELP)
-    validate.set_defaults(func=_validate)
-
-    fmt = sub.add_parser(
-        "format",
-        help="print a document normalized",
-        description="Print FILE as normalized XML (it must be valid; parts qctl would not "
-        "apply are passed through).",
-    )
-    fmt.add_argument("file", metavar="FILE", help="a file, or - for stdin")
-    fmt.add_argument("--json", action="store_true", help="print the model as JSON instead")
-    fmt.add_argument("--live", action="store_true", help=_LIVE_HELP)
-    fmt.set_defaults(func=_format)

@@ -1,4 +1,4 @@
-"""``qctl attach-device|detach-device|events``: hot-plug on a running domain."""
+"""``qctl attach-device|detach-device|events``: hot-plug on a running domain, and its events."""
 
 from __future__ import annotations
 
@@ -7,98 +7,68 @@ import asyncio
 import contextlib
 import dataclasses
 import sys
-from typing import Any
 
-from qctl import (
-    DetachResult,
-    Domain,
-    HostdevDef,
-    InterfaceDef,
-    format_xml,
-    parse_device,
-    read_document,
-    review,
-)
-from qctl.cli.common import add_json, add_state_dir, print_json, run, warning_line
+import qctl
+from qctl.cli.common import device_json, print_json, print_json_line, run, warning_line
+
+Device = qctl.InterfaceDef | qctl.HostdevDef
 
 
-def register(sub: Any) -> None:
-    """Add the hot-plug commands."""
-    attach = sub.add_parser("attach-device", help="hot-plug an <interface> from a file")
-    attach.add_argument("name")
-    attach.add_argument("file", metavar="FILE.xml")
-    add_state_dir(attach)
-    add_json(attach)
-    attach.set_defaults(func=_attach)
+def attach_and_print(args: argparse.Namespace, device: str | Device, source: str) -> int:
+    """Hot-plug ``device`` (XML text or a definition) into domain ``args.name`` and print it
+    as the live XML shows it (its model with ``--json``)."""
 
-    detach = sub.add_parser("detach-device", help="unplug a device (by file or --alias)")
-    detach.add_argument("name")
-    target = detach.add_mutually_exclusive_group(required=True)
-    target.add_argument("file", metavar="FILE.xml", nargs="?")
-    target.add_argument("--alias", metavar="A", help="the device's alias (net0, ua-x, …)")
-    detach.add_argument(
-        "--wait",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds to wait for QEMU to report the removal (5); then it is 'pending'",
-    )
-    add_state_dir(detach)
-    add_json(detach)
-    detach.set_defaults(func=_detach)
+    async def work() -> Device:
+        async with qctl.Domain.connect(args.name, state_root=args.state_dir) as dom:
+            return await dom.attach_device(device, source=source)
 
-    events = sub.add_parser("events", help="print a domain's events as they come")
-    events.add_argument("name")
-    events.add_argument("--count", type=int, default=0, metavar="N", help="stop after N events")
-    events.add_argument(
-        "--timeout", type=float, default=0.0, metavar="S", help="stop after S seconds (0: never)"
-    )
-    add_state_dir(events)
-    add_json(events)
-    events.set_defaults(func=_events)
-
-
-def _attach(args: argparse.Namespace) -> int:
-    data = read_document(args.file)
-    for warning in review(data, source=args.file)[1]:
-        print(warning_line(warning), file=sys.stderr)
-    device = parse_device(data, source=args.file)
-
-    async def work() -> str:
-        async with Domain.connect(args.name, state_root=args.state_dir) as dom:
-            live = await dom.attach_device(device, source=args.file)
-            return format_xml(live)
-
-    live_xml = run(work())
+    live = run(work())
     if args.json:
-        print_json({"domain": args.name, "device_xml": live_xml})
+        print_json(device_json(live))
     else:
-        print(live_xml, end="")
+        print(qctl.format_xml(live), end="")
     return 0
 
 
-def _detach(args: argparse.Namespace) -> int:
-    target: str | InterfaceDef | HostdevDef = (
-        args.alias if args.alias else parse_device(read_document(args.file), source=args.file)
-    )
+def detach_and_print(args: argparse.Namespace, target: str | Device, alias: str | None) -> int:
+    """Unplug ``target`` (an alias, device XML or definition) from domain ``args.name``;
+    print the result."""
 
-    async def work() -> DetachResult:
-        async with Domain.connect(args.name, state_root=args.state_dir) as dom:
+    async def work() -> qctl.DetachResult:
+        async with qctl.Domain.connect(args.name, state_root=args.state_dir) as dom:
             return await dom.detach_device(target, wait=args.wait)
 
     result = run(work())
     if args.json:
-        print_json({"domain": args.name, "result": result.value})
-    elif result is DetachResult.PENDING:
+        print_json({"domain": args.name, "alias": alias, "result": result.value})
+    elif result is qctl.DetachResult.PENDING:
         print("detach pending: QEMU has not reported the removal yet; it completes when it does")
     else:
         print("detached")
     return 0
 
 
-def _events(args: argparse.Namespace) -> int:
+def _device_file(path: str) -> Device:
+    """The device in ``path`` (read and parsed before any domain is touched); its warnings
+    (what libvirt accepts but qctl doubts) on stderr."""
+    data = qctl.read_document(path)
+    for warning in qctl.review(data, source=path)[1]:
+        print(warning_line(warning), file=sys.stderr)
+    return qctl.parse_device(data, source=path)
+
+
+def attach(args: argparse.Namespace) -> int:
+    return attach_and_print(args, _device_file(args.file), args.file)
+
+
+def detach(args: argparse.Namespace) -> int:
+    target: str | Device = args.alias if args.alias else _device_file(args.file)
+    return detach_and_print(args, target, args.alias)
+
+
+def events(args: argparse.Namespace) -> int:
     async def work() -> None:
-        async with Domain.connect(args.name, state_root=args.state_dir) as dom:
+        async with qctl.Domain.connect(args.name, state_root=args.state_dir) as dom:
             seen = 0
             with dom.events() as stream:
                 print(f"listening for events of {dom.name}", file=sys.stderr, flush=True)
@@ -106,11 +76,10 @@ def _events(args: argparse.Namespace) -> int:
                     async for event in stream:
                         data = {"event": type(event).__name__, **dataclasses.asdict(event)}
                         if args.json:
-                            print_json(data)
+                            print_json_line(data)
                         else:
                             fields = " ".join(f"{k}={v}" for k, v in data.items() if k != "event")
-                            print(f"{data['event']} {fields}")
-                        sys.stdout.flush()
+                            print(f"{data['event']} {fields}", flush=True)
                         seen += 1
                         if args.count and seen >= args.count:
                             return

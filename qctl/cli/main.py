@@ -1,72 +1,90 @@
-"""Entry point of the ``qctl`` command: argument parsing, dispatch, and error reporting.
+"""Entry point of the ``qctl`` command: parse, import the verb's handler, run it, report.
 
-Each command lives in its own module with a ``register(subparsers)`` function that adds
-its parser and sets ``func`` to a callable taking the parsed arguments and returning an exit
-code. Errors are printed as one line on stderr and mapped to an exit code per branch of
-the error tree; ``--debug`` shows the traceback instead.
+The parser (:mod:`qctl.cli.parser`) names each verb's handler as ``"module:function"``; only
+that module is imported, so a verb pays for the parts of the library its handler uses and
+``qctl --help`` for none of them.
+
+Errors are printed as one line on stderr and mapped to an exit code per branch of the error
+tree; ``--debug`` shows the traceback instead. A reader that goes away (``qctl caps | head
+-1``) ends the command quietly with status 141, as a shell reports a writer killed by
+SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
+import select
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from qctl import (
-    ConfigError,
-    HostError,
-    HotplugError,
-    ProcessError,
-    QctlError,
-    QMPError,
-    StateError,
-    UnsupportedError,
-    __version__,
-)
-from qctl.cli import caps_cmd, conf_cmd, device_cmd, domain_cmd, job_cmd, net_cmd
+import qctl
+from qctl.cli.complete import complete_if_asked
+from qctl.cli.parser import build_parser
 
 # Exit codes: 0 success, 1 "no" (a check that answered false), 2 usage; then one per branch.
-EXIT_CODES: tuple[tuple[type[QctlError], int], ...] = (
-    (ConfigError, 3),
-    (UnsupportedError, 4),
-    (QMPError, 5),
-    (HostError, 6),
-    (ProcessError, 7),
-    (StateError, 8),
-    (HotplugError, 9),
-    (QctlError, 10),
+EXIT_CODES: tuple[tuple[type[qctl.QctlError], int], ...] = (
+    (qctl.ConfigError, 3),
+    (qctl.UnsupportedError, 4),
+    (qctl.QMPError, 5),
+    (qctl.HostError, 6),
+    (qctl.ProcessError, 7),
+    (qctl.StateError, 8),
+    (qctl.HotplugError, 9),
+    (qctl.QctlError, 10),
 )
+#: the status of a command whose reader closed the pipe (128 + SIGPIPE)
+READER_GONE = 141
 
 
-def exit_code_for(error: QctlError) -> int:
+def exit_code_for(error: qctl.QctlError) -> int:
     """The exit code of the most specific branch ``error`` belongs to."""
     return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, every command registered."""
-    parser = argparse.ArgumentParser(
-        prog="qctl", description="Control QEMU like libvirt's QEMU driver, without a daemon."
+def _stdout_reader_gone() -> bool:
+    """True when stdout is a pipe whose reader closed it (poll reports an error on it)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _reader_gone() -> int:
+    """stdout's reader left: point stdout at /dev/null so the flush at exit stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return READER_GONE
+
+
+def handler(reference: str) -> Callable[[argparse.Namespace], int]:
+    """The handler ``"module:function"`` names in :mod:`qctl.cli`, its module imported now."""
+    module, _, function = reference.partition(":")
+    found: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f"qctl.cli.{module}"), function
     )
-    parser.add_argument("--version", action="version", version=f"qctl {__version__}")
-    parser.add_argument("--debug", action="store_true", help="log verbosely, show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (conf_cmd, caps_cmd, domain_cmd, device_cmd, job_cmd, net_cmd):
-        module.register(sub)
-    return parser
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    complete_if_asked(parser)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="qctl: %(levelname)s: %(message)s",
     )
     try:
-        code: int = args.func(args)
-    except QctlError as exc:
+        code = handler(args.handler)(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # some other pipe or socket: not the user's reader
+        return _reader_gone()
+    except qctl.QctlError as exc:
         if args.debug:
             raise
         print(f"qctl: {exc}", file=sys.stderr)

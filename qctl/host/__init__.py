@@ -2,6 +2,7 @@
 
 - :mod:`.link`: :class:`LinkInfo` and the :class:`LinkControl` protocol (what we need from
   rtnetlink), so callers can inject a fake;
+- :mod:`.linkstat`: :func:`link_stats`, a link's traffic counters (/proc/net/dev);
 - :mod:`.netlink`: :class:`Netlink`, the rtnetlink implementation, the only pyroute2 user;
 - :mod:`.tap`: :func:`create_tap` and the :class:`Tap` handle, :func:`delete_tap` for cleanup;
 - :mod:`.vhost`: :func:`choose_vhost`, the vhost-net decision, and :func:`open_vhost_net`;
@@ -13,6 +14,7 @@
 """
 
 from .link import VLAN_MAX, LinkControl, LinkInfo, VFConfig, netlink_error
+from .linkstat import LinkStats, link_stats
 from .netlink import Netlink
 from .pci import (
     PCI_STUB,
@@ -48,6 +50,7 @@ __all__ = [
     "KernelSysfsWriter",
     "LinkControl",
     "LinkInfo",
+    "LinkStats",
     "Netlink",
     "PCIDevice",
     "PendingTap",
@@ -70,6 +73,7 @@ __all__ = [
     "create_tap",
     "delete_tap",
     "find_vf",
+    "link_stats",
     "list_vfs",
     "netlink_error",
     "open_vhost_net",

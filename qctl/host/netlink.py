@@ -13,6 +13,9 @@ What stays out of the public surface: pyroute2's message objects are turned into
 with the kernel's errno and the kernel's extended-ack text when it sent one (``mtu greater than
 device maximum`` says more than ``Invalid argument``).
 
+pyroute2 itself is imported when the first socket is opened (:func:`_pyroute2`): it costs
+more to import than a whole ``qctl list``, and most commands never touch a link.
+
 The socket is opened on first use and belongs to the event loop running at that time; one
 ``Netlink`` serves one loop. Requests are serialised by a lock: they take microseconds, and
 one request in flight at a time keeps replies and sequence numbers trivially matched.
@@ -25,9 +28,6 @@ import errno as errno_mod
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
-
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
 
 from ..errors import NetlinkError
 from ..types import MACAddress
@@ -95,6 +95,14 @@ def _vf_config(msg: Any, pf: str, vf: int, what: str) -> VFConfig:
     raise netlink_error(what, errno_mod.ENODEV, reason)
 
 
+def _pyroute2() -> tuple[Any, Any]:
+    """pyroute2's ``AsyncIPRoute`` class and its ``NetlinkError``, imported on first use."""
+    from pyroute2 import AsyncIPRoute
+    from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
+
+    return AsyncIPRoute, PyrouteNetlinkError
+
+
 class Netlink:
     """Link operations over one rtnetlink socket (see the module docstring for the design).
 
@@ -129,13 +137,14 @@ class Netlink:
         """Perform ``request``, translating failures into :class:`NetlinkError` about ``what``."""
         if self._closed:
             raise netlink_error(what, errno_mod.EBADF, "the netlink connection is closed")
+        async_ip_route, pyroute_netlink_error = _pyroute2()
         async with self._lock:
             try:
                 if self._ipr is None:
                     # No multicast groups: we never read events, so none should queue up.
-                    self._ipr = AsyncIPRoute(groups=0, ext_ack=True)
+                    self._ipr = async_ip_route(groups=0, ext_ack=True)
                 return await request(self._ipr)
-            except PyrouteNetlinkError as exc:
+            except pyroute_netlink_error as exc:
                 reason = exc.args[1] if len(exc.args) > 1 else None
                 raise netlink_error(what, exc.code, str(reason) if reason else None) from exc
             except OSError as exc:

@@ -115,6 +115,8 @@ class NetworkStore:
         """Forget the pool ``name``; refused while a live domain holds any of its devices
         (allocations of dead or vanished domains are taken back)."""
         file = self._file(name)
+        if name not in self.names():
+            raise StateError(f"no network named {name!r} is defined (qctl net-list)")
         with self.root.locked(_FOLDER, ".allocations.lock"):
             held = self._read(strict=True)
             mine = [a for a in held if a.network == name]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -15,18 +14,16 @@ from fakeqmp import RECORDING_7_2, read_log
 
 from caps.support import FakeQEMU, start_log
 from qctl import ProcessError, QEMUCaps
-from qctl.cli import caps_cmd
+from qctl.cli.main import handler
+from qctl.cli.parser import build_parser
 
 FAKEQMP = Path(__file__).resolve().parents[1] / "fakeqmp.py"
 
 
 def qctl_caps(*argv: str) -> int:
     """Run ``qctl caps ARGV`` as qctl's main would; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="qctl")
-    caps_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["caps", *argv])
-    status: int = args.func(args)
-    return status
+    args = build_parser().parse_args(["caps", *argv])
+    return handler(args.handler)(args)
 
 
 @pytest.fixture(autouse=True)

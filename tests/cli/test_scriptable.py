@@ -1,0 +1,279 @@
+"""The command line in scripts: closed pipes, global options anywhere, unknown names, state
+directories that cannot be used, and ``--json`` on every verb that prints data.
+
+Every command runs as its own process, through real pipes, as a script would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from support import REPO_ROOT, run_qctl, unique
+
+from qctl.cli.parser import build_parser
+
+EXAMPLES = REPO_ROOT / "examples"
+QCTL = [sys.executable, "-m", "qctl.cli.main"]
+POOL = "<network><name>lan</name><forward mode='bridge'/><bridge name='br0'/></network>"
+
+
+def closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run qctl with stdout on a pipe whose reader has already gone (so every write fails)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [*QCTL, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write_end)
+
+
+def shell(command: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell pipeline (``qctl`` is the command under test)."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+# -- closed pipes ----------------------------------------------------------------------------
+@pytest.mark.qemu
+def test_a_reader_that_went_away_ends_the_command_quietly(qemu_binary: str) -> None:
+    domain = str(EXAMPLES / "domain-basic.xml")
+    for args in (
+        ["caps"],
+        ["caps", "--json"],
+        ["domxml-to-argv", domain],
+        ["format", "--json", domain],
+    ):
+        result = closed_pipe_run(*args)
+        assert result.stderr == "", (args, result.stderr)
+        assert result.returncode == 141, args
+
+
+@pytest.mark.qemu
+def test_head_takes_the_first_line_and_nothing_is_said(qemu_binary: str) -> None:
+    domain = EXAMPLES / "domain-basic.xml"
+    for command in ("qctl caps | head -1", f"qctl domxml-to-argv {domain} | head -1"):
+        result = shell(f"{command}; echo status=$? >&2")
+        assert len(result.stdout.splitlines()) == 1, command
+        assert result.stderr == "status=0\n", (command, result.stderr)
+
+
+# -- global options --------------------------------------------------------------------------
+def test_global_options_go_before_or_after_the_verb(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    pool = tmp_path / "lan.xml"
+    pool.write_text(POOL)
+    run_qctl("net-define", str(pool), state=state)
+    outputs = [
+        subprocess.run(
+            [*QCTL, *args], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+        for args in (
+            ["--state-dir", str(state), "--json", "net-list"],
+            ["net-list", "--json", "--state-dir", str(state)],
+            ["--json", "net-list", "--state-dir", str(state)],
+        )
+    ]
+    assert json.loads(outputs[0]) == [{"name": "lan", "mode": "bridge", "held": 0}]
+    assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
+
+
+def test_debug_before_the_verb_shows_the_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*QCTL, "--debug", "net-undefine", "nosuch", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+# -- unknown names and unusable state directories ----------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["net-undefine", "nosuch"], 8, "no network named 'nosuch'"),
+        (["net-dumpxml", "nosuch"], 8, "no network named 'nosuch'"),
+        (["dumpxml", "nosuch"], 8, "no domain named 'nosuch'"),
+        (["domiflist", "nosuch"], 8, "no domain named 'nosuch'"),
+        (["stop", "nosuch"], 8, "no domain named 'nosuch'"),
+        (["qemu-monitor-command", "nosuch", "query-status"], 8, "no domain named 'nosuch'"),
+    ],
+)
+def test_an_unknown_name_is_one_line_and_a_failure(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    (tmp_path / "state").mkdir()
+    result = run_qctl(*args, state=tmp_path / "state", check=False)
+    assert result.returncode == code
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize("verb", ["list", "net-list"])
+def test_a_state_dir_that_is_a_file_is_an_error(tmp_path: Path, verb: str) -> None:
+    afile = tmp_path / "state"
+    afile.write_text("")
+    result = run_qctl(verb, state=afile, check=False)
+    assert result.returncode == 8
+    assert result.stderr == f"qctl: state directory {afile} is not a directory\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("verb", ["list", "net-list"])
+def test_a_mistyped_state_dir_is_an_error_not_an_empty_list(tmp_path: Path, verb: str) -> None:
+    result = run_qctl(verb, state=tmp_path / "sate", check=False)
+    assert result.returncode == 8
+    assert result.stderr == f"qctl: no state directory {tmp_path / 'sate'}\n"
+
+
+def test_an_unreadable_state_dir_is_an_error() -> None:
+    """As a user who may not read the root's (0700) state directory."""
+    state = Path(tempfile.mkdtemp(prefix="qctl-state-"))  # /tmp: others may look it up
+    command = [*QCTL, "list", "--state-dir", str(state)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    else:
+        state.chmod(0)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        state.chmod(0o700)
+        state.rmdir()
+    assert result.returncode == 8
+    assert result.stderr == f"qctl: cannot read state directory {state}: Permission denied\n"
+
+
+# -- help ------------------------------------------------------------------------------------
+def test_every_verb_has_a_description_an_example_and_help_for_its_arguments() -> None:
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, verb in verbs.items():
+        assert verb.description, name
+        assert verb.epilog and verb.epilog.startswith("examples:\n"), name
+        assert f"qctl {name}" in verb.epilog, name
+        for action in verb._actions:
+            assert action.help, f"{name}: {action.dest} has no help"
+
+
+def test_dumpxml_help_says_live_by_default() -> None:
+    out = subprocess.run(
+        [*QCTL, "dumpxml", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--inactive" in out and "live XML" in out
+
+
+# -- --json on every verb that prints data ------------------------------------------------------
+#: verbs whose output is not data: the shell code of ``completion``
+NOT_DATA = {"completion"}
+
+SPARE_PORTS = "\n".join(
+    f"    <controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 4)
+)
+
+
+def bios_domain(name: str, console: Path) -> str:
+    """A small q35 TCG domain with no OS (SeaBIOS only), spare ports for hot-plug."""
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices>
+    <serial type='file'><source path='{console}'/></serial>
+{SPARE_PORTS}
+  </devices>
+</domain>
+"""
+
+
+def json_of(*args: str, state: Path) -> object:
+    """Run a verb with ``--json``; its stdout must be one JSON document."""
+    return json.loads(run_qctl(*args, "--json", state=state).stdout)
+
+
+@pytest.mark.qemu
+def test_every_verb_that_prints_data_prints_json(tun: None, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ran: set[str] = set()
+
+    def data(verb: str, *args: str) -> object:
+        ran.add(verb)
+        return json_of(verb, *args, state=state)
+
+    domain_file = tmp_path / "domain.xml"
+    name = unique("json")
+    domain_file.write_text(bios_domain(name, tmp_path / "serial.log"))
+    pool = tmp_path / "lan.xml"
+    pool.write_text(POOL)
+    nic = tmp_path / "nic.xml"
+    nic.write_text(
+        "<interface type='user'><mac address='52:54:00:30:00:07'/><model type='virtio'/>"
+        "<alias name='ua-j1'/></interface>"
+    )
+
+    assert data("validate", str(domain_file)) == [
+        {"file": str(domain_file), "valid": True, "problems": []}
+    ]
+    device = data("format", str(nic))
+    assert isinstance(device, dict) and device["kind"] == "interface"
+    assert isinstance(data("caps"), dict)
+    assert isinstance(data("domxml-to-argv", str(domain_file)), list)
+    assert data("net-define", str(pool)) == json_of("format", str(pool), state=state)
+    assert data("net-list")[0]["name"] == "lan"  # type: ignore[index]
+    assert data("net-dumpxml", "lan") == {
+        "network": json_of("format", str(pool), state=state),
+        "devices": [],
+    }
+    assert data("net-undefine", "lan") == {"network": "lan", "result": "undefined"}
+
+    started = data("start", str(domain_file))
+    try:
+        assert started == {"name": name, "pid": started["pid"], "state": "running"}  # type: ignore[index]
+        assert data("list") == [started]
+        events = ["events", name, "--json", "--count", "2", "--timeout", "60"]
+        listener = subprocess.Popen(
+            [*QCTL, *events, "--state-dir", str(state)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert listener.stderr is not None and "listening" in listener.stderr.readline()
+        for command in ("stop", "cont"):  # a STOP and a RESUME event for the listener
+            data("qemu-monitor-command", name, json.dumps({"execute": command}))
+        out, _ = listener.communicate(timeout=60)
+        ran.add("events")
+        lines = [json.loads(line) for line in out.splitlines()]  # JSON Lines: one per line
+        assert [line["name"] for line in lines] == ["STOP", "RESUME"]
+
+        # A device is the same object whichever verb prints it.
+        attached = data("attach-device", name, str(nic))
+        assert attached == {**device, "alias": "ua-j1", "address": attached["address"]}  # type: ignore[index]
+        tap = data("attach-interface", name, "--type", "ethernet", "--model", "virtio")
+        assert tap["kind"] == "interface" and tap["target_dev"]  # type: ignore[index]
+        rows = data("domiflist", name)
+        assert [r["alias"] for r in rows] == ["ua-j1", tap["alias"]]  # type: ignore[index]
+        stats = data("domifstat", name, tap["alias"])  # type: ignore[index]
+        assert stats["tap"] == tap["target_dev"] and stats["rx_bytes"] >= 0  # type: ignore[index]
+        live = data("dumpxml", name)
+        assert live["name"] == name  # type: ignore[index]
+        assert data("qemu-monitor-command", name, "--hmp", "info", "network")
+        # No OS answers the unplug request: the detaches are pending, and say so.
+        assert data("detach-device", name, "--alias", "ua-j1", "--wait", "0.2") == {
+            "domain": name,
+            "alias": "ua-j1",
+            "result": "pending",
+        }
+        assert data("detach-interface", name, "ethernet", "--wait", "0.2")["result"] == "pending"  # type: ignore[index]
+    finally:
+        assert data("stop", name, "--force") == {"domain": name, "result": "stopped"}
+
+    verbs = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert verbs - NOT_DATA - ran == set(), "verbs printing data without a --json check"
