@@ -9,6 +9,7 @@ as JSON-ready data (:mod:`~qctl.conf.jsonable`). lxml is used here and nowhere e
 from qctl.conf.format import format_xml
 from qctl.conf.jsonable import JSONValue, def_to_dict
 from qctl.conf.model import (
+    FAILOVER_STANDIN_MODELS,
     VIRTIO_MODELS,
     ControllerDef,
     ControllerModel,
@@ -41,6 +42,7 @@ from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, par
 from qctl.conf.validate import validate_device, validate_domain, validate_network
 
 __all__ = [
+    "FAILOVER_STANDIN_MODELS",
     "VIRTIO_MODELS",
     "AnyDef",
     "ControllerDef",

@@ -31,6 +31,7 @@ from uuid import UUID
 from qctl.types import IfName, MACAddress, PCIAddress
 
 __all__ = [
+    "FAILOVER_STANDIN_MODELS",
     "VIRTIO_MODELS",
     "Attr",
     "ChildAttr",
@@ -147,6 +148,10 @@ class ForwardMode(StrEnum):
 
 VIRTIO_MODELS = frozenset({"virtio", "virtio-transitional", "virtio-non-transitional"})
 """Interface ``<model type>`` values that mean a virtio-net device."""
+
+FAILOVER_STANDIN_MODELS = frozenset({"e1000e", "igb"})
+"""Emulated PCIe NIC models allowed as the transient half of a failover pair: a testing
+stand-in for the SR-IOV VF, so failover and its migration run on hosts without one."""
 
 # Bytes per unit; names compared case-insensitively, as libvirt does.
 _MEMORY_UNITS: dict[str, int] = {
@@ -340,6 +345,16 @@ class InterfaceDef(ElementDef):
     def is_virtio(self) -> bool:
         """True when the guest sees a virtio-net device."""
         return self.model in VIRTIO_MODELS
+
+    @property
+    def is_failover_standin(self) -> bool:
+        """True for an emulated NIC standing in for a VF as a failover pair's transient half."""
+        return (
+            self.type is not InterfaceType.HOSTDEV
+            and self.model in FAILOVER_STANDIN_MODELS
+            and self.teaming is not None
+            and self.teaming.type is TeamingType.TRANSIENT
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from qctl.conf.model import (
+    FAILOVER_STANDIN_MODELS,
     ControllerDef,
     DeviceDef,
     DomainDef,
@@ -222,12 +223,17 @@ def _check_teaming(iface: InterfaceDef, path: str, problems: _Problems) -> None:
                 "teaming type 'transient' needs persistent= naming the alias of the virtio "
                 "interface it backs up",
             )
-        if iface.type not in (InterfaceType.HOSTDEV, InterfaceType.NETWORK):
+        if (
+            iface.type not in (InterfaceType.HOSTDEV, InterfaceType.NETWORK)
+            and not iface.is_failover_standin
+        ):
             problems.add(
                 where,
                 line,
                 "teaming type 'transient' needs an interface of type hostdev or network, "
-                f"not {iface.type.value}",
+                f"or an emulated PCIe model ({', '.join(sorted(FAILOVER_STANDIN_MODELS))}) "
+                f"standing in for a VF in tests; not {iface.type.value} with model "
+                f"{iface.model or 'none'}",
             )
 
 
@@ -343,6 +349,13 @@ def _check_teaming_peer(
         ),
         None,
     )
+    if iface.is_failover_standin and "q35" not in (domain.os.machine or "pc"):
+        problems.add(
+            f"{path}/model",
+            iface.line_of("model"),
+            f"the failover stand-in model {iface.model!r} needs a q35 machine: QEMU unplugs "
+            "it from a pcie-root-port during migration",
+        )
     if peer is None:
         problems.add(
             f"{path}/teaming",
