@@ -49,6 +49,7 @@ from qctl.errors import (
     ConfigError,
     HostError,
     HotplugError,
+    MigrationError,
     NetlinkError,
     ProcessError,
     QctlError,
@@ -101,6 +102,7 @@ __all__ = [
     "ProcessError",
     "StateError",
     "HotplugError",
+    "MigrationError",
     # value types
     "IfName",
     "MACAddress",

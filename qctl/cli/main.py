@@ -17,6 +17,7 @@ from qctl import (
     ConfigError,
     HostError,
     HotplugError,
+    MigrationError,
     ProcessError,
     QctlError,
     QMPError,
@@ -35,6 +36,7 @@ EXIT_CODES: tuple[tuple[type[QctlError], int], ...] = (
     (ProcessError, 7),
     (StateError, 8),
     (HotplugError, 9),
+    (MigrationError, 11),
     (QctlError, 10),
 )
 

@@ -154,6 +154,7 @@ def build_command(
     binary: str,
     monitor: str,
     extra_monitors: Sequence[str] = (),
+    incoming: str | None = None,
 ) -> list[str]:
     """The argv that starts ``domain``.
 
@@ -161,6 +162,8 @@ def build_command(
     backend, ``fd=N`` for a listening socket qctl made (or ``path=…``), and
     ``extra_monitors`` more of them: QEMU serves one client per monitor, so several let
     several qctl processes (an event listener and a command) talk to it at once.
+    ``incoming`` makes it the destination of a migration (``-incoming``): ``defer`` waits
+    for ``migrate-incoming``, which lets the driver set capabilities first.
     """
     accel = "kvm" if domain.type is DomainType.KVM else "tcg"
     argv = [
@@ -189,4 +192,6 @@ def build_command(
         "-msg",
         "timestamp=on",
     ]
+    if incoming is not None:
+        argv += ["-incoming", incoming]
     return argv

@@ -32,6 +32,7 @@ from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
 from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
 from qctl.qemu.command import build_command
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
+from qctl.qemu.migratable import resolve_machine
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.nic import NICResources
@@ -264,9 +265,14 @@ async def launch(
     root: StateRoot,
     netlink: LinkControl | None,
     host_paths: HostPaths,
+    *,
+    incoming: bool = False,
 ) -> Launched:
-    """Start ``defn`` (see the module for the steps); nothing is left behind on failure."""
-    planned = plan(defn, caps)
+    """Start ``defn`` (see the module for the steps); nothing is left behind on failure.
+
+    With ``incoming`` QEMU waits for a migration (``-incoming defer``) and stays paused.
+    """
+    planned = resolve_machine(plan(defn, caps), caps)
     features = features_from_caps(caps)
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
@@ -320,6 +326,7 @@ async def launch(
             binary=binary,
             monitor=monitors[0],
             extra_monitors=monitors[1:],
+            incoming="defer" if incoming else None,
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]
@@ -343,7 +350,8 @@ async def launch(
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
         write_status(directory, status)
-        await monitor.resume()
+        if not incoming:
+            await monitor.resume()
         prepared.release_fds()
         stack.pop_all()
     except BaseException as exc:
