@@ -37,6 +37,7 @@ from qctl.conf.model import (
     TeamingType,
     USBAddress,
     VCPUDef,
+    is_user_alias,
 )
 from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, parse_network
 from qctl.conf.validate import validate_device, validate_domain, validate_network
@@ -75,6 +76,7 @@ __all__ = [
     "check",
     "def_to_dict",
     "format_xml",
+    "is_user_alias",
     "load",
     "parse_device",
     "parse_domain",

@@ -30,10 +30,11 @@ from qctl.conf import (
     InterfaceType,
     RawXML,
     format_xml,
+    is_user_alias,
 )
 from qctl.qemu.ledger import LedgerEntry
 
-__all__ = ["migratable_definition", "migratable_xml", "resolve_machine"]
+__all__ = ["as_given", "migratable_definition", "migratable_xml", "resolve_machine"]
 
 #: names the kernel gives taps qctl did not name (``vnet%d``)
 _AUTO_TAP = re.compile(r"^vnet\d+$")
@@ -122,3 +123,17 @@ def migratable_definition(
 def migratable_xml(live: DomainDef, config: DomainDef, ledger: Iterable[LedgerEntry] = ()) -> str:
     """:func:`migratable_definition` as XML (``qctl dumpxml NAME --migratable``)."""
     return format_xml(migratable_definition(live, config, ledger))
+
+
+def as_given(travelling: DomainDef) -> DomainDef:
+    """The destination's "definition as given" for a domain started from ``travelling``:
+    the same, without the aliases qctl assigned (``net0``, ``pci.1``), which only a live
+    definition may carry; user aliases (``ua-…``) stay."""
+    items: list[DeviceDef | RawXML] = []
+    for item in travelling.devices.items:
+        if not isinstance(item, RawXML) and item.alias and not is_user_alias(item.alias):
+            item = dataclasses.replace(item, alias=None)
+        items.append(item)
+    return dataclasses.replace(
+        travelling, devices=dataclasses.replace(travelling.devices, items=tuple(items))
+    )

@@ -291,6 +291,16 @@ class _Follower:
         elif event.name == "FAILOVER_NEGOTIATED":
             log.info("the guest negotiated failover on %s", event.data.get("device-id"))
 
+    async def _settled(self, info: MigrationInfo) -> MigrationInfo:
+        """The final figures: QEMU says ``completed`` a moment before it fills in the
+        total time and downtime, so look again (briefly) until they are there."""
+        for _ in range(20):
+            if info.total_time_ms or self.role != "transfer":
+                break
+            await asyncio.sleep(0.01)
+            info = await self.monitor.query_migrate()
+        return info
+
     async def run(self) -> MigrationInfo:
         """Wait until the migration completes (its last ``query-migrate`` answer).
 
@@ -319,7 +329,7 @@ class _Follower:
                 if self.sink is not None:
                     self.sink(MigrationProgress.of(info, self.passes, self.unplugged))
                 if info.status == _DONE:
-                    return info
+                    return await self._settled(info)
                 if info.status in _FAILED:
                     raise MigrationError(
                         f"migration {info.status} on the {self.role} side: "

@@ -140,9 +140,15 @@ def assign_macs(domain: DomainDef, new_mac: MACSource) -> DomainDef:
     )
 
 
-def plan(domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac) -> DomainDef:
-    """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs."""
-    problems = validate_domain(domain)
+def plan(
+    domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac, live: bool = False
+) -> DomainDef:
+    """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs.
+
+    ``live`` accepts qctl's own aliases (``net0``), as a migration's destination must: the
+    definition that travels keeps every alias, which QEMU's device ids are.
+    """
+    problems = validate_domain(domain, live=live)
     if problems:
         raise problems[0]
     check_support(domain, caps)

@@ -32,7 +32,7 @@ from qctl.errors import QMPError, QMPTimeoutError, StateError, add_rollback_note
 from qctl.host import TUN_PATH, VHOST_NET_PATH, LinkControl, Netlink, Sysfs
 from qctl.qemu.command import build_command
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
-from qctl.qemu.migratable import resolve_machine
+from qctl.qemu.migratable import as_given, resolve_machine
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.nic import NICResources
@@ -272,7 +272,7 @@ async def launch(
 
     With ``incoming`` QEMU waits for a migration (``-incoming defer``) and stays paused.
     """
-    planned = resolve_machine(plan(defn, caps), caps)
+    planned = resolve_machine(plan(defn, caps, live=incoming), caps)
     features = features_from_caps(caps)
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
@@ -345,7 +345,7 @@ async def launch(
         status = Status(
             identity=process.identity,
             binary=binary,
-            config=defn,
+            config=as_given(defn) if incoming else defn,
             live=prepared.domain,
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
