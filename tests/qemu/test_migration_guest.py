@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest
 from support import guest_domain_xml, unique, wait_until
 from twohost import TwoHosts
 
-from qctl import Domain, MigrationError, parse_domain
+from qctl import Domain, MigrationError, StateError, parse_domain
 from qctl.conf import DomainDef, SerialDef
 from qctl.qemu.migratable import migratable_definition
 from qctl.qemu.migration import (
@@ -35,7 +37,7 @@ from qctl.qemu.migration import (
     migrate_out,
 )
 from qctl.qemu.monitor import Monitor
-from qctl.qemu.startup import HostPaths, launch
+from qctl.qemu.startup import HostPaths, Launched, launch
 from qctl.qemu.state import StateRoot
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
@@ -57,19 +59,79 @@ DEVICES = f"""
 """
 
 
+TRIO = ["e1000e", "virtio_net", "virtio_net"]
+
+
+def _reports(console: Path) -> list[list[str]]:
+    """Every complete NIC report on ``console``: the sorted drivers of the pair's MAC."""
+    text = console.read_text(errors="replace") if console.exists() else ""
+    lines = text[: text.rfind("\n") + 1].splitlines()
+    reports = []
+    for line in lines:
+        if line.startswith("QCTL-NICS:"):
+            entries = [entry.split(",") for entry in line.split()[1:]]
+            reports.append(sorted(driver for _, driver, mac in entries if mac == MAC))
+    return reports
+
+
 def _trio(console: Path) -> bool:
     """The latest NIC report on ``console`` lists the three halves of the failover pair."""
-    text = console.read_text(errors="replace") if console.exists() else ""
-    lines = [line for line in text.splitlines() if line.startswith("QCTL-NICS:")]
-    if not lines or not text.endswith("\n"):
-        return False
-    entries = [entry.split(",") for entry in lines[-1].split()[1:]]
-    drivers = sorted(driver for _, driver, mac in entries if mac == MAC)
-    return drivers == ["e1000e", "virtio_net", "virtio_net"]
+    reports = _reports(console)
+    return bool(reports) and reports[-1] == TRIO
 
 
 async def _wait_trio(console: Path) -> None:
     await wait_until(lambda: _trio(console))
+
+
+async def _wait_replugged(console: Path) -> None:
+    """Wait until the guest lost its primary and got it back (a trio after a pair)."""
+
+    def replugged() -> bool:
+        reports = _reports(console)
+        lost = [i for i, report in enumerate(reports) if report == TRIO[1:]]
+        return bool(lost) and TRIO in reports[lost[0] :]
+
+    await wait_until(replugged)
+
+
+async def _start_source(rig: TwoHosts, console: Path) -> Domain:
+    """The guest on host A with its failover pair, booted and reporting the trio."""
+    defn = parse_domain(guest_domain_xml(unique("mig"), DEVICES, console=console))
+    with rig.a.entered():
+        source = await Domain.start(defn, state_root=rig.a.state_root)
+    try:
+        async with asyncio.timeout(BOOT_TIMEOUT):
+            await _wait_trio(console)
+    except BaseException:
+        with rig.a.entered():
+            await source.stop(force=True)
+        raise
+    return source
+
+
+async def _launch_destination(rig: TwoHosts, source: Domain, console: Path) -> Launched:
+    """QEMU on host B from the source's travelling definition, waiting for the migration."""
+    travelling = migratable_definition(source.live, source.config, source.ledger)
+    with rig.b.entered():
+        return await launch(
+            _on_console(travelling, console),
+            await source.capabilities(),
+            source.binary,
+            StateRoot(rig.b.state_root),
+            None,
+            HostPaths(),
+            incoming=True,
+        )
+
+
+async def _destination_cleaned(rig: TwoHosts, name: str) -> None:
+    """Host B after a failed incoming migration: its QEMU exited; the next look releases
+    what its books held, and nothing is left."""
+    with rig.b.entered(), pytest.raises(StateError, match="not running"):
+        await Domain.connect(name, state_root=rig.b.state_root)
+    assert Domain.list(rig.b.state_root) == []
+    assert rig.b.links() == {"lo", rig.b.veth, rig.b.bridge}
 
 
 def _on_console(defn: DomainDef, console: Path) -> DomainDef:
@@ -91,33 +153,18 @@ def rig(private_netns: None, tun: None, tmp_path: Path) -> Iterator[TwoHosts]:
 async def test_failover_pair_migrates_to_the_other_host(
     rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
 ) -> None:
-    name = unique("mig")
     console_a, console_b = tmp_path / "serial-a.log", tmp_path / "serial-b.log"
-    defn = parse_domain(guest_domain_xml(name, DEVICES, console=console_a))
-    with rig.a.entered():
-        source = await Domain.start(defn, state_root=rig.a.state_root)
+    source = await _start_source(rig, console_a)
+    name = source.name
     destination: Domain | None = None
     try:
-        async with asyncio.timeout(BOOT_TIMEOUT):
-            await _wait_trio(console_a)
-
         travelling = migratable_definition(source.live, source.config, source.ledger)
         assert travelling.os.machine == "pc-q35-7.2"
         assert [i.target_dev for i in travelling.interfaces] == [None, None]
-        assert [str(i.address) for i in travelling.interfaces] == [
-            str(i.address) for i in source.live.interfaces
+        assert [i.address for i in travelling.interfaces] == [
+            i.address for i in source.live.interfaces
         ]
-        caps = await source.capabilities()
-        with rig.b.entered():
-            launched = await launch(
-                _on_console(travelling, console_b),
-                caps,
-                qemu_binary,
-                StateRoot(rig.b.state_root),
-                None,
-                HostPaths(),
-                incoming=True,
-            )
+        launched = await _launch_destination(rig, source, console_b)
         target = Monitor(launched.client)
         assert await target.status() == "inmigrate"
         uri = f"tcp:{rig.b.address}:{PORT}"
@@ -135,11 +182,7 @@ async def test_failover_pair_migrates_to_the_other_host(
             listening = asyncio.Event()
             incoming = asyncio.create_task(
                 migrate_in(
-                    target,
-                    incoming_events,
-                    uri,
-                    timeout=MIGRATION_TIMEOUT,
-                    ready=listening.set,
+                    target, incoming_events, uri, timeout=MIGRATION_TIMEOUT, ready=listening.set
                 )
             )
             await listening.wait()
@@ -166,18 +209,19 @@ async def test_failover_pair_migrates_to_the_other_host(
         )
 
         assert outcome.unplugged == ("ua-primary",)
+        assert outcome.total_time_ms and outcome.transferred > 0
         assert progress[-1].status == "completed" and progress[-1].total > 0
         assert await target.status() == "running"
         # host A: no QEMU, tap or state left
         assert not source.running
         assert Domain.list(rig.a.state_root) == []
         assert rig.a.links() == {"lo", rig.a.veth, rig.a.bridge}
-        # host B: its books hold both halves, its taps are on its bridge
+        # host B: its books hold both halves, its two taps are on its bridge
         await launched.client.aclose()
         with rig.b.entered():
             destination = await Domain.connect(name, state_root=rig.b.state_root)
         assert {entry.alias for entry in destination.ledger} == {"ua-standby", "ua-primary"}
-        assert "persistent='ua-standby'" in destination.xml().replace('"', "'")
+        assert 'persistent="ua-standby"' in destination.xml()
         assert len(rig.b.links() - {"lo", rig.b.veth, rig.b.bridge}) == 2
     finally:
         with rig.a.entered():
@@ -190,25 +234,88 @@ async def test_failover_pair_migrates_to_the_other_host(
 async def test_destination_not_listening_leaves_the_source_running(
     rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
 ) -> None:
-    name = unique("mig")
     console = tmp_path / "serial-a.log"
-    defn = parse_domain(guest_domain_xml(name, DEVICES, console=console))
-    with rig.a.entered():
-        source = await Domain.start(defn, state_root=rig.a.state_root)
+    source = await _start_source(rig, console)
     try:
-        async with asyncio.timeout(BOOT_TIMEOUT):
-            await _wait_trio(console)
         with (
             source.monitor.client.events(MIGRATION_EVENTS) as events,
             pytest.raises(MigrationError) as caught,
         ):
             await migrate_out(source.monitor, events, f"tcp:{rig.b.address}:{PORT}", timeout=60)
         assert caught.value.stage == "transfer"
-        assert "failed" in str(caught.value)
+        assert str(caught.value).startswith("migration failed on the transfer side: ")
         assert await source.monitor.status() == "running"
-        async with asyncio.timeout(30):  # QEMU re-plugs the primary; the guest sees it
-            await _wait_trio(console)
+        assert _trio(console)
         assert {entry.alias for entry in source.ledger} == {"ua-standby", "ua-primary"}
+    finally:
+        with rig.a.entered():
+            await source.stop(force=True)
+
+
+@pytest.mark.parametrize("how", ["destination-killed", "aborted"])
+async def test_failed_migration_replugs_the_primary_on_the_source(
+    how: str, rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
+) -> None:
+    """Mid-transfer (bandwidth capped so there is time), the destination QEMU is killed or
+    the job is cancelled: the source keeps running, QEMU re-plugs the primary and the guest
+    reports it again, the books are unchanged; the destination leaves nothing behind."""
+    console_a, console_b = tmp_path / "serial-a.log", tmp_path / "serial-b.log"
+    source = await _start_source(rig, console_a)
+    ledger_before = [entry.to_json() for entry in source.ledger]
+    try:
+        launched = await _launch_destination(rig, source, console_b)
+        uri = f"tcp:{rig.b.address}:{PORT}"
+        moving = asyncio.Event()
+
+        def watch(progress: MigrationProgress) -> None:
+            if progress.status == "active" and progress.transferred > 4 << 20:
+                moving.set()
+
+        with (
+            launched.client.events(MIGRATION_EVENTS) as incoming_events,
+            source.monitor.client.events(MIGRATION_EVENTS) as outgoing_events,
+        ):
+            listening = asyncio.Event()
+            incoming = asyncio.create_task(
+                migrate_in(
+                    Monitor(launched.client),
+                    incoming_events,
+                    uri,
+                    timeout=MIGRATION_TIMEOUT,
+                    ready=listening.set,
+                )
+            )
+            await listening.wait()
+            outgoing = asyncio.create_task(
+                migrate_out(
+                    source.monitor,
+                    outgoing_events,
+                    uri,
+                    timeout=MIGRATION_TIMEOUT,
+                    bandwidth=8 << 20,
+                    progress=watch,
+                    poll_interval=0.1,
+                )
+            )
+            async with asyncio.timeout(60):
+                await moving.wait()
+            if how == "aborted":
+                outgoing.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await outgoing
+            else:
+                os.kill(launched.process.pid, signal.SIGKILL)
+                with pytest.raises(MigrationError, match="migration failed on the transfer side"):
+                    await outgoing
+            with pytest.raises(MigrationError) as caught:
+                await incoming
+            assert caught.value.stage == "incoming"
+        await launched.client.aclose()
+        assert await source.monitor.status() == "running"
+        async with asyncio.timeout(60):
+            await _wait_replugged(console_a)
+        assert [entry.to_json() for entry in source.ledger] == ledger_before
+        await _destination_cleaned(rig, source.name)
     finally:
         with rig.a.entered():
             await source.stop(force=True)
