@@ -19,6 +19,7 @@ from qctl.errors import (
     HostError,
     HotplugError,
     JobAbortedError,
+    MigrationError,
     NetlinkError,
     ProcessError,
     QctlError,
@@ -106,7 +107,9 @@ if TYPE_CHECKING:
     )
     from qctl.qemu.inventory import DomainState, discard_damaged, list_domain_states
     from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
+    from qctl.qemu.migration import MigrationOutcome, MigrationProgress
     from qctl.qemu.network import Allocation, NetworkStore
+    from qctl.qemu.opening import Opening
     from qctl.qemu.process import Launcher
     from qctl.qemu.rawmonitor import human_monitor_command, monitor_command, parse_monitor_command
     from qctl.qemu.runstate import RunState
@@ -135,6 +138,7 @@ __all__ = [
     "StateError",
     "HotplugError",
     "JobAbortedError",
+    "MigrationError",
     "IfName",
     "MACAddress",
     "PCIAddress",
@@ -199,6 +203,9 @@ __all__ = [
     "RunState",
     "JobRecord",
     "abort_job",
+    "Opening",
+    "MigrationProgress",
+    "MigrationOutcome",
     "Ledger",
     "LedgerEntry",
     "EntryState",
@@ -303,6 +310,11 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "LinkStats",
         "link_stats",
     ),
+    "qctl.qemu.migration": (
+        "MigrationOutcome",
+        "MigrationProgress",
+    ),
+    "qctl.qemu.opening": ("Opening",),
     "qctl.qemu.domain": (
         "DetachResult",
         "Domain",

@@ -20,7 +20,8 @@ per kind of failure a user can act on::
     ├── ProcessError             a QEMU process failed to start or exited (exit code, stderr tail)
     ├── StateError               the per-domain state (status file, locks) is missing or damaged
     │   └── JobAbortedError      the job was aborted (``qctl job-abort``) and rolled back
-    └── HotplugError             attach/detach failed (device alias and stage)
+    ├── HotplugError             attach/detach failed (device alias and stage)
+    └── MigrationError           a live migration was refused or failed (the stage)
 
 ``asyncio.CancelledError`` is never wrapped. When a rollback fails while handling an
 error, the original error is raised and the rollback failure is attached to it as a note
@@ -36,6 +37,7 @@ __all__ = [
     "HostError",
     "HotplugError",
     "JobAbortedError",
+    "MigrationError",
     "NetlinkError",
     "ProcessError",
     "QMPCommandError",
@@ -222,6 +224,18 @@ class HotplugError(QctlError):
     def __init__(self, message: str, *, alias: str | None = None, stage: str | None = None) -> None:
         super().__init__(message)
         self.alias = alias
+        self.stage = stage
+
+
+class MigrationError(QctlError):
+    """A live migration was refused before it started, or failed, or was cancelled.
+
+    ``stage`` names the step: ``check`` (a refusal: nothing was changed), ``setup``,
+    ``transfer``, ``incoming``, ``cancel``. After a failure the source keeps running.
+    """
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
         self.stage = stage
 
 

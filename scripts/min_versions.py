@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,7 @@ async def paused_domain(state: str) -> None:
 
 def main() -> None:
     example = sys.argv[1]
-    for dist in ("qctl", "lxml", "pyroute2", "qemu.qmp", "argcomplete"):
+    for dist in ("qctl", "lxml", "pyroute2", "qemu.qmp", "argcomplete", "tqdm"):
         print(f"min-versions: {dist} {importlib.metadata.version(dist)}")
     import qctl  # noqa: F401 - the import is the check
 
@@ -80,6 +81,13 @@ def main() -> None:
         [bin_dir / "qctl", "completion", "zsh"], capture_output=True, text=True, check=False
     )
     step("qctl completion zsh", zsh.returncode == 0 and "qctl" in zsh.stdout)
+    from tqdm import tqdm  # migrate's progress bar, as qctl.cli.migrate_cmd draws it
+
+    bar = tqdm(total=4, unit="MiB", file=open(os.devnull, "w"))  # noqa: SIM115
+    bar.n = 2
+    bar.set_description("active (pass 1)")
+    bar.close()
+    step("tqdm draws migrate's bar", bar.n == 2)
     with tempfile.TemporaryDirectory() as state:
         asyncio.run(paused_domain(state))
 

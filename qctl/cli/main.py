@@ -33,6 +33,7 @@ EXIT_CODES: tuple[tuple[type[qctl.QctlError], int], ...] = (
     (qctl.ProcessError, 7),
     (qctl.StateError, 8),
     (qctl.HotplugError, 9),
+    (qctl.MigrationError, 11),
     (qctl.QctlError, 10),
 )
 #: the status of a command whose reader closed the pipe (128 + SIGPIPE)

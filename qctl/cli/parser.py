@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         _caps_verbs,
         _domain_verbs,
         _device_verbs,
+        _migrate_verbs,
         _iface_verbs,
         _monitor_verbs,
         _net_verbs,
@@ -371,6 +372,61 @@ def _job_verbs(sub: Subparsers) -> None:
         examples=["qctl dominfo vm1", "qctl dominfo vm1 --json"],
     )
     complete_domains(info.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
+
+
+def _migrate_verbs(sub: Subparsers) -> None:
+    """Add the live migration commands."""
+    migrate = add_verb(
+        sub,
+        "migrate",
+        "migrate_cmd:migrate",
+        summary="live-migrate a domain to another host (failover pairs included)",
+        description="Migrate the running domain NAME to a destination that `qctl "
+        "migrate-incoming` made listen on URI (tcp:HOST:PORT or unix:PATH). Failover "
+        "primaries are unplugged by QEMU first and plugged again on the destination. On "
+        "success this host's QEMU is quit and everything it held released; on failure or "
+        "`migrate-cancel` the domain keeps running here. A terminal shows a progress bar; "
+        "--json prints JSON Lines (progress, then the outcome).",
+        examples=[
+            "qctl migrate vm1 --uri tcp:192.0.2.2:4444",
+            "qctl migrate vm1 --uri tcp:192.0.2.2:4444 --bandwidth 100 --json",
+        ],
+    )
+    complete_domains(migrate.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
+    migrate.add_argument("--uri", required=True, help="the destination: tcp:HOST:PORT, unix:PATH")
+    migrate.add_argument(
+        "--timeout", type=float, default=0.0, metavar="S", help="give up after S s (0: never)"
+    )
+    migrate.add_argument("--bandwidth", type=float, metavar="MIB/S", help="cap the transfer")
+    migrate.add_argument("--downtime", type=int, metavar="MS", help="longest guest pause allowed")
+
+    incoming = add_verb(
+        sub,
+        "migrate-incoming",
+        "migrate_cmd:migrate_incoming",
+        summary="be a live migration's destination: start, listen, receive",
+        description="Start the domain FILE.xml defines (the source's `dumpxml --migratable`) "
+        "waiting for its guest, with this host's own taps, bridges and pool devices, listen "
+        "on --listen and wait until the guest has arrived and runs here. On failure or "
+        "timeout everything made here is removed.",
+        examples=["qctl migrate-incoming vm1.xml --listen tcp:0.0.0.0:4444"],
+    )
+    incoming.add_argument("file", metavar="FILE.xml", help="the migratable <domain> document")
+    incoming.add_argument("--listen", required=True, help="tcp:HOST:PORT or unix:PATH")
+    incoming.add_argument(
+        "--timeout", type=float, default=0.0, metavar="S", help="give up after S s (0: never)"
+    )
+
+    cancel = add_verb(
+        sub,
+        "migrate-cancel",
+        "migrate_cmd:migrate_cancel",
+        summary="cancel a domain's migration (it keeps running here)",
+        description="Abort the migration job of domain NAME from any process; QEMU re-plugs "
+        "the failover primaries and the domain keeps running on this host.",
+        examples=["qctl migrate-cancel vm1"],
+    )
+    complete_domains(cancel.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
 
 
 def _device_verbs(sub: Subparsers) -> None:

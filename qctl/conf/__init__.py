@@ -10,6 +10,7 @@ from qctl.conf.document import MAX_DOCUMENT_BYTES, read_document
 from qctl.conf.format import format_xml
 from qctl.conf.jsonable import JSONValue, def_to_dict
 from qctl.conf.model import (
+    FAILOVER_STANDIN_MODELS,
     VIRTIO_MODELS,
     ControllerDef,
     ControllerModel,
@@ -48,6 +49,7 @@ from qctl.conf.model import (
     VLANDef,
     VLANTagDef,
     canonical_model,
+    is_user_alias,
 )
 from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, parse_network, review
 from qctl.conf.validate import (
@@ -66,6 +68,7 @@ from qctl.conf.validate import (
 __all__ = [
     "MAX_DOCUMENT_BYTES",
     "CREATED_DEVICES",
+    "FAILOVER_STANDIN_MODELS",
     "VIRTIO_MODELS",
     "AnyDef",
     "ControllerDef",
@@ -111,6 +114,7 @@ __all__ = [
     "read_document",
     "def_to_dict",
     "format_xml",
+    "is_user_alias",
     "load",
     "missing_images",
     "not_created",

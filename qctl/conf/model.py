@@ -31,6 +31,7 @@ from uuid import UUID
 from qctl.types import IfName, MACAddress, PCIAddress
 
 __all__ = [
+    "FAILOVER_STANDIN_MODELS",
     "VIRTIO_MODELS",
     "Attr",
     "ChildAttr",
@@ -212,6 +213,10 @@ def canonical_model(model: str) -> str:
     (``VIRTIO`` is ``virtio``), any other name unchanged."""
     return _MODEL_SPELLING.get(model.lower(), model)
 
+
+FAILOVER_STANDIN_MODELS = frozenset({"e1000e", "igb"})
+"""Emulated PCIe NIC models allowed as the transient half of a failover pair: a testing
+stand-in for the SR-IOV VF, so failover and its migration run on hosts without one."""
 
 # Bytes per unit; names compared case-insensitively, as libvirt does.
 _MEMORY_UNITS: dict[str, int] = {
@@ -501,6 +506,16 @@ class InterfaceDef(ElementDef):
     def is_usb(self) -> bool:
         """True for a ``usb-net`` NIC, which sits on the guest's USB bus, not on PCI."""
         return self.model is not None and canonical_model(self.model) == "usb-net"
+
+    @property
+    def is_failover_standin(self) -> bool:
+        """True for an emulated NIC standing in for a VF as a failover pair's transient half."""
+        return (
+            self.type is not InterfaceType.HOSTDEV
+            and self.model in FAILOVER_STANDIN_MODELS
+            and self.teaming is not None
+            and self.teaming.type is TeamingType.TRANSIENT
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from qctl.conf.model import (
+    FAILOVER_STANDIN_MODELS,
     ControllerDef,
     DeviceDef,
     DiskBus,
@@ -294,12 +295,17 @@ def _check_teaming(iface: InterfaceDef | HostdevDef, path: str, problems: _Probl
                 "teaming type 'transient' needs persistent= naming the alias of the virtio "
                 "interface it backs up",
             )
-        if iface.type not in (InterfaceType.HOSTDEV, InterfaceType.NETWORK):
+        if (
+            iface.type not in (InterfaceType.HOSTDEV, InterfaceType.NETWORK)
+            and not iface.is_failover_standin
+        ):
             problems.add(
                 where,
                 line,
                 "teaming type 'transient' needs an interface of type hostdev or network, "
-                f"not {iface.type.value}",
+                f"or an emulated PCIe model ({', '.join(sorted(FAILOVER_STANDIN_MODELS))}) "
+                f"standing in for a VF in tests; not {iface.type.value} with model "
+                f"{iface.model or 'none'}",
             )
 
 
@@ -513,6 +519,14 @@ def _check_teaming_peer(
         ),
         None,
     )
+    standin = isinstance(iface, InterfaceDef) and iface.is_failover_standin
+    if isinstance(iface, InterfaceDef) and standin and "q35" not in (domain.os.machine or "pc"):
+        problems.add(
+            f"{path}/model",
+            iface.line_of("model"),
+            f"the failover stand-in model {iface.model!r} needs a q35 machine: QEMU unplugs "
+            "it from a pcie-root-port during migration",
+        )
     if peer is None:
         problems.add(
             f"{path}/teaming",

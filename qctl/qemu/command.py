@@ -175,6 +175,7 @@ def build_command(
     pidfile: str | None = None,
     confinement: Confinement | None = None,
     files: Mapping[str, PassedFile] | None = None,
+    incoming: str | None = None,
 ) -> list[str]:
     """The argv that starts ``domain``.
 
@@ -188,6 +189,8 @@ def build_command(
     backend, ``fd=N`` for a listening socket qctl made (or ``path=…``), and
     ``extra_monitors`` more of them: QEMU serves one client per monitor, so several let
     several qctl processes (an event listener and a command) talk to it at once.
+    ``incoming`` makes it the destination of a migration (``-incoming``): ``defer`` waits
+    for ``migrate-incoming``, which lets the driver set capabilities first.
     """
     accel = "kvm" if domain.type is DomainType.KVM else "tcg"
     argv = [
@@ -223,4 +226,6 @@ def build_command(
         "-msg",
         "timestamp=on",
     ]
+    if incoming is not None:
+        argv += ["-incoming", incoming]
     return argv

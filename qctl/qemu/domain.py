@@ -16,22 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 from qctl.caps import CapsCache, QEMUCaps
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, format_xml
 from qctl.host import LinkControl
-from qctl.qemu import hotplug, power
+from qctl.qemu import hotplug, migrationjob, power
 from qctl.qemu.dryrun import command_line, dry_run_argv
 from qctl.qemu.events import DomainEvent, EventStream
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.hotplug import DEFAULT_DETACH_TIMEOUT, DetachResult
 from qctl.qemu.jobs import DomainInfo, abort_job, list_domains, read_job
 from qctl.qemu.ledger import Ledger
+from qctl.qemu.migratable import migratable_xml
+from qctl.qemu.migration import (
+    MigrationOutcome,
+    MigrationProgress,
+    ProgressSink,
+    watch_progress,
+)
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
+from qctl.qemu.opening import Opening
 from qctl.qemu.process import Launcher, QEMUProcess
 from qctl.qemu.reconnect import open_runtime
 from qctl.qemu.runstate import RunState
@@ -43,8 +50,6 @@ from qctl.qemu.txn import JobRecord, to_the_end
 __all__ = ["DEFAULT_BINARY", "DetachResult", "Domain", "DomainInfo", "HostPaths", "abort_job"]
 
 DEFAULT_BINARY = "qemu-system-x86_64"
-#: how long leaving ``async with Domain.start(...)`` gives the guest to power down
-SCOPED_STOP_GRACE = 5.0
 
 Device = InterfaceDef | HostdevDef
 EventKind = type[DomainEvent] | str
@@ -57,36 +62,6 @@ def _binary_for(defn: DomainDef) -> str:
 
 def _root(state_root: StateRoot | Path | str | None) -> StateRoot:
     return state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
-
-
-class _Opening:
-    """What :meth:`Domain.start` and :meth:`Domain.connect` return: await it or ``async with``.
-
-    ``async with`` closes the handle on leaving the block; for a start (``stop_on_exit``)
-    it first stops the domain — gracefully with a short grace, then by force — whether the
-    block ended normally or by an exception.
-    """
-
-    def __init__(self, opener: Callable[[], Awaitable[Domain]], *, stop_on_exit: bool) -> None:
-        self._opener = opener
-        self._stop_on_exit = stop_on_exit
-        self._domain: Domain | None = None
-
-    def __await__(self) -> Generator[Any, None, Domain]:
-        return self._opener().__await__()
-
-    async def __aenter__(self) -> Domain:
-        self._domain = await self._opener()
-        return self._domain
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._domain is None:
-            return
-        try:
-            if self._stop_on_exit:
-                await to_the_end(self._domain.stop(grace=SCOPED_STOP_GRACE))
-        finally:
-            await self._domain.aclose()
 
 
 class Domain:
@@ -179,7 +154,7 @@ class Domain:
         netlink: LinkControl | None = None,
         host_paths: HostPaths | None = None,
         launcher: Launcher | None = None,
-    ) -> _Opening:
+    ) -> Opening[Domain]:
         """Start ``defn``: ``dom = await Domain.start(defn)`` (QEMU outlives the handle) or
         ``async with Domain.start(defn) as dom`` (the domain is stopped on leaving).
 
@@ -209,7 +184,56 @@ class Domain:
             )
             return cls(runtime)._begin()
 
-        return _Opening(opener, stop_on_exit=True)
+        return Opening(opener, stop_on_exit=True)
+
+    @classmethod
+    def incoming(
+        cls,
+        defn: DomainDef,
+        listen_uri: str,
+        *,
+        caps: QEMUCaps | None = None,
+        state_root: StateRoot | Path | str | None = None,
+        netlink: LinkControl | None = None,
+        host_paths: HostPaths | None = None,
+        launcher: Launcher | None = None,
+        timeout: float | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> Opening[Domain]:
+        """Be the destination of a live migration: start ``defn`` (the source's
+        :meth:`migratable_xml`) with ``-incoming defer``, with this host's own taps,
+        bridges and pool devices, listen on ``listen_uri`` and wait for the guest (``ready``
+        is called once QEMU listens). The result is a normal running domain; on failure,
+        cancellation or ``timeout`` everything made here is removed."""
+        root = _root(state_root)
+        paths = host_paths if host_paths is not None else HostPaths()
+
+        async def opener() -> Domain:
+            binary = _binary_for(defn)
+            known = caps or await CapsCache().get(binary)
+            started = await launch(
+                defn, known, binary, root, netlink, paths, launcher or Launcher(), incoming=True
+            )
+            runtime = DomainRuntime(
+                status=started.status,
+                directory=started.directory,
+                process=started.process,
+                client=started.client,
+                root=root,
+                netlink=netlink,
+                host_paths=paths,
+                caps=known,
+            )
+            dom = cls(runtime)._begin()
+            try:
+                await migrationjob.receive(runtime, listen_uri, timeout=timeout, ready=ready)
+            except BaseException:
+                await to_the_end(dom.stop(force=True))
+                await dom.aclose()
+                raise
+            return dom
+
+        return Opening(opener, stop_on_exit=True)
 
     @staticmethod
     async def command_line(
@@ -237,7 +261,7 @@ class Domain:
         netlink: LinkControl | None = None,
         host_paths: HostPaths | None = None,
         launcher: Launcher | None = None,
-    ) -> _Opening:
+    ) -> Opening[Domain]:
         """Connect to the running domain ``name`` from its status file alone.
 
         Never waits for another process's job: when none runs, the books are reconciled
@@ -259,7 +283,7 @@ class Domain:
                 raise
             return dom
 
-        return _Opening(opener, stop_on_exit=False)
+        return Opening(opener, stop_on_exit=False)
 
     @staticmethod
     def list(state_root: StateRoot | Path | str | None = None) -> list[DomainInfo]:
@@ -334,6 +358,46 @@ class Domain:
     async def resume(self) -> None:
         """Run the vCPUs again."""
         await power.resume(self.runtime)
+
+    # -- migration ----------------------------------------------------------------------
+    async def migrate(
+        self,
+        uri: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the whole migration's bound
+        bandwidth: int | None = None,
+        downtime: int | None = None,
+        progress: ProgressSink | None = None,
+        say: power.Say | None = None,
+    ) -> MigrationOutcome:
+        """Live-migrate the guest to ``uri`` (``tcp:HOST:PORT`` or ``unix:PATH``), failover
+        pairs included, as this domain's job (abortable from any process).
+
+        ``bandwidth`` caps the transfer (bytes/s), ``downtime`` the guest's pause at
+        switch-over (ms); ``progress`` gets a :class:`MigrationProgress` at every look,
+        ``say`` a line per warning. On success the source QEMU is quit and everything it
+        held released; on failure or abort it keeps running as before.
+        """
+        return await migrationjob.migrate(
+            self.runtime,
+            uri,
+            timeout=timeout,
+            bandwidth=bandwidth,
+            downtime_ms=downtime,
+            progress=progress,
+            say=say,
+        )
+
+    def watch_migration(self) -> AsyncIterator[MigrationProgress]:
+        """The running migration's progress (from any handle, in any process) until it ends."""
+        return watch_progress(self.runtime.monitor)
+
+    def migratable_xml(self) -> str:
+        """The definition a migration's destination must start with: the live XML with
+        what is bound to this host (tap names qctl chose, a VF taken from a pool) mapped
+        back to what was asked."""
+        rt = self.runtime
+        return migratable_xml(rt.live, rt.config, rt.ledger)
 
     async def abort_job(self) -> JobRecord:
         """Abort the job running on this domain, in this process or another; returns it

@@ -75,6 +75,7 @@ from qctl.conf import (
     InterfaceType,
     LinkState,
     NetworkDef,
+    TeamingType,
     format_xml,
     parse_device,
     review_device,
@@ -652,8 +653,18 @@ def _unassigned(entry: LedgerEntry) -> bool:
     return entry.kind is DeviceKind.HOSTDEV and "type=\"unassigned\"" in (entry.device_xml or "")
 
 
+def _failover_primary(rt: DomainRuntime, alias: str) -> bool:
+    """A transient failover half: QEMU hides it until the guest negotiates failover (and
+    unplugs it itself around a migration), so its absence proves nothing."""
+    devices: list[Device] = [*rt.live.interfaces, *rt.live.hostdevs]
+    return any(
+        d.alias == alias and d.teaming is not None and d.teaming.type is TeamingType.TRANSIENT
+        for d in devices
+    )
+
+
 async def _settle(rt: DomainRuntime, entry: LedgerEntry, present: set[str]) -> None:
-    if _unassigned(entry):
+    if _unassigned(entry) or (entry.alias not in present and _failover_primary(rt, entry.alias)):
         return
     if entry.alias not in present:
         await device_removed(rt, entry)  # never attached, or removed while nobody watched

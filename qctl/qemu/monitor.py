@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from qctl.errors import QMPCommandError
 from qctl.qmp import QMPClient
 
-__all__ = ["Monitor", "is_not_found", "is_unplug_in_progress"]
+__all__ = ["MigrationInfo", "Monitor", "is_not_found", "is_unplug_in_progress"]
 
 _NETWORK_LINE = re.compile(r"^[ \\]*([^\s:]+): index=\d+,type=([\w-]+)", re.MULTILINE)
 
@@ -134,3 +136,105 @@ class Monitor:
         (``query-chardev``)."""
         reply = await self.client.execute("query-chardev")
         return {str(item["label"]): str(item["filename"]) for item in reply}
+
+    # -- migration -----------------------------------------------------------------------------
+    async def migrate_set_capabilities(self, capabilities: Mapping[str, bool]) -> None:
+        """Turn migration capabilities on or off (``migrate-set-capabilities``).
+
+        Keys are QAPI ``MigrationCapability`` names (``events``, ``return-path``, …); both
+        sides of a migration must be given the same ones before it starts.
+        """
+        await self.client.execute(
+            "migrate-set-capabilities",
+            {
+                "capabilities": [
+                    {"capability": name, "state": state} for name, state in capabilities.items()
+                ]
+            },
+        )
+
+    async def migrate_capabilities(self) -> dict[str, bool]:
+        """The migration capabilities and whether each is on (``query-migrate-capabilities``)."""
+        reply = await self.client.execute("query-migrate-capabilities")
+        return {str(item["capability"]): bool(item["state"]) for item in reply}
+
+    async def migrate_set_parameters(
+        self, *, max_bandwidth: int | None = None, downtime_limit_ms: int | None = None
+    ) -> None:
+        """Set the outgoing migration's bandwidth cap (bytes/s) and the longest pause of the
+        guest allowed at switch-over (ms) (``migrate-set-parameters``); ``None`` leaves one as
+        it is."""
+        params: dict[str, object] = {}
+        if max_bandwidth is not None:
+            params["max-bandwidth"] = max_bandwidth
+        if downtime_limit_ms is not None:
+            params["downtime-limit"] = downtime_limit_ms
+        if params:
+            await self.client.execute("migrate-set-parameters", params)
+
+    async def migrate(self, uri: str) -> None:
+        """Start migrating the guest to ``uri`` (``migrate``); it goes on in the background."""
+        await self.client.execute("migrate", {"uri": uri})
+
+    async def migrate_incoming(self, uri: str) -> None:
+        """Start listening for an incoming migration on ``uri`` (``migrate-incoming``); QEMU
+        must have been started with ``-incoming defer``."""
+        await self.client.execute("migrate-incoming", {"uri": uri})
+
+    async def migrate_cancel(self) -> None:
+        """Cancel the outgoing migration (``migrate_cancel``); the source keeps running."""
+        await self.client.execute("migrate_cancel")
+
+    async def query_migrate(self) -> MigrationInfo:
+        """Where the migration stands (``query-migrate``)."""
+        return MigrationInfo.from_reply(await self.client.execute("query-migrate"))
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationInfo:
+    """``query-migrate``'s answer as values; QEMU leaves out what does not apply yet.
+
+    ``status`` is QAPI's ``MigrationStatus`` (``none``, ``setup``, ``wait-unplug``,
+    ``active``, ``device``, ``completed``, ``failed``, ``cancelling``, ``cancelled``, …).
+    RAM figures are bytes; ``dirty_pages_rate`` pages per second; times milliseconds.
+    ``blocked_reasons`` lists what keeps this domain from migrating at all (QEMU 6.0+).
+    """
+
+    status: str
+    transferred: int = 0
+    remaining: int = 0
+    total: int = 0
+    dirty_sync_count: int = 0
+    dirty_pages_rate: int = 0
+    mbps: float = 0.0
+    expected_downtime_ms: int | None = None
+    downtime_ms: int | None = None
+    total_time_ms: int | None = None
+    setup_time_ms: int | None = None
+    error: str | None = None
+    blocked_reasons: tuple[str, ...] = ()
+
+    @classmethod
+    def from_reply(cls, reply: Mapping[str, Any]) -> MigrationInfo:
+        """Build from the ``query-migrate`` reply."""
+        ram = reply.get("ram") or {}
+
+        def opt(key: str) -> int | None:
+            value = reply.get(key)
+            return int(value) if value is not None else None
+
+        return cls(
+            status=str(reply.get("status", "none")),
+            transferred=int(ram.get("transferred", 0)),
+            remaining=int(ram.get("remaining", 0)),
+            total=int(ram.get("total", 0)),
+            dirty_sync_count=int(ram.get("dirty-sync-count", 0)),
+            dirty_pages_rate=int(ram.get("dirty-pages-rate", 0)),
+            mbps=float(ram.get("mbps", 0.0)),
+            expected_downtime_ms=opt("expected-downtime"),
+            downtime_ms=opt("downtime"),
+            total_time_ms=opt("total-time"),
+            setup_time_ms=opt("setup-time"),
+            error=reply.get("error-desc"),
+            blocked_reasons=tuple(str(r) for r in reply.get("blocked-reasons", ())),
+        )

@@ -104,6 +104,8 @@ def interface_device_props(domain: DomainDef, iface: InterfaceDef, *, failover: 
 
     ``failover`` says this QEMU has virtio-net's failover property; the caller has already
     refused a teaming config without it. A hostdev interface becomes a ``vfio-pci`` device.
+    An emulated failover stand-in (``e1000e`` with transient teaming, a testing feature)
+    gets the VF's ``failover_pair_id`` and an empty ``romfile``.
     """
     assert iface.alias is not None
     if iface.type is InterfaceType.HOSTDEV:
@@ -129,11 +131,19 @@ def interface_device_props(domain: DomainDef, iface: InterfaceDef, *, failover: 
         props["mac"] = str(iface.mac)
     if iface.boot_order is not None:
         props["bootindex"] = iface.boot_order
+    standin = iface.is_failover_standin
+    if standin:
+        assert iface.teaming is not None and iface.teaming.persistent is not None
+        props["failover_pair_id"] = iface.teaming.persistent
     if iface.is_usb:
         props["bus"] = USB_BUS
         props["port"] = str(_usb_port(domain, iface))
     elif driver != "xen-net-device":
         _placement(domain, iface, props)
+    if standin:
+        # No option ROM: the destination of a migration has the device hidden until the
+        # guest negotiates failover, and would not know a ROM ramblock sent for it.
+        props["romfile"] = ""
     return props
 
 

@@ -213,14 +213,19 @@ def assign_macs(domain: DomainDef, new_mac: MACSource) -> DomainDef:
     )
 
 
-def plan(domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac) -> DomainDef:
+def plan(
+    domain: DomainDef, caps: QEMUCaps, *, new_mac: MACSource = random_mac, live: bool = False
+) -> DomainDef:
     """Validate ``domain`` against its own rules and ``caps``, and fill in what QEMU needs.
+
+    ``live`` accepts qctl's own aliases (``net0``), as a migration's destination must: the
+    definition that travels keeps every alias, which QEMU's device ids are.
 
     Errors name the file the domain was read from and the line; warnings (what libvirt
     accepts but qctl doubts) are logged. A device element qctl would keep but not create
     (``<video>``, …) is refused, so the live XML never shows what QEMU does not have.
     """
-    found = review_domain(domain)
+    found = review_domain(domain, live=live)
     if found.errors:
         raise found.errors[0]
     refused = not_created(domain, source=domain.source)

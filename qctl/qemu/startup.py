@@ -48,6 +48,7 @@ from qctl.qemu.confine import confinement_for, hand_vfio_group, open_files
 from qctl.qemu.hostdevpool import take_pool_devices
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
+from qctl.qemu.migratable import as_given, resolve_machine
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.nic import NICResources
@@ -238,9 +239,14 @@ async def launch(
     netlink: LinkControl | None,
     host_paths: HostPaths,
     launcher: Launcher,
+    *,
+    incoming: bool = False,
 ) -> Launched:
-    """Start ``defn`` (see the module for the steps); nothing is left behind on failure."""
-    planned = plan(defn, caps)
+    """Start ``defn`` (see the module for the steps); nothing is left behind on failure.
+
+    With ``incoming`` QEMU waits for a migration (``-incoming defer``) and stays paused.
+    """
+    planned = resolve_machine(plan(defn, caps, live=incoming), caps)
     features = features_from_caps(caps)
     dry_nics = {i.alias: NICResources(tap_fds=("0",)) for i in planned.interfaces if i.alias}
     build_command(planned, features, dry_nics, binary=binary, monitor="fd=0")
@@ -315,6 +321,7 @@ async def launch(
             pidfile=str(directory.pid_file),
             confinement=confinement,
             files=files,
+            incoming="defer" if incoming else None,
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]
@@ -339,13 +346,14 @@ async def launch(
         status = Status(
             identity=process.identity,
             binary=binary,
-            config=defn,
+            config=as_given(defn) if incoming else defn,
             live=live,
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
         await asyncio.to_thread(write_status, directory, status)
         clear_start(directory)
-        await monitor.resume()
+        if not incoming:
+            await monitor.resume()
         prepared.release_fds()
         stack.pop_all()
     except BaseException as exc:

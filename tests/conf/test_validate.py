@@ -402,8 +402,22 @@ CASES: list[tuple[str, str, str, str, int]] = [
             "  <teaming type='transient' persistent='ua-p'/>\n</interface>"
         ),
         "/domain/devices/interface[2]/teaming",
-        "teaming type 'transient' needs an interface of type hostdev or network, not bridge",
+        "teaming type 'transient' needs an interface of type hostdev or network, or an "
+        "emulated PCIe model (e1000e, igb) standing in for a VF in tests; not bridge with "
+        "model virtio",
         18,
+    ),
+    (
+        "teaming-standin-not-on-q35",
+        _domain(
+            VIRTIO_PERSISTENT
+            + "\n<interface type='bridge'>\n  <source bridge='br1'/>\n  <model type='e1000e'/>\n"
+            "  <teaming type='transient' persistent='ua-p'/>\n</interface>"
+        ),
+        "/domain/devices/interface[2]/model",
+        "the failover stand-in model 'e1000e' needs a q35 machine: QEMU unplugs it from a "
+        "pcie-root-port during migration",
+        17,
     ),
     (
         "teaming-persistent-names-nothing",
@@ -1411,3 +1425,13 @@ def test_disk_parts_not_applied_are_named() -> None:
         + ")",
         "disks.xml:36: /domain/devices/controller[2]: ports= is not applied by qctl; remove it",
     ]
+
+
+@pytest.mark.parametrize("model", ["e1000e", "igb"])
+def test_emulated_failover_standin_is_allowed_on_q35(model: str) -> None:
+    document = _domain(
+        VIRTIO_PERSISTENT
+        + f"\n<interface type='ethernet'>\n  <model type='{model}'/>\n"
+        "  <teaming type='transient' persistent='ua-p'/>\n</interface>"
+    ).replace("<type>hvm</type>", "<type machine='q35'>hvm</type>")
+    assert check(document, source="ok.xml") == []

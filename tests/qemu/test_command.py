@@ -144,6 +144,10 @@ CASES: dict[str, Case] = {
     "multiqueue": Case(vhost_net=True),
     "failover": Case(),
     "failover-unsupported": Case(edits=(without_failover,)),
+    # the failover test rig: an emulated e1000e standing in for the VF
+    "failover-standin": Case(),
+    "failover-standin-kv": Case(edits=(without_json,)),
+    "failover-standin-pc": Case(),
     "boot-mtu-queue-sizes": Case(),
     "link-down": Case(),
     "placement-q35": Case(),

@@ -1,0 +1,232 @@
+"""Benchmark of a failover live migration: ``scripts/bench migrate [--cycles N]``.
+
+The two-host rig of the tests (``tests/twohost.py``: two network namespaces joined by a
+veth pair, 192.0.2.1 and .2, a bridge ``br0`` on each) carries the bundled guest (TCG, q35)
+with a virtio standby and an e1000e standing in for the VF, both on ``br0``. Each cycle
+starts the guest on host A with qctl, waits for the failover trio, starts the destination
+on host B with qctl (``-incoming defer``, from the definition that travels), then times
+the migration done by one of:
+
+- qctl: :func:`qctl.qemu.migration.migrate_in` on B and
+  :func:`~qctl.qemu.migration.migrate_out` on A, whose ``release_source`` quits the
+  ``postmigrate`` source and releases its host side;
+- hand-written: a qemu.qmp client on each QEMU's spare monitor doing the same QMP steps:
+  ``migrate-set-capabilities`` (events) on both, ``migrate-incoming``, ``migrate``, wait for
+  MIGRATION ``completed`` on both sides, ``cont`` on B, ``quit`` A and wait for it to exit.
+
+The time runs from the first command on B to the source gone and B running. Also timed:
+from the same start to the guest reporting its primary again on B's serial console. The
+tools alternate (q h, h q, …). Prints the medians and the ratio qctl/hand-written; exits
+1 when it exceeds 1.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from qemu.qmp import EventListener, QMPClient  # noqa: E402
+from support import guest_domain_xml, in_private_netns, unique  # noqa: E402
+from twohost import TwoHosts  # noqa: E402
+
+import qctl  # noqa: E402
+from qctl.conf import DomainDef, SerialDef  # noqa: E402
+from qctl.qemu.migratable import migratable_definition  # noqa: E402
+from qctl.qemu.migration import MIGRATION_EVENTS, migrate_in, migrate_out  # noqa: E402
+from qctl.qemu.monitor import Monitor  # noqa: E402
+from qctl.qemu.startup import HostPaths, Launched, launch  # noqa: E402
+from qctl.qemu.state import StateRoot  # noqa: E402
+
+TARGET = 1.1
+MAC = "52:54:00:20:00:01"
+PORT = 49152
+DEVICES = f"""
+    <interface type='bridge'>
+      <mac address='{MAC}'/><source bridge='br0'/><model type='virtio'/>
+      <teaming type='persistent'/><alias name='ua-standby'/>
+    </interface>
+    <interface type='bridge'>
+      <mac address='{MAC}'/><source bridge='br0'/><model type='e1000e'/>
+      <teaming type='transient' persistent='ua-standby'/><alias name='ua-primary'/>
+    </interface>
+"""
+
+
+def say(text: str) -> None:
+    print(f"bench migrate: {text}", file=sys.stderr, flush=True)
+
+
+def trio(console: Path) -> bool:
+    """The guest's latest NIC report shows master, standby and primary of the pair."""
+    text = console.read_text(errors="replace") if console.exists() else ""
+    lines = [line for line in text[: text.rfind("\n") + 1].splitlines() if "QCTL-NICS:" in line]
+    if not lines:
+        return False
+    drivers = sorted(e.split(",")[1] for e in lines[-1].split()[1:] if e.endswith(MAC))
+    return drivers == ["e1000e", "virtio_net", "virtio_net"]
+
+
+async def wait_trio(console: Path, timeout: float = 90) -> None:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while not trio(console):  # noqa: ASYNC110 - the guest writes a file; nothing to await
+            await asyncio.sleep(0.02)
+
+
+def on_console(defn: DomainDef, console: Path) -> DomainDef:
+    items = tuple(
+        dataclasses.replace(i, source_path=str(console)) if isinstance(i, SerialDef) else i
+        for i in defn.devices.items
+    )
+    return dataclasses.replace(defn, devices=dataclasses.replace(defn.devices, items=items))
+
+
+async def with_qctl(rig: TwoHosts, source: qctl.Domain, target: Launched) -> None:
+    uri = f"tcp:{rig.b.address}:{PORT}"
+
+    async def release() -> None:
+        with rig.a.entered():
+            await source.stop(force=True)
+
+    with (
+        target.client.events(MIGRATION_EVENTS) as incoming_events,
+        source.monitor.client.events(MIGRATION_EVENTS) as outgoing_events,
+    ):
+        listening = asyncio.Event()
+        incoming = asyncio.create_task(
+            migrate_in(Monitor(target.client), incoming_events, uri, ready=listening.set)
+        )
+        await listening.wait()
+        await migrate_out(source.monitor, outgoing_events, uri, release_source=release)
+        await incoming
+
+
+async def completed(listener: EventListener) -> None:
+    async for event in listener:
+        if event["data"]["status"] in ("completed", "failed", "cancelled"):
+            assert event["data"]["status"] == "completed", event
+            return
+
+
+async def by_hand(rig: TwoHosts, source: qctl.Domain, target: Launched) -> None:
+    uri = f"tcp:{rig.b.address}:{PORT}"
+    src, dst = QMPClient("src"), QMPClient("dst")
+    await src.connect(str(source.directory.qmp_sockets[-1]))
+    await dst.connect(str(target.directory.qmp_sockets[-1]))
+    caps = {"capabilities": [{"capability": "events", "state": True}]}
+    try:
+        with src.listener("MIGRATION") as src_events, dst.listener("MIGRATION") as dst_events:
+            await dst.execute("migrate-set-capabilities", caps)
+            await dst.execute("migrate-incoming", {"uri": uri})
+            await src.execute("migrate-set-capabilities", caps)
+            await src.execute("migrate", {"uri": uri})
+            await completed(src_events)
+            await completed(dst_events)
+        await dst.execute("cont")
+        with contextlib.suppress(Exception):  # the EOF of a QEMU that quits
+            await src.execute("quit")
+        await source.process.wait()
+    finally:
+        for client in (src, dst):
+            with contextlib.suppress(Exception):  # qemu.qmp re-raises the EOF after quit
+                await client.disconnect()
+
+
+async def cycle(rig: TwoHosts, tool: str, base: Path) -> tuple[float, float]:
+    console_a, console_b = base / f"{tool}-a.log", base / f"{tool}-b.log"
+    for console in (console_a, console_b):
+        console.unlink(missing_ok=True)
+    defn = qctl.parse_domain(guest_domain_xml(unique("bm"), DEVICES, console=console_a))
+    with rig.a.entered():
+        source = await qctl.Domain.start(defn, state_root=rig.a.state_root)
+    destination: qctl.Domain | None = None
+    try:
+        await wait_trio(console_a)
+        travelling = migratable_definition(source.live, source.config, source.ledger)
+        with rig.b.entered():
+            target = await launch(
+                on_console(travelling, console_b),
+                await source.capabilities(),
+                source.binary,
+                StateRoot(rig.b.state_root),
+                None,
+                HostPaths(),
+                incoming=True,
+            )
+        started = time.monotonic()
+        await (with_qctl if tool == "qctl" else by_hand)(rig, source, target)
+        migrated = time.monotonic() - started
+        await wait_trio(console_b)
+        primary = time.monotonic() - started
+        await target.client.aclose()
+        with rig.b.entered():
+            destination = await qctl.Domain.connect(source.name, state_root=rig.b.state_root)
+        return migrated, primary
+    finally:
+        with rig.a.entered():
+            await source.stop(force=True)
+        if destination is not None:
+            with rig.b.entered():
+                await destination.stop(force=True)
+
+
+async def bench(cycles: int) -> bool:
+    with tempfile.TemporaryDirectory(prefix="qctl-bench-migrate-") as tmp:
+        base = Path(tmp)
+        rig = TwoHosts(base)
+        try:
+            times: dict[str, list[tuple[float, float]]] = {"qctl": [], "hand": []}
+            for index in range(cycles):
+                order = ("qctl", "hand") if index % 2 == 0 else ("hand", "qctl")
+                for tool in order:
+                    result = await cycle(rig, tool, base)
+                    times[tool].append(result)
+                    say(f"cycle {index + 1} {tool}: migrate {result[0]:.3f}s, "
+                        f"primary on B {result[1]:.3f}s")  # fmt: skip
+        finally:
+            rig.close()
+    medians = {
+        tool: (statistics.median(m for m, _ in got), statistics.median(p for _, p in got))
+        for tool, got in times.items()
+    }
+    print(f"{'tool':<14}{'migrate (median)':>18}{'primary on B (median)':>24}")
+    for tool, label in (("qctl", "qctl"), ("hand", "hand-written")):
+        print(f"{label:<14}{medians[tool][0]:>17.3f}s{medians[tool][1]:>23.3f}s")
+    ratio = medians["qctl"][0] / medians["hand"][0]
+    print(f"ratio qctl/hand-written (migrate): {ratio:.2f} (target <= {TARGET})")
+    return ratio <= TARGET
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=3, help="timed cycles per tool")
+    args = parser.parse_args()
+    if args.cycles < 1:
+        parser.error("--cycles must be at least 1")
+    if not (REPO / ".cache" / "guest" / "initrd.img").is_file():
+        sys.exit("bench migrate: no test guest in .cache/guest; run ./scripts/bootstrap")
+    if not in_private_netns():
+        os.execvp(
+            "unshare",
+            ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+             sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+        )  # fmt: skip
+    try:
+        return 0 if asyncio.run(bench(args.cycles)) else 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

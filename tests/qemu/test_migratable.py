@@ -1,0 +1,104 @@
+"""The definition that travels: machine type resolved, host-bound details mapped back.
+
+``data/migratable/live.xml`` is a running domain's live XML (taps qctl named, the vhost
+choice, a VF from the ``vfs`` pool, a NIC hot-plugged later) and ``config.xml`` the
+definition it was started from; ``travel.out.xml`` is what the destination gets.
+Regenerate with ``QCTL_REGEN_GOLDEN=1`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from qctl import format_xml, parse_domain
+from qctl.caps import QEMUCaps
+from qctl.conf import DomainDef, InterfaceType, RawXML
+from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
+from qctl.qemu.migratable import as_given, migratable_definition, migratable_xml, resolve_machine
+
+DATA = Path(__file__).parent / "data" / "migratable"
+CAPS = Path(__file__).parent / "data" / "argv" / "qemu-7.2.caps.json"
+
+LEDGER = [
+    LedgerEntry(
+        alias="ua-standby", kind=DeviceKind.INTERFACE, state=EntryState.ATTACHED, tap="vnet0"
+    ),
+    LedgerEntry(
+        alias="ua-vf",
+        kind=DeviceKind.HOSTDEV_INTERFACE,
+        state=EntryState.ATTACHED,
+        pool=("vfs", "0000:03:02.1"),
+        host_device="0000:03:02.1",
+    ),
+]
+
+
+def _live() -> DomainDef:
+    return parse_domain((DATA / "live.xml").read_text(), source="live.xml", live=True)
+
+
+def _config() -> DomainDef:
+    return parse_domain((DATA / "config.xml").read_text(), source="config.xml")
+
+
+def test_golden() -> None:
+    text = migratable_xml(_live(), _config(), LEDGER)
+    path = DATA / "travel.out.xml"
+    if os.environ.get("QCTL_REGEN_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_host_bound_details_mapped_back() -> None:
+    standby, vf, named, hotplugged = migratable_definition(_live(), _config(), LEDGER).interfaces
+    assert standby.target_dev is None and standby.driver is None  # qctl's tap, its choice
+    assert (vf.type, vf.source and vf.source.network, vf.managed) == (
+        InterfaceType.NETWORK,
+        "vfs",
+        None,
+    )
+    assert vf.teaming is not None and vf.teaming.persistent == "ua-standby"
+    assert str(named.target_dev) == "mytap"  # the user named it
+    assert named.driver is not None and named.driver.queues == 2
+    assert hotplugged.target_dev is None and hotplugged.alias == "net3"
+    assert [str(i.address) for i in (standby, vf, named, hotplugged)] == [
+        str(i.address) for i in _live().interfaces
+    ]
+
+
+def test_without_a_ledger_a_vf_stays_what_it_is() -> None:
+    vf = migratable_definition(_live(), _config()).interfaces[1]
+    assert vf.type is InterfaceType.HOSTDEV
+
+
+def test_as_given_drops_only_qctl_aliases() -> None:
+    given = as_given(migratable_definition(_live(), _config(), LEDGER))
+    aliases = [d.alias for d in given.devices.items if not isinstance(d, RawXML)]
+    assert [a for a in aliases if a] == ["ua-standby", "ua-vf"]
+    # what the destination records parses back as a definition as given
+    parse_domain(format_xml(given), source="given.xml")
+
+
+@pytest.fixture(scope="module")
+def caps() -> QEMUCaps:
+    return QEMUCaps.from_json(CAPS.read_text())
+
+
+@pytest.mark.parametrize(
+    ("asked", "resolved"),
+    [
+        ("q35", "pc-q35-7.2"),
+        ("pc", "pc-i440fx-7.2"),
+        (None, "pc-i440fx-7.2"),
+        ("pc-q35-6.2", "pc-q35-6.2"),
+        ("no-such-machine", "no-such-machine"),
+    ],
+)
+def test_machine_resolved(caps: QEMUCaps, asked: str | None, resolved: str) -> None:
+    domain = _config()
+    domain = dataclasses.replace(domain, os=dataclasses.replace(domain.os, machine=asked))
+    assert resolve_machine(domain, caps).os.machine == resolved
