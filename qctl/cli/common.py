@@ -9,12 +9,9 @@ are JSON Lines, one compact object per line.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 import qctl
 
@@ -31,9 +28,7 @@ def existing_state_root(args: argparse.Namespace) -> qctl.StateRoot:
     root = state_root(args)
     if args.state_dir is not None and not root.path.exists():
         raise qctl.StateError(f"no state directory {root.path}")
-    if root.path.exists() and not root.path.is_dir():
-        raise qctl.StateError(f"state directory {root.path} is not a directory")
-    return root
+    return root  # one that is not a directory, or not ours, is refused when it is opened
 
 
 def print_json(data: Any) -> None:
@@ -51,47 +46,6 @@ def print_json_line(data: Any) -> None:
 def device_json(device: qctl.InterfaceDef | qctl.HostdevDef) -> Any:
     """A device as JSON: the model's own form, the same in every verb."""
     return qctl.def_to_dict(device)
-
-
-T = TypeVar("T")
-
-
-def run(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` as the command's main task, with Ctrl-C handled as qctl promises.
-
-    The first Ctrl-C cancels the task, so whatever it had started is rolled back; further
-    ones while the rollback runs are refused with a note instead of killing the process
-    half-way (which would leave the books for the next command to reconcile).
-    """
-
-    async def main() -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        interrupts = 0
-
-        def interrupted() -> None:
-            nonlocal interrupts
-            interrupts += 1
-            if interrupts == 1:
-                task.cancel()
-            else:
-                print(
-                    "qctl: still undoing what was started; please wait",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        loop.add_signal_handler(signal.SIGINT, interrupted)
-        try:
-            return await work
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
-
-    try:
-        return asyncio.run(main())
-    except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
 
 
 def warning_line(warning: qctl.ValidationError) -> str:

@@ -9,7 +9,8 @@ import dataclasses
 import sys
 
 import qctl
-from qctl.cli.common import device_json, print_json, print_json_line, run, warning_line
+from qctl.cli.common import device_json, print_json, print_json_line, warning_line
+from qctl.cli.running import run
 
 Device = qctl.InterfaceDef | qctl.HostdevDef
 

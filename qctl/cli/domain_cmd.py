@@ -8,7 +8,8 @@ import sys
 from typing import Any
 
 import qctl
-from qctl.cli.common import existing_state_root, print_json, run, state_root
+from qctl.cli.common import existing_state_root, print_json, state_root
+from qctl.cli.running import run
 
 
 def _load_domain(path: str, *, to_start: bool = False) -> qctl.DomainDef:
@@ -44,8 +45,8 @@ def start(args: argparse.Namespace) -> int:
     async def work() -> dict[str, Any]:
         paths = qctl.HostPaths(confine=False) if args.no_confine else qctl.HostPaths()
         dom = await qctl.Domain.start(defn, state_root=args.state_dir, host_paths=paths)
-        try:  # QEMU outlives qctl
-            return {"name": dom.name, "pid": dom.process.pid, "state": dom.state.value}
+        try:  # QEMU outlives qctl; the row is a line of `list`, the same JSON
+            return info_json(qctl.DomainInfo(dom.name, dom.process.pid, True, dom.state))
         finally:
             await dom.aclose()
 
@@ -98,15 +99,15 @@ def stop(args: argparse.Namespace) -> int:
     damaged = [i for i in qctl.Domain.list(args.state_dir) if i.name == args.name and i.error]
     if damaged and args.force and "cut short" not in (damaged[0].error or ""):
         qctl.discard_damaged(args.name, args.state_dir)
+        line = f"discarded the damaged state of {args.name} ({damaged[0].error})"
         result = "discarded"
-        print(f"discarded the damaged state of {args.name} ({damaged[0].error})", file=sys.stderr)
     else:
         run(work())
-        result = "stopped"
+        result, line = "stopped", f"stopped {args.name}"
     if args.json:
         print_json({"domain": args.name, "result": result})
-    elif result == "stopped":
-        print(f"stopped {args.name}")
+    else:
+        print(line)
     return 0
 
 

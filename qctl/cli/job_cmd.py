@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 import qctl
-from qctl.cli.common import existing_state_root, print_json, run
+from qctl.cli.common import existing_state_root, print_json
 from qctl.cli.domain_cmd import info_json
+from qctl.cli.running import run
 
 
 def _job_json(job: qctl.JobRecord | None) -> dict[str, Any] | None:

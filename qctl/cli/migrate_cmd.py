@@ -12,7 +12,8 @@ import sys
 from typing import Any
 
 import qctl
-from qctl.cli.common import print_json, print_json_line, run, state_root
+from qctl.cli.common import print_json, print_json_line, state_root
+from qctl.cli.running import run
 
 _MIB = 1024 * 1024
 

@@ -124,7 +124,7 @@ def test_a_state_dir_that_is_a_file_is_an_error(tmp_path: Path, verb: str) -> No
     afile.write_text("")
     result = run_qctl(verb, state=afile, check=False)
     assert result.returncode == 8
-    assert result.stderr == f"qctl: state directory {afile} is not a directory\n"
+    assert result.stderr == f"qctl: refusing state directory {afile}: it is not a directory\n"
     assert result.stdout == ""
 
 
@@ -149,7 +149,7 @@ def test_an_unreadable_state_dir_is_an_error() -> None:
         state.chmod(0o700)
         state.rmdir()
     assert result.returncode == 8
-    assert result.stderr == f"qctl: cannot read state directory {state}: Permission denied\n"
+    assert result.stderr == f"qctl: cannot open state directory {state}: Permission denied\n"
 
 
 # -- help ------------------------------------------------------------------------------------
@@ -173,7 +173,9 @@ def test_dumpxml_help_says_live_by_default() -> None:
 
 # -- --json on every verb that prints data ------------------------------------------------------
 #: verbs whose output is not data: the shell code of ``completion``
-NOT_DATA = {"completion"}
+# completion prints shell code; the migration verbs print JSON Lines progress and their
+# outcome, checked by the migration guest tests (they need two hosts and a guest)
+NOT_DATA = {"completion", "migrate", "migrate-incoming"}
 
 SPARE_PORTS = "\n".join(
     f"    <controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 4)
@@ -220,7 +222,7 @@ def test_every_verb_that_prints_data_prints_json(tun: None, tmp_path: Path) -> N
     )
 
     assert data("validate", str(domain_file)) == [
-        {"file": str(domain_file), "valid": True, "problems": []}
+        {"file": str(domain_file), "valid": True, "problems": [], "warnings": []}
     ]
     device = data("format", str(nic))
     assert isinstance(device, dict) and device["kind"] == "interface"
@@ -236,7 +238,14 @@ def test_every_verb_that_prints_data_prints_json(tun: None, tmp_path: Path) -> N
 
     started = data("start", str(domain_file))
     try:
-        assert started == {"name": name, "pid": started["pid"], "state": "running"}  # type: ignore[index]
+        assert started == {  # a line of `list`, the same JSON
+            "name": name,
+            "pid": started["pid"],  # type: ignore[index]
+            "state": "running",
+            "job": None,
+            "detach_pending": [],
+            "error": None,
+        }
         assert data("list") == [started]
         events = ["events", name, "--json", "--count", "2", "--timeout", "60"]
         listener = subprocess.Popen(
@@ -272,6 +281,19 @@ def test_every_verb_that_prints_data_prints_json(tun: None, tmp_path: Path) -> N
             "result": "pending",
         }
         assert data("detach-interface", name, "ethernet", "--wait", "0.2")["result"] == "pending"  # type: ignore[index]
+        # The job and run-state verbs.
+        assert data("job", name) == {"domain": name, "job": None}
+        info = data("dominfo", name)
+        assert info["detach_pending"] == ["ua-j1", tap["alias"]]  # type: ignore[index]
+        assert data("suspend", name) == {"domain": name, "result": "suspended"}
+        assert data("domstate", name) == {"domain": name, "state": "paused"}
+        assert data("resume", name) == {"domain": name, "result": "resumed"}
+        # No job runs to abort or migration to cancel: an error, one line, no data.
+        for verb in ("job-abort", "migrate-cancel"):
+            refused = run_qctl(verb, name, "--json", state=state, check=False)
+            ran.add(verb)
+            assert refused.returncode == 8 and refused.stdout == ""
+            assert "has no job running" in refused.stderr
     finally:
         assert data("stop", name, "--force") == {"domain": name, "result": "stopped"}
 

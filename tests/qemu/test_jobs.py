@@ -107,7 +107,7 @@ async def test_a_long_job_blocks_no_query_and_is_aborted_from_another_process(
     assert row["state"] == "running"
     code, out, _, _ = await qctl("job", name, "--json", state=rig.state)
     assert code == 0 and json.loads(out)["job"]["kind"] == "attach"
-    code, out, _, _ = await qctl("dumpxml", name, "--live", state=rig.state)
+    code, out, _, _ = await qctl("dumpxml", name, state=rig.state)
     assert code == 0 and f"<name>{name}</name>" in out
     code, out, err, _ = await qctl("events", name, "--timeout", "0.3", state=rig.state)
     assert code == 0 and "listening" in err
