@@ -7,38 +7,35 @@ over TCP between 192.0.2.1 and 192.0.2.2. QEMU unplugs the primary on A (UNPLUG_
 ``wait-unplug``), the source is quit and released at once, and on B the guest keeps
 running and reports its primary again. The times are printed (``pytest -s``).
 
-Until the driver has ``Domain.migrate``/``Domain.incoming``, the test wires
-:mod:`qctl.qemu.migration` itself: ``Domain.start`` on A, ``startup.launch(incoming=True)``
-on B.
+``Domain.migrate`` drives the source, ``Domain.incoming`` the destination; one test does the
+same through the ``qctl`` command, a process in each host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import guest_domain_xml, unique, wait_until
-from twohost import TwoHosts
+from twohost import Host, TwoHosts
 
-from qctl import Domain, MigrationError, StateError, parse_domain
-from qctl.conf import DomainDef, SerialDef
-from qctl.qemu.migratable import migratable_definition
-from qctl.qemu.migration import (
-    MIGRATION_EVENTS,
+from qctl import (
+    Domain,
+    JobAbortedError,
+    MigrationError,
     MigrationProgress,
-    check_outgoing,
-    migrate_in,
-    migrate_out,
+    format_xml,
+    parse_domain,
 )
-from qctl.qemu.monitor import Monitor
-from qctl.qemu.startup import HostPaths, Launched, launch
-from qctl.qemu.state import StateRoot
+from qctl.conf import DomainDef, SerialDef
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
@@ -110,28 +107,34 @@ async def _start_source(rig: TwoHosts, console: Path) -> Domain:
     return source
 
 
-async def _launch_destination(rig: TwoHosts, source: Domain, console: Path) -> Launched:
-    """QEMU on host B from the source's travelling definition, waiting for the migration."""
-    travelling = migratable_definition(source.live, source.config, source.ledger)
+def _travelling(source: Domain, console: Path) -> DomainDef:
+    """The source's migratable definition, its serial port on ``console`` (each host has
+    its own file)."""
+    return _on_console(parse_domain(source.migratable_xml(), live=True), console)
+
+
+async def _listen(rig: TwoHosts, defn: DomainDef, uri: str) -> asyncio.Future[Domain]:
+    """``Domain.incoming`` on host B, once QEMU listens there (its taps made in B)."""
+    listening = asyncio.Event()
     with rig.b.entered():
-        return await launch(
-            _on_console(travelling, console),
-            await source.capabilities(),
-            source.binary,
-            StateRoot(rig.b.state_root),
-            None,
-            HostPaths(),
-            incoming=True,
+        arriving = asyncio.ensure_future(
+            Domain.incoming(
+                defn,
+                uri,
+                state_root=rig.b.state_root,
+                timeout=MIGRATION_TIMEOUT,
+                ready=listening.set,
+            )
         )
-
-
-async def _destination_cleaned(rig: TwoHosts, name: str) -> None:
-    """Host B after a failed incoming migration: its QEMU exited; the next look releases
-    what its books held, and nothing is left."""
-    with rig.b.entered(), pytest.raises(StateError, match="not running"):
-        await Domain.connect(name, state_root=rig.b.state_root)
-    assert Domain.list(rig.b.state_root) == []
-    assert rig.b.links() == {"lo", rig.b.veth, rig.b.bridge}
+        waiter = asyncio.ensure_future(listening.wait())
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+    if arriving.done():
+        arriving.result()  # it failed before listening: say why
+    return arriving
 
 
 def _on_console(defn: DomainDef, console: Path) -> DomainDef:
@@ -158,44 +161,19 @@ async def test_failover_pair_migrates_to_the_other_host(
     name = source.name
     destination: Domain | None = None
     try:
-        travelling = migratable_definition(source.live, source.config, source.ledger)
-        assert travelling.os.machine == "pc-q35-7.2"
+        travelling = _travelling(source, console_b)
+        assert travelling.os.machine is not None and travelling.os.machine.startswith("pc-q35-")
         assert [i.target_dev for i in travelling.interfaces] == [None, None]
         assert [i.address for i in travelling.interfaces] == [
             i.address for i in source.live.interfaces
         ]
-        launched = await _launch_destination(rig, source, console_b)
-        target = Monitor(launched.client)
-        assert await target.status() == "inmigrate"
         uri = f"tcp:{rig.b.address}:{PORT}"
-
-        async def release_source() -> None:
-            with rig.a.entered():
-                await source.stop(force=True)
-
+        arriving = await _listen(rig, travelling, uri)
         progress: list[MigrationProgress] = []
-        with (
-            launched.client.events(MIGRATION_EVENTS) as incoming_events,
-            source.monitor.client.events(MIGRATION_EVENTS) as outgoing_events,
-        ):
-            assert await check_outgoing(source.monitor, source.live, source.ledger) == []
-            listening = asyncio.Event()
-            incoming = asyncio.create_task(
-                migrate_in(
-                    target, incoming_events, uri, timeout=MIGRATION_TIMEOUT, ready=listening.set
-                )
-            )
-            await listening.wait()
-            started = time.monotonic()
-            outcome = await migrate_out(
-                source.monitor,
-                outgoing_events,
-                uri,
-                timeout=MIGRATION_TIMEOUT,
-                progress=progress.append,
-                release_source=release_source,
-            )
-            await incoming
+        started = time.monotonic()
+        with rig.a.entered():
+            outcome = await source.migrate(uri, timeout=MIGRATION_TIMEOUT, progress=progress.append)
+        destination = await arriving
         migrated = time.monotonic()
         async with asyncio.timeout(60):
             await _wait_trio(console_b)
@@ -211,18 +189,18 @@ async def test_failover_pair_migrates_to_the_other_host(
         assert outcome.unplugged == ("ua-primary",)
         assert outcome.total_time_ms and outcome.transferred > 0
         assert progress[-1].status == "completed" and progress[-1].total > 0
-        assert await target.status() == "running"
+        assert destination.state.value == "running"
         # host A: no QEMU, tap or state left
         assert not source.running
         assert Domain.list(rig.a.state_root) == []
         assert rig.a.links() == {"lo", rig.a.veth, rig.a.bridge}
-        # host B: its books hold both halves, its two taps are on its bridge
-        await launched.client.aclose()
-        with rig.b.entered():
-            destination = await Domain.connect(name, state_root=rig.b.state_root)
+        # host B: its books hold both halves, its two taps are on its bridge, and another
+        # process there sees the domain running
         assert {entry.alias for entry in destination.ledger} == {"ua-standby", "ua-primary"}
         assert 'persistent="ua-standby"' in destination.xml()
         assert len(rig.b.links() - {"lo", rig.b.veth, rig.b.bridge}) == 2
+        [info] = Domain.list(rig.b.state_root)
+        assert info.name == name and info.running and info.job is None
     finally:
         with rig.a.entered():
             await source.stop(force=True)
@@ -231,91 +209,138 @@ async def test_failover_pair_migrates_to_the_other_host(
                 await destination.stop(force=True)
 
 
+async def test_the_command_line_migrates_and_reports_json(
+    rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
+) -> None:
+    console_a, console_b = tmp_path / "serial-a.log", tmp_path / "serial-b.log"
+    source = await _start_source(rig, console_a)
+    name = source.name
+    await source.aclose()  # the command line takes over, a process in each host
+    xml = tmp_path / "travelling.xml"
+    try:
+        dump = await _qctl(rig.a, "dumpxml", name, "--migratable", state=rig.a.state_root)
+        xml.write_text(format_xml(_on_console(parse_domain(dump.stdout, live=True), console_b)))
+        uri = f"tcp:{rig.b.address}:{PORT}"
+        incoming = await asyncio.create_subprocess_exec(
+            *rig.b.command(*QCTL, "migrate-incoming", str(xml), "--listen", uri, "--json",
+                           "--state-dir", str(rig.b.state_root)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert incoming.stderr is not None
+        async with asyncio.timeout(60):
+            assert b"listening on" in await incoming.stderr.readline()
+        out = await _qctl(rig.a, "migrate", name, "--uri", uri, "--json", state=rig.a.state_root)
+        lines = [json.loads(line) for line in out.stdout.splitlines()]  # JSON Lines
+        assert all("progress" in line for line in lines[:-1])
+        assert lines[-1]["result"] == "migrated" and lines[-1]["unplugged"] == ["ua-primary"]
+        received, _ = await incoming.communicate()
+        assert json.loads(received) == {
+            "domain": name,
+            "pid": json.loads(received)["pid"],
+            "result": "received",
+        }
+        gone = await _qctl(rig.a, "list", "--json", state=rig.a.state_root)
+        assert json.loads(gone.stdout) == []  # host A: the source is gone
+        async with asyncio.timeout(60):
+            await _wait_trio(console_b)
+    finally:
+        for host in (rig.a, rig.b):
+            await _qctl(host, "stop", name, "--force", state=host.state_root, ok=False)
+
+
+QCTL = [sys.executable, "-m", "qctl.cli.main"]
+
+
+async def _qctl(host: Host, *args: str, state: Path, ok: bool = True) -> Completed:
+    """``qctl ARGS`` in ``host`` (a process there), without blocking the event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        *host.command(*QCTL, *args, "--state-dir", str(state)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    result = Completed(proc.returncode or 0, out.decode(), err.decode())
+    assert "Traceback" not in result.stderr, result.stderr
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@dataclasses.dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 async def test_destination_not_listening_leaves_the_source_running(
     rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
 ) -> None:
     console = tmp_path / "serial-a.log"
     source = await _start_source(rig, console)
+    ledger_before = [entry.to_json() for entry in source.ledger]
     try:
-        with (
-            source.monitor.client.events(MIGRATION_EVENTS) as events,
-            pytest.raises(MigrationError) as caught,
-        ):
-            await migrate_out(source.monitor, events, f"tcp:{rig.b.address}:{PORT}", timeout=60)
+        with rig.a.entered(), pytest.raises(MigrationError) as caught:
+            await source.migrate(f"tcp:{rig.b.address}:{PORT}", timeout=60)
         assert caught.value.stage == "transfer"
         assert str(caught.value).startswith("migration failed on the transfer side: ")
         assert await source.monitor.status() == "running"
         assert _trio(console)
-        assert {entry.alias for entry in source.ledger} == {"ua-standby", "ua-primary"}
+        assert [entry.to_json() for entry in source.ledger] == ledger_before
+        assert source.job is None
     finally:
         with rig.a.entered():
             await source.stop(force=True)
 
 
-@pytest.mark.parametrize("how", ["destination-killed", "aborted"])
+@pytest.mark.parametrize("how", ["destination-killed", "aborted-from-another-process"])
 async def test_failed_migration_replugs_the_primary_on_the_source(
     how: str, rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
 ) -> None:
     """Mid-transfer (bandwidth capped so there is time), the destination QEMU is killed or
-    the job is cancelled: the source keeps running, QEMU re-plugs the primary and the guest
-    reports it again, the books are unchanged; the destination leaves nothing behind."""
+    `qctl job-abort` is run from another process: the source keeps running, QEMU re-plugs
+    the primary and the guest reports it again, the books are unchanged; the destination
+    leaves nothing behind."""
     console_a, console_b = tmp_path / "serial-a.log", tmp_path / "serial-b.log"
     source = await _start_source(rig, console_a)
     ledger_before = [entry.to_json() for entry in source.ledger]
     try:
-        launched = await _launch_destination(rig, source, console_b)
         uri = f"tcp:{rig.b.address}:{PORT}"
+        arriving = await _listen(rig, _travelling(source, console_b), uri)
         moving = asyncio.Event()
 
         def watch(progress: MigrationProgress) -> None:
             if progress.status == "active" and progress.transferred > 4 << 20:
                 moving.set()
 
-        with (
-            launched.client.events(MIGRATION_EVENTS) as incoming_events,
-            source.monitor.client.events(MIGRATION_EVENTS) as outgoing_events,
-        ):
-            listening = asyncio.Event()
-            incoming = asyncio.create_task(
-                migrate_in(
-                    Monitor(launched.client),
-                    incoming_events,
-                    uri,
-                    timeout=MIGRATION_TIMEOUT,
-                    ready=listening.set,
-                )
-            )
-            await listening.wait()
+        with rig.a.entered():
             outgoing = asyncio.create_task(
-                migrate_out(
-                    source.monitor,
-                    outgoing_events,
-                    uri,
-                    timeout=MIGRATION_TIMEOUT,
-                    bandwidth=8 << 20,
-                    progress=watch,
-                    poll_interval=0.1,
-                )
+                source.migrate(uri, timeout=MIGRATION_TIMEOUT, bandwidth=8 << 20, progress=watch)
             )
             async with asyncio.timeout(60):
                 await moving.wait()
-            if how == "aborted":
-                outgoing.cancel()
-                with pytest.raises(asyncio.CancelledError):
+            assert source.job is not None and source.job.kind == "migrate"
+            if how == "aborted-from-another-process":
+                aborted = await _qctl(rig.a, "job-abort", source.name, state=rig.a.state_root)
+                assert "aborted migrate" in aborted.stdout
+                with pytest.raises(JobAbortedError):
                     await outgoing
             else:
-                os.kill(launched.process.pid, signal.SIGKILL)
+                pid = int((rig.b.state_root / "domains" / source.name / "qemu.pid").read_text())
+                os.kill(pid, signal.SIGKILL)
                 with pytest.raises(MigrationError, match="migration failed on the transfer side"):
                     await outgoing
-            with pytest.raises(MigrationError) as caught:
-                await incoming
-            assert caught.value.stage == "incoming"
-        await launched.client.aclose()
+        with pytest.raises(MigrationError) as caught:
+            await arriving
+        assert caught.value.stage == "incoming"
         assert await source.monitor.status() == "running"
         async with asyncio.timeout(60):
             await _wait_replugged(console_a)
         assert [entry.to_json() for entry in source.ledger] == ledger_before
-        await _destination_cleaned(rig, source.name)
+        assert source.job is None
+        assert Domain.list(rig.b.state_root) == []
+        assert rig.b.links() == {"lo", rig.b.veth, rig.b.bridge}
     finally:
         with rig.a.entered():
             await source.stop(force=True)
