@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType, SerialType
+from qctl.qemu.console import console_chardev
 from qctl.qemu.nic import NICResources, Props, hostdev_props, interface_device_props, netdev_props
 from qctl.qemu.placement import root_port_props
 
@@ -79,14 +80,17 @@ def _chardev_path(path: str) -> str:
     return path.replace(",", ",,")
 
 
-def _serial_args(domain: DomainDef, features: Features) -> list[str]:
+def _serial_args(domain: DomainDef, features: Features, console_dir: str | None) -> list[str]:
     args: list[str] = []
+    console = next((s for s in domain.serials if s.type is SerialType.PTY), None)
     for index, serial in enumerate(domain.serials):
         assert serial.alias is not None
         chardev = f"char{serial.alias}"
         if serial.type is SerialType.FILE:
             assert serial.source_path is not None
             args += ["-chardev", f"file,id={chardev},path={_chardev_path(serial.source_path)}"]
+        elif serial is console and console_dir is not None:
+            args += console_chardev(chardev, console_dir)
         else:
             args += ["-chardev", f"pty,id={chardev}"]
         props: Props = {
@@ -154,6 +158,7 @@ def build_command(
     binary: str,
     monitor: str,
     extra_monitors: Sequence[str] = (),
+    console_dir: str | None = None,
 ) -> list[str]:
     """The argv that starts ``domain``.
 
@@ -161,6 +166,8 @@ def build_command(
     backend, ``fd=N`` for a listening socket qctl made (or ``path=…``), and
     ``extra_monitors`` more of them: QEMU serves one client per monitor, so several let
     several qctl processes (an event listener and a command) talk to it at once.
+    ``console_dir``, the domain's state directory, makes the first ``<serial type='pty'>``
+    the console qctl owns (see :mod:`qctl.qemu.console`).
     """
     accel = "kvm" if domain.type is DomainType.KVM else "tcg"
     argv = [
@@ -183,7 +190,7 @@ def build_command(
     argv += [
         *_boot_args(domain),
         *_controller_args(domain, features),
-        *_serial_args(domain, features),
+        *_serial_args(domain, features, console_dir),
         *_nic_args(domain, features, nics),
         *_hostdev_args(domain, features),
         "-msg",

@@ -320,6 +320,7 @@ async def launch(
             binary=binary,
             monitor=monitors[0],
             extra_monitors=monitors[1:],
+            console_dir=str(directory.path),
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]

@@ -8,6 +8,8 @@ Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl``
         qmp.sock, qmp-N.sock   0600, QEMU's monitors (one client each)
         status.json            live XML + ledger, written atomically
         qemu.log               QEMU's stderr
+        console.sock           the serial console's socket (QEMU listens; input)
+        console.log            everything the guest wrote on its serial console
         lock                   flock()ed by the process working on the domain
 
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the
@@ -120,6 +122,16 @@ class DomainDir:
         """QEMU's stderr."""
         return self.path / "qemu.log"
 
+    @property
+    def console_socket(self) -> Path:
+        """The serial console's UNIX socket (QEMU listens, one client at a time)."""
+        return self.path / "console.sock"
+
+    @property
+    def console_log(self) -> Path:
+        """Everything the guest wrote on its serial console (QEMU's chardev log)."""
+        return self.path / "console.log"
+
     def create(self) -> None:
         """Create the directory (0700); refuse when a status file shows it is in use."""
         if self.status_file.exists():
@@ -144,7 +156,8 @@ class DomainDir:
 
     def remove(self) -> None:
         """Delete the directory and everything in it (idempotent)."""
-        for child in (self.status_file, *self.qmp_sockets, self.log_file, self.path / "lock"):
+        files = (self.status_file, *self.qmp_sockets, self.log_file, self.path / "lock")
+        for child in (*files, self.console_socket, self.console_log):
             with contextlib.suppress(FileNotFoundError):
                 child.unlink()
         for leftover in self.path.glob(".*"):

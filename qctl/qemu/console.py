@@ -1,0 +1,383 @@
+"""The guest's serial console: every byte it wrote, any number of readers, and input.
+
+QEMU's chardev for the console is a UNIX server socket in the domain's state directory
+(``console.sock``) with a log file beside it (``console.log``, QEMU's chardev ``logfile=``).
+QEMU writes the log whether or not a client is connected, so the log holds the whole output
+since QEMU started, in order.
+
+Reading follows the log, woken by inotify (no polling, no sleeps): a reader starts at the
+first byte the guest wrote (or at the end, when asked), never misses nor repeats a byte, and
+any number of readers, in this process or others, follow it independently. The socket is
+used only to send input: QEMU serves one client on it, so it is opened on the first
+:meth:`Console.send`, and what QEMU echoes on it is drained and dropped (the log has it).
+Following the socket for output instead would need the exact log offset at which QEMU
+accepted the connection, which a client cannot learn; the log needs no such guess.
+
+When a :class:`~qctl.qemu.process.QEMUProcess` is given, readers end (and
+:meth:`ConsoleReader.wait_for` raises) once QEMU has exited and its last output was read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import re
+from collections import deque
+from pathlib import Path
+
+from qctl.errors import ConsoleError, StateError
+from qctl.qemu.process import QEMUProcess
+from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.status import read_status
+
+__all__ = ["Console", "ConsoleReader", "console_chardev"]
+
+#: how many lines a reader remembers for error messages
+RECENT_LINES = 50
+_IN_MODIFY = 0x2
+_CHUNK = 65536
+
+
+def console_chardev(chardev_id: str, directory: str) -> list[str]:
+    """The ``-chardev`` arguments of the console: a UNIX server socket QEMU listens on
+    (``wait=off``: the guest runs with nobody attached) and the log file beside it, both in
+    the domain's state ``directory``."""
+    base = directory.rstrip("/").replace(",", ",,")
+    return [
+        "-chardev",
+        f"socket,id={chardev_id},path={base}/console.sock,server=on,wait=off,"
+        f"logfile={base}/console.log",
+    ]
+
+
+def _inotify(path: Path) -> int:
+    """A non-blocking inotify fd watching ``path`` for writes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    if fd < 0:
+        raise StateError(f"inotify: {os.strerror(ctypes.get_errno())}")
+    if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
+        errno = ctypes.get_errno()
+        os.close(fd)
+        raise StateError(f"cannot watch the console log {path}: {os.strerror(errno)}")
+    return fd
+
+
+class _LogSource:
+    """The log file, opened once, and a broadcast of "it grew" (or "QEMU exited")."""
+
+    def __init__(self, path: Path, process: QEMUProcess | None) -> None:
+        self.path = path
+        self._process = process
+        self._fd: int | None = None
+        self._watch: int | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._exit_task: asyncio.Task[None] | None = None
+        self.ended = False
+
+    def _open(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                raise StateError(f"the domain has no console log ({self.path})") from None
+            watch = _inotify(self.path)
+            asyncio.get_running_loop().add_reader(watch, self._on_inotify)
+            self._watch = watch
+            if self._process is not None:
+                self._exit_task = asyncio.create_task(self._watch_exit(self._process))
+        return self._fd
+
+    async def _watch_exit(self, process: QEMUProcess) -> None:
+        await process.wait()
+        self.ended = True
+        self._wake()
+
+    def _on_inotify(self) -> None:
+        assert self._watch is not None
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._watch, 4096):
+                pass
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def next_change(self) -> asyncio.Future[None]:
+        """A future set at the next write to the log (or QEMU's exit). Take it *before*
+        reading, so a write between the read and the wait is not missed."""
+        self._open()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def read(self, offset: int) -> bytes:
+        """Everything in the log from ``offset`` on."""
+        fd = self._open()
+        parts = []
+        while chunk := os.pread(fd, _CHUNK, offset):
+            parts.append(chunk)
+            offset += len(chunk)
+        return b"".join(parts)
+
+    def size(self) -> int:
+        """The log's current size."""
+        return os.fstat(self._open()).st_size
+
+    async def aclose(self) -> None:
+        if self._exit_task is not None:
+            self._exit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._exit_task
+            self._exit_task = None
+        if self._watch is not None:
+            asyncio.get_running_loop().remove_reader(self._watch)
+            os.close(self._watch)
+            self._watch = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for waiter in self._waiters:
+            waiter.cancel()
+        self._waiters = []
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode(errors="replace").rstrip("\r")
+
+
+def _pattern_text(pattern: str | re.Pattern[str]) -> str:
+    return pattern if isinstance(pattern, str) else pattern.pattern
+
+
+class ConsoleReader:
+    """One cursor over the console's output: ``async for line in reader`` and
+    :meth:`wait_for`, both consuming lines from the same position."""
+
+    def __init__(self, source: _LogSource, *, from_end: bool = False) -> None:
+        self._source = source
+        self._from_end = from_end
+        self._offset: int | None = None
+        self._partial = b""
+        self._ready: deque[str] = deque()
+        self._recent: deque[str] = deque(maxlen=RECENT_LINES)
+
+    @property
+    def recent(self) -> tuple[str, ...]:
+        """The last lines this reader consumed (at most RECENT_LINES), oldest first."""
+        return tuple(self._recent)
+
+    async def _fill(self) -> bool:
+        """Read what the guest wrote since; wait for it when there is nothing new.
+        False once QEMU has exited and everything was read."""
+        if self._offset is None:
+            self._offset = self._source.size() if self._from_end else 0
+        while True:
+            change = self._source.next_change()
+            data = self._source.read(self._offset)
+            if data:
+                change.cancel()
+                self._offset += len(data)
+                *lines, self._partial = (self._partial + data).split(b"\n")
+                self._ready.extend(_decode(line) for line in lines)
+                return True
+            if self._source.ended:
+                change.cancel()
+                return False
+            await change
+
+    def _take(self, line: str) -> str:
+        self._recent.append(line)
+        return line
+
+    def __aiter__(self) -> ConsoleReader:
+        return self
+
+    async def __anext__(self) -> str:
+        """The next complete line (without its line end); after QEMU exited, the last
+        incomplete one, then the end."""
+        while not self._ready:
+            if not await self._fill():
+                if self._partial:
+                    line, self._partial = _decode(self._partial), b""
+                    return self._take(line)
+                raise StopAsyncIteration
+        return self._take(self._ready.popleft())
+
+    async def read_text(self) -> str:
+        """What the guest wrote that this reader has not consumed yet, incomplete line
+        included, waiting for at least one byte (for terminals: prompts have no line end).
+        '' once QEMU has exited and everything was read."""
+        while not self._ready and not self._partial:
+            if not await self._fill():
+                return ""
+        text = "".join(f"{line}\n" for line in self._ready) + self._partial.decode(
+            errors="replace"
+        )
+        for line in self._ready:
+            self._take(line)
+        self._ready.clear()
+        self._partial = b""
+        return text
+
+    async def wait_for(
+        self,
+        pattern: str | re.Pattern[str],
+        *,
+        timeout: float,  # noqa: ASYNC109 - the issue's API: a bound every caller must give
+        failure: str | re.Pattern[str] | None = None,
+    ) -> re.Match[str]:
+        """Consume lines until one matches ``pattern`` (``re.search``) and return the match.
+
+        An incomplete last line is tried too (a ``login:`` prompt has no line end); a match
+        there consumes it. :class:`~qctl.errors.ConsoleError`, quoting the last lines, when
+        ``failure`` matches first, when ``timeout`` seconds pass, or when QEMU exits.
+        """
+        wanted = re.compile(pattern) if isinstance(pattern, str) else pattern
+        bad = re.compile(failure) if isinstance(failure, str) else failure
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    while self._ready:
+                        found = self._match(self._ready.popleft(), wanted, bad)
+                        if found is not None:
+                            return found
+                    if self._partial:
+                        line = _decode(self._partial)
+                        if wanted.search(line) or (bad is not None and bad.search(line)):
+                            self._partial = b""
+                            found = self._match(line, wanted, bad)
+                            assert found is not None
+                            return found
+                    if not await self._fill():
+                        if self._partial:
+                            line, self._partial = _decode(self._partial), b""
+                            found = self._match(line, wanted, bad)
+                            if found is not None:
+                                return found
+                        raise ConsoleError(
+                            f"QEMU exited before the console showed {wanted.pattern!r}",
+                            reason="exited",
+                            pattern=wanted.pattern,
+                            lines=self.recent,
+                        )
+        except TimeoutError:
+            raise ConsoleError(
+                f"the console did not show {wanted.pattern!r} within {timeout:g} s",
+                reason="timeout",
+                pattern=wanted.pattern,
+                lines=self.recent,
+            ) from None
+
+    def _match(
+        self, line: str, wanted: re.Pattern[str], bad: re.Pattern[str] | None
+    ) -> re.Match[str] | None:
+        self._take(line)
+        if bad is not None and bad.search(line):
+            raise ConsoleError(
+                f"the console showed the failure pattern {bad.pattern!r} before "
+                f"{wanted.pattern!r}",
+                reason="failure",
+                pattern=wanted.pattern,
+                lines=self.recent,
+                failure_line=line,
+            )
+        return wanted.search(line)
+
+
+class Console(ConsoleReader):
+    """The guest's serial console: read it (it is itself a reader starting at the first
+    byte the guest wrote), make more readers with :meth:`reader`, and :meth:`send` input.
+
+    An async context manager; :meth:`aclose` (idempotent) closes the log, the inotify watch
+    and the input connection. Readers made by :meth:`reader` share them and end with it.
+    """
+
+    def __init__(
+        self, log_path: Path, socket_path: Path, *, process: QEMUProcess | None = None
+    ) -> None:
+        super().__init__(_LogSource(log_path, process))
+        self.log_path = log_path
+        self.socket_path = socket_path
+        self._writer: asyncio.StreamWriter | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, directory: DomainDir, process: QEMUProcess | None = None) -> Console:
+        """The console of the domain whose state directory is ``directory``."""
+        return cls(directory.console_log, directory.console_socket, process=process)
+
+    @classmethod
+    def named(cls, name: str, *, state_root: StateRoot | Path | str | None = None) -> Console:
+        """The console of the running domain ``name`` (for another process, like the CLI):
+        its readers end when that domain's QEMU exits."""
+        root = state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
+        directory = root.domain(name)
+        status = read_status(directory)
+        if not directory.console_log.exists():
+            raise StateError(
+                f"domain {name!r} has no console: give it a <serial type='pty'/> to have one"
+            )
+        return cls.of(directory, QEMUProcess(status.identity, directory.log_file))
+
+    def reader(self, *, from_end: bool = False) -> ConsoleReader:
+        """Another independent reader: from the first byte the guest wrote, or, with
+        ``from_end``, from what it writes next."""
+        return ConsoleReader(self._source, from_end=from_end)
+
+    def tail(self, count: int = RECENT_LINES) -> list[str]:
+        """The last ``count`` lines of the log as it is now, without moving any reader."""
+        try:
+            data = self.log_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        lines = [_decode(line) for line in data.split(b"\n")]
+        if lines and not lines[-1]:
+            lines.pop()
+        return lines[-count:]
+
+    async def send(self, text: str | bytes) -> None:
+        """Write ``text`` to the guest's serial port (a ``str`` is sent as UTF-8)."""
+        if self._writer is None:
+            try:
+                reader, self._writer = await asyncio.open_unix_connection(self.socket_path)
+            except OSError as exc:
+                raise StateError(
+                    f"cannot connect to the console socket {self.socket_path}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            self._drain = asyncio.create_task(self._discard(reader))
+        self._writer.write(text.encode() if isinstance(text, str) else text)
+        await self._writer.drain()
+
+    @staticmethod
+    async def _discard(reader: asyncio.StreamReader) -> None:
+        """Read and drop QEMU's output on the input connection (the log has it): a client
+        that does not read would stall the guest's serial port."""
+        while await reader.read(_CHUNK):
+            pass
+
+    async def aclose(self) -> None:
+        """Close the input connection and the log (idempotent)."""
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+            self._drain = None
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+            self._writer = None
+        await self._source.aclose()
+
+    async def __aenter__(self) -> Console:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
