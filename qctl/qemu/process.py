@@ -4,6 +4,14 @@ QEMU runs in its own session so it outlives the qctl process that started it (th
 daemon). Its stderr goes to a log file whose tail is quoted when it fails. Only the fds
 named in ``pass_fds`` are inherited (taps, vhost-net), everything else is close-on-exec.
 
+With ``die_with_owner``, QEMU gets SIGKILL when the process that started it dies, however
+it dies (``prctl(PR_SET_PDEATHSIG)`` in the child). The kernel sends that signal when the
+*thread* that forked exits, not the process; so such a QEMU is forked from one thread qctl
+keeps for the life of the process, never from the caller's thread (an event loop run in a
+short-lived thread would otherwise kill its QEMU on leaving). The child checks that its
+parent is still the owner after arming the signal, closing the window where the owner died
+during the fork.
+
 A QEMU started by another qctl process is not our child: its liveness is judged from
 ``/proc/PID/stat`` (a zombie counts as gone, since PID 1 may take a while to reap it), and
 its start time guards against a PID that was reused.
@@ -13,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +35,9 @@ from qctl.errors import ProcessError
 __all__ = ["ProcessIdentity", "QEMUProcess", "is_alive", "log_tail", "process_identity"]
 
 _TAIL_BYTES = 2000
+_PR_SET_PDEATHSIG = 1
+#: the thread that forks QEMUs which die with their owner: it lives as long as the process
+_owner_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qctl-owner")
 
 
 def log_tail(path: Path, limit: int = _TAIL_BYTES) -> str:
@@ -95,6 +109,33 @@ async def _wait_foreign(identity: ProcessIdentity) -> None:
         os.close(pidfd)
 
 
+def _arm_death_signal(owner: int) -> Callable[[], None]:
+    """The child's pre-exec step: SIGKILL when the forking thread dies; exit at once when
+    the owner is already gone. libc is loaded here, in the parent: the child only calls."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != owner:
+            os._exit(127)
+
+    return arm
+
+
+def _popen_dying_with_owner(
+    argv: Sequence[str], log: int, pass_fds: Sequence[int]
+) -> subprocess.Popen[bytes]:
+    """Fork and exec QEMU (run in the owner thread)."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        pass_fds=tuple(pass_fds),
+        start_new_session=True,
+        preexec_fn=_arm_death_signal(os.getpid()),
+    )
+
+
 class QEMUProcess:
     """A QEMU process this qctl process started (its parent), or adopted by identity."""
 
@@ -103,10 +144,14 @@ class QEMUProcess:
         identity: ProcessIdentity,
         log_path: Path,
         proc: asyncio.subprocess.Process | None = None,
+        *,
+        popen: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self.identity = identity
         self.log_path = log_path
         self._proc = proc
+        # A child forked outside asyncio (die_with_owner): its exit is seen through a pidfd.
+        self._popen = popen
 
     @property
     def pid(self) -> int:
@@ -115,11 +160,21 @@ class QEMUProcess:
 
     @classmethod
     async def spawn(
-        cls, argv: Sequence[str], *, log_path: Path, pass_fds: Sequence[int] = ()
+        cls,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        pass_fds: Sequence[int] = (),
+        die_with_owner: bool = False,
     ) -> QEMUProcess:
-        """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``."""
+        """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``.
+
+        ``die_with_owner``: QEMU is killed when this process dies (see the module).
+        """
         with log_path.open("ab") as log:
             os.fchmod(log.fileno(), 0o600)
+            if die_with_owner:
+                return await cls._spawn_dying_with_owner(argv, log.fileno(), log_path, pass_fds)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,
@@ -135,13 +190,31 @@ class QEMUProcess:
         identity = ProcessIdentity(proc.pid, stat[1] if stat else 0)
         return cls(identity, log_path, proc)
 
+    @classmethod
+    async def _spawn_dying_with_owner(
+        cls, argv: Sequence[str], log: int, log_path: Path, pass_fds: Sequence[int]
+    ) -> QEMUProcess:
+        loop = asyncio.get_running_loop()
+        try:
+            popen = await loop.run_in_executor(
+                _owner_thread, _popen_dying_with_owner, argv, log, pass_fds
+            )
+        except OSError as exc:
+            raise ProcessError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+        stat = _read_stat(popen.pid)
+        return cls(ProcessIdentity(popen.pid, stat[1] if stat else 0), log_path, popen=popen)
+
     @property
     def returncode(self) -> int | None:
         """Exit status once a child has exited (None while running, or when not our child)."""
+        if self._popen is not None:
+            return self._popen.poll()
         return None if self._proc is None else self._proc.returncode
 
     def alive(self) -> bool:
         """True while QEMU runs."""
+        if self._popen is not None:
+            return self._popen.poll() is None
         if self._proc is not None:
             return self._proc.returncode is None
         return is_alive(self.identity)
@@ -151,6 +224,8 @@ class QEMUProcess:
         if self._proc is not None:
             return await self._proc.wait()
         await _wait_foreign(self.identity)
+        if self._popen is not None:
+            return self._popen.wait()  # it has exited: this only reaps it
         return None
 
     def failure(self, what: str) -> ProcessError:
