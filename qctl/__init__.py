@@ -38,6 +38,8 @@ from qctl.conf import (
     def_to_dict,
     format_xml,
     load,
+    load_domain,
+    load_network,
     parse_device,
     parse_domain,
     parse_network,
@@ -47,6 +49,7 @@ from qctl.conf import (
 )
 from qctl.errors import (
     ConfigError,
+    ConsoleError,
     HostError,
     HotplugError,
     NetlinkError,
@@ -64,6 +67,7 @@ from qctl.errors import (
     ValidationError,
     XMLSyntaxError,
 )
+from qctl.qemu.console import Console, ConsoleReader
 from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths
 from qctl.qemu.events import (
     DeviceAdded,
@@ -75,6 +79,7 @@ from qctl.qemu.events import (
     Shutdown,
     UnplugRejected,
 )
+from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.network import Allocation, NetworkStore
 from qctl.qemu.state import StateRoot
 from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
@@ -101,6 +106,7 @@ __all__ = [
     "ProcessError",
     "StateError",
     "HotplugError",
+    "ConsoleError",
     # value types
     "IfName",
     "MACAddress",
@@ -136,6 +142,8 @@ __all__ = [
     "parse_network",
     "parse_device",
     "load",
+    "load_domain",
+    "load_network",
     "check",
     "format_xml",
     "def_to_dict",
@@ -158,6 +166,12 @@ __all__ = [
     "OtherEvent",
     "EventStream",
     "HostPaths",
+    "Ledger",
+    "LedgerEntry",
+    "EntryState",
+    "DeviceKind",
+    "Console",
+    "ConsoleReader",
     # capabilities and the QMP monitor
     "Capability",
     "QEMUCaps",

@@ -37,7 +37,16 @@ from qctl.conf.model import (
     USBAddress,
     VCPUDef,
 )
-from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, parse_network
+from qctl.conf.parse import (
+    AnyDef,
+    check,
+    load,
+    load_domain,
+    load_network,
+    parse_device,
+    parse_domain,
+    parse_network,
+)
 from qctl.conf.validate import validate_device, validate_domain, validate_network
 
 __all__ = [
@@ -74,6 +83,8 @@ __all__ = [
     "def_to_dict",
     "format_xml",
     "load",
+    "load_domain",
+    "load_network",
     "parse_device",
     "parse_domain",
     "parse_network",

@@ -755,18 +755,37 @@ def parse_device(
     return defn
 
 
+def _read_file(path: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """The bytes of file ``path`` and its name for errors; ConfigError when unreadable."""
+    source = os.fspath(path)
+    try:
+        return Path(path).read_bytes(), source
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+
+
 def load(path: str | os.PathLike[str], *, live: bool = False) -> AnyDef:
     """Read, parse and validate the document in file ``path``, whatever its root element.
 
     The file name is the source named in errors; an unreadable file is a
-    :class:`~qctl.errors.ConfigError` too.
+    :class:`~qctl.errors.ConfigError` too. :func:`load_domain` and :func:`load_network`
+    say what they return, so callers need no ``isinstance``.
     """
-    source = os.fspath(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+    data, source = _read_file(path)
     return _parse(data, source=source, live=live, roots=_ROOTS)
+
+
+def load_domain(path: str | os.PathLike[str], *, live: bool = False) -> DomainDef:
+    """Read, parse and validate the ``<domain>`` in file ``path`` (any other root element
+    is a :class:`~qctl.errors.ConfigError` naming the file)."""
+    data, source = _read_file(path)
+    return parse_domain(data, source=source, live=live)
+
+
+def load_network(path: str | os.PathLike[str]) -> NetworkDef:
+    """Read, parse and validate the ``<network>`` in file ``path``."""
+    data, source = _read_file(path)
+    return parse_network(data, source=source)
 
 
 def check(data: str | bytes, *, source: str | None = None, live: bool = False) -> list[ConfigError]:
