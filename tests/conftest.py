@@ -21,6 +21,8 @@ from support import QEMU_BINARY, guest_dir, in_private_netns, missing, unique
 
 from qctl.host import TUN_PATH, Netlink
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="session")
 def netns_is_private() -> bool:

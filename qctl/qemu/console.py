@@ -231,12 +231,15 @@ class ConsoleReader:
         *,
         timeout: float,  # noqa: ASYNC109 - the issue's API: a bound every caller must give
         failure: str | re.Pattern[str] | None = None,
+        prompt: bool = False,
     ) -> re.Match[str]:
         """Consume lines until one matches ``pattern`` (``re.search``) and return the match.
 
-        An incomplete last line is tried too (a ``login:`` prompt has no line end); a match
-        there consumes it. :class:`~qctl.errors.ConsoleError`, quoting the last lines, when
-        ``failure`` matches first, when ``timeout`` seconds pass, or when QEMU exits.
+        Only complete lines are matched (the guest may write a line in several pieces), but
+        with ``prompt`` the incomplete last line is tried too, since a prompt such as
+        ``login:`` has no line end; a match there consumes what was written of it.
+        :class:`~qctl.errors.ConsoleError`, quoting the last lines, when ``failure`` matches
+        first, when ``timeout`` seconds pass, or when QEMU exits.
         """
         wanted = re.compile(pattern) if isinstance(pattern, str) else pattern
         bad = re.compile(failure) if isinstance(failure, str) else failure
@@ -247,7 +250,7 @@ class ConsoleReader:
                         found = self._match(self._ready.popleft(), wanted, bad)
                         if found is not None:
                             return found
-                    if self._partial:
+                    if prompt and self._partial:
                         line = _decode(self._partial)
                         if wanted.search(line) or (bad is not None and bad.search(line)):
                             self._partial = b""

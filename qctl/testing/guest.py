@@ -59,8 +59,9 @@ def guest_xml(name: str, devices: str = "", *, directory: Path | None = None) ->
     <cmdline>console=ttyS0 quiet panic=-1</cmdline>
   </os>
   <devices>
-    <controller type='pci' model='pcie-root-port'/>
-    <controller type='pci' model='pcie-root-port'/>
+    <controller type='pci' index='0' model='pcie-root'/>
+    <controller type='pci' index='1' model='pcie-root-port'/>
+    <controller type='pci' index='2' model='pcie-root-port'/>
     <serial type='pty'/>
 {devices}
   </devices>
@@ -84,7 +85,10 @@ class Guest:
     console: Console
 
     async def wait_for_nics(
-        self, predicate: Callable[[NICReport], bool], *, timeout: float
+        self,
+        predicate: Callable[[NICReport], bool],
+        *,
+        timeout: float,  # noqa: ASYNC109 - as Console.wait_for: errors quote the console
     ) -> NICReport:
         """The bundled guest's next interface report ``{mac: (name, driver)}`` for which
         ``predicate`` holds; :class:`~qctl.errors.ConsoleError` after ``timeout`` seconds."""

@@ -129,10 +129,22 @@ async def test_wait_for_returns_the_match_and_the_next_wait_goes_on_after_it(
         first = await console.wait_for(r"QCTL-NICS:(.*)", timeout=5)
         second = await console.wait_for(re.compile(r"QCTL-NICS:(.*)"), timeout=5)
         assert (first.group(1), second.group(1)) == (" eth0", " eth0 eth1")
-        waiting = asyncio.ensure_future(console.wait_for("login: $", timeout=5))
+        _append(directory.console_log, b"QCTL-NICS:")  # the rest of the line is on its way
+        waiting = asyncio.ensure_future(console.wait_for(r"QCTL-NICS:(.*)", timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        _append(directory.console_log, b" eth0 eth1 eth2\n")
+        assert (await waiting).group(1) == " eth0 eth1 eth2"
+
+
+async def test_wait_for_a_prompt_matches_the_incomplete_last_line(directory: DomainDir) -> None:
+    async with Console.of(directory) as console:
+        waiting = asyncio.ensure_future(console.wait_for("login: $", timeout=5, prompt=True))
         await asyncio.sleep(0.05)
         _append(directory.console_log, b"guest login: ")  # a prompt: no line end
         assert (await waiting).group(0) == "login: "
+        _append(directory.console_log, b"root\n")
+        assert await anext(console) == "root"
 
 
 async def test_wait_for_times_out_with_the_last_lines(directory: DomainDir) -> None:
