@@ -24,7 +24,7 @@ from qctl import (
     UnsupportedError,
     __version__,
 )
-from qctl.cli import caps_cmd, conf_cmd, device_cmd, domain_cmd, net_cmd
+from qctl.cli import caps_cmd, conf_cmd, console_cmd, device_cmd, domain_cmd, net_cmd
 
 # Exit codes: 0 success, 1 "no" (a check that answered false), 2 usage; then one per branch.
 EXIT_CODES: tuple[tuple[type[QctlError], int], ...] = (
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qctl {__version__}")
     parser.add_argument("--debug", action="store_true", help="log verbosely, show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (conf_cmd, caps_cmd, domain_cmd, device_cmd, net_cmd):
+    for module in (conf_cmd, caps_cmd, domain_cmd, device_cmd, net_cmd, console_cmd):
         module.register(sub)
     return parser
 

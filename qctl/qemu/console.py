@@ -156,15 +156,14 @@ def _pattern_text(pattern: str | re.Pattern[str]) -> str:
 
 
 class ConsoleReader:
-    """One cursor over the console's output: ``async for line in reader`` and
-    :meth:`wait_for`, both consuming lines from the same position."""
+    """One cursor over the console's output: ``async for line in reader``,
+    :meth:`wait_for` and :meth:`read_bytes`, all consuming from the same position."""
 
     def __init__(self, source: _LogSource, *, from_end: bool = False) -> None:
         self._source = source
         self._from_end = from_end
         self._offset: int | None = None
-        self._partial = b""
-        self._ready: deque[str] = deque()
+        self._buffer = b""  # read from the log, not consumed yet
         self._recent: deque[str] = deque(maxlen=RECENT_LINES)
 
     @property
@@ -183,15 +182,25 @@ class ConsoleReader:
             if data:
                 change.cancel()
                 self._offset += len(data)
-                *lines, self._partial = (self._partial + data).split(b"\n")
-                self._ready.extend(_decode(line) for line in lines)
+                self._buffer += data
                 return True
             if self._source.ended:
                 change.cancel()
                 return False
             await change
 
-    def _take(self, line: str) -> str:
+    def _line(self) -> str | None:
+        """The next complete line out of the buffer (without its line end), if any."""
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            return None
+        line, self._buffer = _decode(self._buffer[:end]), self._buffer[end + 1 :]
+        self._recent.append(line)
+        return line
+
+    def _rest(self) -> str:
+        """The incomplete last line, consumed."""
+        line, self._buffer = _decode(self._buffer), b""
         self._recent.append(line)
         return line
 
@@ -201,29 +210,22 @@ class ConsoleReader:
     async def __anext__(self) -> str:
         """The next complete line (without its line end); after QEMU exited, the last
         incomplete one, then the end."""
-        while not self._ready:
+        while (line := self._line()) is None:
             if not await self._fill():
-                if self._partial:
-                    line, self._partial = _decode(self._partial), b""
-                    return self._take(line)
+                if self._buffer:
+                    return self._rest()
                 raise StopAsyncIteration
-        return self._take(self._ready.popleft())
+        return line
 
-    async def read_text(self) -> str:
-        """What the guest wrote that this reader has not consumed yet, incomplete line
-        included, waiting for at least one byte (for terminals: prompts have no line end).
-        '' once QEMU has exited and everything was read."""
-        while not self._ready and not self._partial:
+    async def read_bytes(self) -> bytes:
+        """The bytes the guest wrote that this reader has not consumed yet, as written
+        (for terminals: prompts have no line end), waiting for at least one.
+        ``b''`` once QEMU has exited and everything was read."""
+        while not self._buffer:
             if not await self._fill():
-                return ""
-        text = "".join(f"{line}\n" for line in self._ready) + self._partial.decode(
-            errors="replace"
-        )
-        for line in self._ready:
-            self._take(line)
-        self._ready.clear()
-        self._partial = b""
-        return text
+                return b""
+        data, self._buffer = self._buffer, b""
+        return data
 
     async def wait_for(
         self,
@@ -246,23 +248,20 @@ class ConsoleReader:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    while self._ready:
-                        found = self._match(self._ready.popleft(), wanted, bad)
-                        if found is not None:
+                    while (line := self._line()) is not None:
+                        if (found := self._match(line, wanted, bad)) is not None:
                             return found
-                    if prompt and self._partial:
-                        line = _decode(self._partial)
-                        if wanted.search(line) or (bad is not None and bad.search(line)):
-                            self._partial = b""
-                            found = self._match(line, wanted, bad)
+                    if prompt and self._buffer:
+                        text = _decode(self._buffer)
+                        if wanted.search(text) or (bad is not None and bad.search(text)):
+                            found = self._match(self._rest(), wanted, bad)
                             assert found is not None
                             return found
                     if not await self._fill():
-                        if self._partial:
-                            line, self._partial = _decode(self._partial), b""
-                            found = self._match(line, wanted, bad)
-                            if found is not None:
-                                return found
+                        if self._buffer and (
+                            found := self._match(self._rest(), wanted, bad)
+                        ) is not None:
+                            return found
                         raise ConsoleError(
                             f"QEMU exited before the console showed {wanted.pattern!r}",
                             reason="exited",
@@ -280,7 +279,6 @@ class ConsoleReader:
     def _match(
         self, line: str, wanted: re.Pattern[str], bad: re.Pattern[str] | None
     ) -> re.Match[str] | None:
-        self._take(line)
         if bad is not None and bad.search(line):
             raise ConsoleError(
                 f"the console showed the failure pattern {bad.pattern!r} before "
@@ -333,13 +331,16 @@ class Console(ConsoleReader):
         ``from_end``, from what it writes next."""
         return ConsoleReader(self._source, from_end=from_end)
 
+    def written(self) -> bytes:
+        """Everything the guest wrote until now, as written, without moving any reader."""
+        try:
+            return self.log_path.read_bytes()
+        except FileNotFoundError:
+            return b""
+
     def tail(self, count: int = RECENT_LINES) -> list[str]:
         """The last ``count`` lines of the log as it is now, without moving any reader."""
-        try:
-            data = self.log_path.read_bytes()
-        except FileNotFoundError:
-            return []
-        lines = [_decode(line) for line in data.split(b"\n")]
+        lines = [_decode(line) for line in self.written().split(b"\n")]
         if lines and not lines[-1]:
             lines.pop()
         return lines[-count:]

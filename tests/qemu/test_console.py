@@ -182,11 +182,17 @@ async def test_wait_for_fails_when_qemu_exits(directory: DomainDir, qemu: QEMUPr
         assert console.recent == ("reboot: Power down",)
 
 
-async def test_read_text_gives_partial_lines_for_terminals(directory: DomainDir) -> None:
-    _append(directory.console_log, b"a\r\nlogin: ")
-    async with Console.of(directory) as console:
-        assert await console.read_text() == "a\nlogin: "
-        assert console.tail() == ["a", "login: "]
+async def test_read_bytes_gives_what_was_written_for_terminals(
+    directory: DomainDir, qemu: QEMUProcess
+) -> None:
+    _append(directory.console_log, b"a\r\nb\r\nlogin: ")
+    async with Console.of(directory, qemu) as console:
+        assert await anext(console) == "a"
+        assert await console.read_bytes() == b"b\r\nlogin: "
+        assert console.tail() == ["a", "b", "login: "]
+        assert console.written() == b"a\r\nb\r\nlogin: "
+        await qemu.stop(grace=0.1)
+        assert await console.read_bytes() == b""
 
 
 async def test_send_writes_to_the_socket_and_drains_what_qemu_sends(
