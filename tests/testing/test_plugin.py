@@ -6,6 +6,8 @@ pass ``mypy --strict``.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,16 +83,38 @@ def test_guests_of_each_scope_and_a_failure_report(inner: pytest.Pytester) -> No
     assert "QEMU log" in report
 
 
-def test_the_examples_are_short_and_pass_mypy_strict() -> None:
+def _readme_example() -> str:
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text[text.index("## Testing with qctl") :]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    return found.group(1)
+
+
+@pytest.mark.qemu
+@pytest.mark.guest
+def test_the_readme_example_passes_in_a_namespace_of_its_own(inner: pytest.Pytester) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("--qctl-unshare-net needs root")
+    example = _readme_example()
+    assert len(example.splitlines()) <= 10
+    inner.makepyfile(test_readme_example=example)
+    result = inner.runpytest_subprocess("--qctl-unshare-net", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_examples_are_short_and_pass_mypy_strict(tmp_path: Path) -> None:
     for path in EXAMPLES:
         assert len(path.read_text().splitlines()) <= 15, path
+    readme = tmp_path / "test_readme_example.py"
+    readme.write_text(_readme_example())
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", *map(str, EXAMPLES)],
+        [sys.executable, "-m", "mypy", "--strict", *map(str, EXAMPLES), str(readme)],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout
-    assert "Success: no issues found in 2 source files" in result.stdout
+    assert "Success: no issues found in 3 source files" in result.stdout
 
 
 def test_the_plugin_is_registered_by_the_entry_point(pytestconfig: pytest.Config) -> None:
