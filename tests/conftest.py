@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import QEMU_BINARY, guest_dir, in_private_netns, missing, unique
+from support import QEMU_BINARY, guest_dir, missing, unique
 
 from qctl.host import TUN_PATH, Netlink
+from qctl.testing import in_private_netns
 
 pytest_plugins = ["pytester"]
 
