@@ -125,9 +125,12 @@ class _LogSource:
             offset += len(chunk)
         return b"".join(parts)
 
-    def size(self) -> int:
-        """The log's current size."""
-        return os.fstat(self._open()).st_size
+    def size_now(self) -> int:
+        """The log's current size (0 while QEMU has not created it)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     async def aclose(self) -> None:
         if self._exit_task is not None:
@@ -161,8 +164,7 @@ class ConsoleReader:
 
     def __init__(self, source: _LogSource, *, from_end: bool = False) -> None:
         self._source = source
-        self._from_end = from_end
-        self._offset: int | None = None
+        self._offset = source.size_now() if from_end else 0
         self._buffer = b""  # read from the log, not consumed yet
         self._recent: deque[str] = deque(maxlen=RECENT_LINES)
 
@@ -174,8 +176,6 @@ class ConsoleReader:
     async def _fill(self) -> bool:
         """Read what the guest wrote since; wait for it when there is nothing new.
         False once QEMU has exited and everything was read."""
-        if self._offset is None:
-            self._offset = self._source.size() if self._from_end else 0
         while True:
             change = self._source.next_change()
             data = self._source.read(self._offset)
