@@ -75,7 +75,8 @@ class _LogSource:
         self._watch: int | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._exit_task: asyncio.Task[None] | None = None
-        self.ended = False
+        self.ended = False  # QEMU has exited (or the console was closed): no more output
+        self._closed = False
 
     def _open(self) -> int:
         if self._fd is None:
@@ -109,15 +110,20 @@ class _LogSource:
                 waiter.set_result(None)
 
     def next_change(self) -> asyncio.Future[None]:
-        """A future set at the next write to the log (or QEMU's exit). Take it *before*
-        reading, so a write between the read and the wait is not missed."""
-        self._open()
+        """A future set at the next write to the log (or QEMU's exit, or the close). Take it
+        *before* reading, so a write between the read and the wait is not missed."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            waiter.set_result(None)
+            return waiter
+        self._open()
         self._waiters.append(waiter)
         return waiter
 
     def read(self, offset: int) -> bytes:
-        """Everything in the log from ``offset`` on."""
+        """Everything in the log from ``offset`` on (nothing once closed)."""
+        if self._closed:
+            return b""
         fd = self._open()
         parts = []
         while chunk := os.pread(fd, _CHUNK, offset):
@@ -133,6 +139,9 @@ class _LogSource:
             return 0
 
     async def aclose(self) -> None:
+        """Stop following: readers waiting for output end as if QEMU had exited."""
+        self._closed = self.ended = True
+        self._wake()
         if self._exit_task is not None:
             self._exit_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,9 +154,6 @@ class _LogSource:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        for waiter in self._waiters:
-            waiter.cancel()
-        self._waiters = []
 
 
 def _decode(raw: bytes) -> str:
@@ -296,7 +302,8 @@ class Console(ConsoleReader):
     byte the guest wrote), make more readers with :meth:`reader`, and :meth:`send` input.
 
     An async context manager; :meth:`aclose` (idempotent) closes the log, the inotify watch
-    and the input connection. Readers made by :meth:`reader` share them and end with it.
+    and the input connection. Readers made by :meth:`reader` share them: on closing, those
+    waiting for output end (``async for`` stops; ``wait_for`` raises its "exited" error).
     """
 
     def __init__(

@@ -124,3 +124,22 @@ def test_console_errors_are_one_line(tmp_path: Path) -> None:
     absent = run_qctl("console", "ghost", "--log", state=tmp_path, check=False)
     assert absent.returncode == 8
     assert absent.stderr == "qctl: no domain named 'ghost' is running\n"
+
+
+def test_a_domain_without_a_console_says_how_to_have_one(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    name = unique("nocon")
+    domain = tmp_path / "domain.xml"
+    domain.write_text(
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+        "<os><type machine='pc'>hvm</type></os></domain>"
+    )
+    run_qctl("start", str(domain), state=state)
+    try:
+        result = run_qctl("console", name, state=state, check=False)
+        assert result.returncode == 8
+        assert result.stderr == (
+            f"qctl: domain {name!r} has no console: give it a <serial type='pty'/> to have one\n"
+        )
+    finally:
+        run_qctl("stop", name, "--force", state=state)

@@ -111,6 +111,21 @@ async def test_several_readers_get_every_byte_once_in_order(
     assert results == [expected, expected, expected]
 
 
+async def test_closing_the_console_ends_its_waiting_readers(directory: DomainDir) -> None:
+    _append(directory.console_log, b"one\n")
+    console = Console.of(directory)
+    reader = console.reader()
+    waiting = asyncio.ensure_future(_lines(reader))
+    await asyncio.sleep(0.05)
+    await console.aclose()
+    await console.aclose()  # idempotent
+    assert await asyncio.wait_for(waiting, 5) == ["one"]
+
+
+async def _lines(reader: AsyncIterator[str]) -> list[str]:
+    return [line async for line in reader]
+
+
 async def test_a_reader_from_the_end_sees_only_what_comes_next(directory: DomainDir) -> None:
     _append(directory.console_log, b"old\n")
     async with Console.of(directory) as console:
