@@ -20,7 +20,8 @@ Loop scopes: pytest-asyncio runs a fixture and the tests using it in one event l
 their loop scopes agree. The plugin marks every test using a module- or session-scoped guest
 with ``asyncio(loop_scope=…)`` of that scope, so tests need no ``loop_scope`` of their own
 (an explicit one is kept). With ``asyncio_mode = strict`` tests still need their
-``@pytest.mark.asyncio``.
+``@pytest.mark.asyncio``. One test cannot await on a module guest and a session guest at
+once: they live in different loops (it runs in the session's).
 
 When a test using a guest fails, its report gets the console's last lines and QEMU's log.
 """

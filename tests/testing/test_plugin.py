@@ -31,8 +31,10 @@ async def test_module_guest_is_the_same_one(qctl_guest_module: Guest) -> None:
     assert pids == [qctl_guest_module.domain.process.pid]
     assert qctl_guest_module.domain.running
 
-async def test_session_guest_beside_it(qctl_guest_session: Guest, qctl_guest_module: Guest) -> None:
-    assert qctl_guest_session.domain.name != qctl_guest_module.domain.name
+async def test_session_guest_beside_it(qctl_guest_session: Guest) -> None:
+    assert qctl_guest_session.domain.process.pid not in pids
+    await qctl_guest_session.console.send("session-guest\\n")
+    await qctl_guest_session.console.wait_for("session-guest", timeout=30)
 
 async def test_failing(qctl_guest: Guest) -> None:
     await qctl_guest.console.send("deliberately-failing\\n")
