@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from qctl.errors import (
     ConfigError,
+    ConsoleError,
     HostError,
     HotplugError,
     JobAbortedError,
@@ -81,6 +82,8 @@ if TYPE_CHECKING:
         def_to_dict,
         format_xml,
         load,
+        load_domain,
+        load_network,
         missing_images,
         not_created,
         parse_device,
@@ -93,6 +96,7 @@ if TYPE_CHECKING:
         validate_network,
     )
     from qctl.host import LinkStats, link_stats
+    from qctl.qemu.console import Console, ConsoleReader
     from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths, abort_job
     from qctl.qemu.dryrun import command_line
     from qctl.qemu.events import (
@@ -106,7 +110,7 @@ if TYPE_CHECKING:
         UnplugRejected,
     )
     from qctl.qemu.inventory import DomainState, discard_damaged, list_domain_states
-    from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
+    from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
     from qctl.qemu.migration import MigrationOutcome, MigrationProgress
     from qctl.qemu.network import Allocation, NetworkStore
     from qctl.qemu.opening import Opening
@@ -138,6 +142,7 @@ __all__ = [
     "StateError",
     "HotplugError",
     "JobAbortedError",
+    "ConsoleError",
     "MigrationError",
     "IfName",
     "MACAddress",
@@ -182,6 +187,8 @@ __all__ = [
     "parse_network",
     "parse_device",
     "load",
+    "load_domain",
+    "load_network",
     "read_document",
     "MAX_DOCUMENT_BYTES",
     "check",
@@ -209,6 +216,9 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "EntryState",
+    "DeviceKind",
+    "Console",
+    "ConsoleReader",
     "Launcher",
     "StateRoot",
     "NetworkStore",
@@ -295,6 +305,8 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "def_to_dict",
         "format_xml",
         "load",
+        "load_domain",
+        "load_network",
         "missing_images",
         "not_created",
         "parse_device",
@@ -309,6 +321,10 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "qctl.host": (
         "LinkStats",
         "link_stats",
+    ),
+    "qctl.qemu.console": (
+        "Console",
+        "ConsoleReader",
     ),
     "qctl.qemu.migration": (
         "MigrationOutcome",
@@ -341,6 +357,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "list_domain_states",
     ),
     "qctl.qemu.ledger": (
+        "DeviceKind",
         "EntryState",
         "Ledger",
         "LedgerEntry",

@@ -21,7 +21,9 @@ per kind of failure a user can act on::
     ├── StateError               the per-domain state (status file, locks) is missing or damaged
     │   └── JobAbortedError      the job was aborted (``qctl job-abort``) and rolled back
     ├── HotplugError             attach/detach failed (device alias and stage)
-    └── MigrationError           a live migration was refused or failed (the stage)
+    ├── MigrationError           a live migration was refused or failed (the stage)
+    └── ConsoleError             the guest's console did not show what was waited for
+                                 (timeout, a failure pattern, QEMU exited; the last lines)
 
 ``asyncio.CancelledError`` is never wrapped. When a rollback fails while handling an
 error, the original error is raised and the rollback failure is attached to it as a note
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConsoleError",
     "HostError",
     "HotplugError",
     "JobAbortedError",
@@ -237,6 +240,38 @@ class MigrationError(QctlError):
     def __init__(self, message: str, *, stage: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class ConsoleError(QctlError):
+    """Waiting on the guest's serial console failed.
+
+    ``reason`` is ``"timeout"`` (the pattern did not show in time), ``"failure"`` (the failure
+    pattern showed first; ``failure_line`` is that line) or ``"exited"`` (QEMU exited first).
+    ``pattern`` is what was waited for and ``lines`` the last lines the console showed, which
+    ``str()`` quotes so a failing test's message says what the guest was doing.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        pattern: str,
+        lines: tuple[str, ...] = (),
+        failure_line: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.pattern = pattern
+        self.lines = lines
+        self.failure_line = failure_line
+
+    def __str__(self) -> str:
+        if not self.lines:
+            return f"{self.message} (the console showed nothing)"
+        shown = "\n".join(f"  | {line}" for line in self.lines)
+        return f"{self.message}; last {len(self.lines)} console lines:\n{shown}"
 
 
 def add_rollback_note(original: BaseException, failure: BaseException, step: str) -> None:

@@ -19,7 +19,7 @@ import qctl
 REPO = Path(__file__).resolve().parents[1]
 GUEST = REPO / ".cache" / "guest"
 BRIDGE = "qctlbr0"
-NICS_RE = re.compile(r"^QCTL-NICS:(.*)$", re.MULTILINE)
+NICS_RE = re.compile(r"^QCTL-NICS:(.*)$")
 
 
 def step(text: str) -> None:
@@ -50,21 +50,12 @@ async def show_caps() -> None:
         print(f"  {flag.value:<24} {'yes' if caps.has(flag) else 'no'}")
 
 
-def guest_nics(console: Path) -> list[str]:
-    """The guest's latest NIC report (complete lines only: it may be writing the last)."""
-    text = console.read_text(errors="replace") if console.exists() else ""
-    reports = NICS_RE.findall(text[: text.rfind("\n") + 1])
-    return reports[-1].split() if reports else []
-
-
-async def wait_nics(console: Path, count: int) -> list[str]:
-    """The guest's NIC report once it lists ``count`` NICs (90 s at most)."""
-    async with asyncio.timeout(90):
-        while True:
-            nics = guest_nics(console)
-            if len(nics) == count:
-                return nics
-            await asyncio.sleep(0.1)
+async def wait_nics(console: qctl.Console, count: int) -> list[str]:
+    """The guest's next NIC report that lists ``count`` NICs (90 s at most)."""
+    while True:
+        nics = (await console.wait_for(NICS_RE, timeout=90)).group(1).split()
+        if len(nics) == count:
+            return nics
 
 
 def ip(*args: str) -> str:
@@ -72,7 +63,7 @@ def ip(*args: str) -> str:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
 
 
-def domain_xml(console: Path) -> str:
+def domain_xml() -> str:
     kernel = GUEST / "vmlinux" if (GUEST / "vmlinux").is_file() else GUEST / "vmlinuz"
     return f"""<domain type='qemu'>
   <name>qctl-demo</name>
@@ -87,7 +78,7 @@ def domain_xml(console: Path) -> str:
     <controller type='pci' index='0' model='pcie-root'/>
     <controller type='pci' index='1' model='pcie-root-port'/>
     <controller type='pci' index='2' model='pcie-root-port'/>
-    <serial type='file'><source path='{console}'/></serial>
+    <serial type='pty'/>
     <interface type='bridge'>
       <mac address='52:54:00:de:00:01'/>
       <source bridge='{BRIDGE}'/>
@@ -102,10 +93,11 @@ async def boot_guest(work: Path) -> None:
     step(f"booting the test guest (TCG) with a tap NIC on bridge {BRIDGE}")
     ip("link", "add", BRIDGE, "type", "bridge")
     ip("link", "set", BRIDGE, "up")
-    console = work / "serial.log"
-    defn = qctl.parse_domain(domain_xml(console))
+    defn = qctl.parse_domain(domain_xml())
     started = time.monotonic()
     dom = await qctl.Domain.start(defn, state_root=work / "state")
+    # The guest's serial console: read from the log QEMU keeps of it, from its first byte.
+    console = qctl.Console.of(dom.directory, dom.process)
     try:
         print(f"  QEMU pid {dom.process.pid}; waiting for the guest to report its NICs…")
         nics = await wait_nics(console, 1)
@@ -120,6 +112,7 @@ async def boot_guest(work: Path) -> None:
     finally:
         step("stopping (ACPI power-down)")
         await dom.stop(grace=20)
+        await console.aclose()
     left = ip("-br", "link", "show", "master", BRIDGE).strip()
     print(f"  stopped; taps left on {BRIDGE}: {left or 'none'}")
 
@@ -132,7 +125,7 @@ HOTPLUG_NIC = f"""<interface type='bridge'>
 </interface>"""
 
 
-async def hotplug(dom: qctl.Domain, console: Path) -> None:
+async def hotplug(dom: qctl.Domain, console: qctl.Console) -> None:
     step("hot-plugging a second NIC")
     print(HOTPLUG_NIC)
     started = time.monotonic()

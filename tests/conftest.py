@@ -17,9 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import QEMU_VERSIONS, guest_dir, in_private_netns, missing, qemu_path, unique
+from support import QEMU_VERSIONS, guest_dir, missing, qemu_path, unique
 
 from qctl.host import TUN_PATH, Netlink
+from qctl.testing import in_private_netns
+
+pytest_plugins = ["pytester"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

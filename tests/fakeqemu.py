@@ -351,6 +351,7 @@ class FakeLauncher(Launcher):
         log_path: Path,
         pass_fds: Sequence[int] = (),
         env: Mapping[str, str] | None = None,
+        die_with_owner: bool = False,
     ) -> QEMUProcess:
         fake = FakeQEMU(argv)
         listeners = []

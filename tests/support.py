@@ -11,7 +11,6 @@ import itertools
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from qctl import Console
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QEMU_BINARY = "qemu-system-x86_64"
@@ -68,36 +69,6 @@ def qemu_path(version: str) -> str:
     return path
 
 
-def in_private_netns() -> bool:
-    """Whether this process's network namespace is not the host's initial one.
-
-    Compares namespace inodes with pid 1's, and with kthreadd's (pid 2 on a host: kernel
-    threads always live in the initial namespace), since some sandboxes hide pid 1 even from
-    root. If neither can be inspected, falls back on what a namespace fresh from
-    ``unshare --net`` looks like before any test ran in it: nothing but the loopback device.
-    """
-    ours = os.stat("/proc/self/ns/net").st_ino
-    references = []
-    for pid in (1, 2):
-        if pid == 2 and not _is_kthreadd(pid):
-            continue
-        try:
-            references.append(os.stat(f"/proc/{pid}/ns/net").st_ino)
-        except OSError:
-            continue
-    if references:
-        return ours not in references
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
-
-
-def _is_kthreadd(pid: int) -> bool:
-    """Whether ``pid`` is the kernel's thread daemon (not so inside a pid namespace)."""
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "kthreadd"
-    except OSError:
-        return False
-
-
 def open_fd_count() -> int:
     """How many fds this process has open (to prove nothing leaked)."""
     return len(os.listdir("/proc/self/fd"))
@@ -127,10 +98,12 @@ def guest_nics(console: Path) -> dict[str, tuple[str, str]] | None:
     except FileNotFoundError:
         return None
     reports = NICS_RE.findall(text[: text.rfind("\n") + 1])
-    if not reports:
-        return None
+    return _parse_nics(reports[-1]) if reports else None
+
+
+def _parse_nics(report: str) -> dict[str, tuple[str, str]]:
     nics = {}
-    for entry in reports[-1].split():
+    for entry in report.split():
         name, driver, mac = entry.split(",")
         nics[mac] = (name, driver)
     return nics
@@ -141,13 +114,21 @@ async def wait_for_nics(
 ) -> dict[str, tuple[str, str]]:
     """Wait until the guest's latest NIC report satisfies ``predicate``.
 
-    Bound the wait with ``asyncio.timeout()`` at the call site.
+    The serial log is followed like a console's (:class:`qctl.Console` reads any file QEMU
+    appends to; inotify wakes it, nothing polls). Only the latest report counts, so an
+    old one never answers for the present. Bound the wait with ``asyncio.timeout()``.
     """
-    while True:
-        nics = guest_nics(console)
-        if nics is not None and predicate(nics):
-            return nics
-        await asyncio.sleep(0.1)
+    async with Console(console, console.with_name("unused.sock")) as reader:
+        pending = b""
+        latest: dict[str, tuple[str, str]] | None = None
+        while True:
+            *lines, pending = (pending + await reader.read_bytes()).split(b"\n")
+            for line in lines:
+                found = NICS_RE.match(line.decode(errors="replace").rstrip("\r"))
+                if found:
+                    latest = _parse_nics(found.group(1))
+            if latest is not None and predicate(latest):
+                return latest
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:

@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "host": {"errors", "types"},
     "caps": {"errors", "types", "qmp"},
     "qemu": {"errors", "types", "conf", "qmp", "host", "caps"},
+    "testing": {"errors", "types", "conf", "qmp", "host", "caps", "qemu"},
     "cli": set(),  # only the public API, checked separately
 }
 # Foreign libraries that may be imported in exactly one layer.

@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         _domain_verbs,
         _device_verbs,
         _migrate_verbs,
+        _console_verbs,
         _iface_verbs,
         _monitor_verbs,
         _net_verbs,
@@ -372,6 +373,26 @@ def _job_verbs(sub: Subparsers) -> None:
         examples=["qctl dominfo vm1", "qctl dominfo vm1 --json"],
     )
     complete_domains(info.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
+
+
+def _console_verbs(sub: Subparsers) -> None:
+    """Add the ``console`` command."""
+    console = add_verb(
+        sub,
+        "console",
+        "console_cmd:run",
+        summary="attach this terminal to a domain's serial console (Ctrl-] leaves)",
+        description="Attach this terminal to the first serial port of the running domain "
+        "NAME: what the guest writes is shown, what is typed goes to the guest (a "
+        "<serial type='pty'/>); Ctrl-] leaves. --log prints what the guest wrote since QEMU "
+        "started, --follow then goes on until QEMU exits.",
+        examples=["qctl console vm1", "qctl console vm1 --log --follow"],
+    )
+    complete_domains(console.add_argument("name", metavar="NAME", help=DOMAIN_HELP))
+    console.add_argument("--log", action="store_true", help="print what the guest wrote, then exit")
+    console.add_argument(
+        "--follow", action="store_true", help="with --log: go on until QEMU exits (or Ctrl-C)"
+    )
 
 
 def _migrate_verbs(sub: Subparsers) -> None:

@@ -51,7 +51,17 @@ from qctl.conf.model import (
     canonical_model,
     is_user_alias,
 )
-from qctl.conf.parse import AnyDef, check, load, parse_device, parse_domain, parse_network, review
+from qctl.conf.parse import (
+    AnyDef,
+    check,
+    load,
+    load_domain,
+    load_network,
+    parse_device,
+    parse_domain,
+    parse_network,
+    review,
+)
 from qctl.conf.validate import (
     CREATED_DEVICES,
     Review,
@@ -118,6 +128,8 @@ __all__ = [
     "load",
     "missing_images",
     "not_created",
+    "load_domain",
+    "load_network",
     "parse_device",
     "parse_domain",
     "parse_network",

@@ -71,6 +71,8 @@ __all__ = [
     "AnyDef",
     "check",
     "load",
+    "load_domain",
+    "load_network",
     "parse_device",
     "parse_domain",
     "parse_network",
@@ -926,6 +928,20 @@ def load(path: str | os.PathLike[str], *, live: bool = False, lenient: bool = Fa
     """
     source = os.fspath(path)
     return _parse(read_document(path), source=source, live=live, lenient=lenient, roots=_ROOTS)
+
+
+
+def load_domain(
+    path: str | os.PathLike[str], *, live: bool = False, lenient: bool = False
+) -> DomainDef:
+    """Read, parse and validate the ``<domain>`` in file ``path`` (any other root element
+    is a :class:`~qctl.errors.ConfigError` naming the file)."""
+    return parse_domain(read_document(path), source=os.fspath(path), live=live, lenient=lenient)
+
+
+def load_network(path: str | os.PathLike[str], *, lenient: bool = False) -> NetworkDef:
+    """Read, parse and validate the ``<network>`` in file ``path``."""
+    return parse_network(read_document(path), source=os.fspath(path), lenient=lenient)
 
 
 def review(

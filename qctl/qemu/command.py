@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType
 from qctl.qemu.chardev import serial_chardev, serial_device_props
 from qctl.qemu.confine import Confinement, PassedFile, confine_args, file_args
+from qctl.qemu.console import console_log_option
 from qctl.qemu.disk import disk_arg_props
 from qctl.qemu.nic import (
     NICResources,
@@ -88,14 +89,22 @@ def _boot_args(domain: DomainDef) -> list[str]:
 
 
 def _serial_args(
-    domain: DomainDef, features: Features, files: Mapping[str, PassedFile]
+    domain: DomainDef,
+    features: Features,
+    files: Mapping[str, PassedFile],
+    console_dir: str | None,
 ) -> list[str]:
+    """Each serial port's chardev and ``isa-serial``; with ``console_dir``, the first one's
+    output is also logged to ``console.log`` there, which :mod:`qctl.qemu.console` reads."""
     args: list[str] = []
     for index, serial in enumerate(domain.serials):
         props = serial_device_props(serial, index)
         passed = files.get(serial.source_path or "")
         path = passed.qemu_path if passed else None
-        args += ["-chardev", serial_chardev(serial, path=path)]
+        chardev = serial_chardev(serial, path=path)
+        if index == 0 and console_dir is not None:
+            chardev += console_log_option(console_dir)
+        args += ["-chardev", chardev]
         args += ["-device", format_props(props, as_json=features.json_device, head="driver")]
     return args
 
@@ -176,6 +185,7 @@ def build_command(
     confinement: Confinement | None = None,
     files: Mapping[str, PassedFile] | None = None,
     incoming: str | None = None,
+    console_dir: str | None = None,
 ) -> list[str]:
     """The argv that starts ``domain``.
 
@@ -191,6 +201,8 @@ def build_command(
     several qctl processes (an event listener and a command) talk to it at once.
     ``incoming`` makes it the destination of a migration (``-incoming``): ``defer`` waits
     for ``migrate-incoming``, which lets the driver set capabilities first.
+    ``console_dir``, the domain's state directory, logs the first serial port's output there
+    for :mod:`qctl.qemu.console`.
     """
     accel = "kvm" if domain.type is DomainType.KVM else "tcg"
     argv = [
@@ -220,7 +232,7 @@ def build_command(
         *_boot_args(domain),
         *_controller_args(domain, features),
         *_disk_args(domain, features),
-        *_serial_args(domain, features, passed),
+        *_serial_args(domain, features, passed, console_dir),
         *_nic_args(domain, features, nics),
         *_hostdev_args(domain, features),
         "-msg",

@@ -23,6 +23,7 @@ from qctl.caps import CapsCache, QEMUCaps
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, format_xml
 from qctl.host import LinkControl
 from qctl.qemu import hotplug, migrationjob, power
+from qctl.qemu.console import Console
 from qctl.qemu.dryrun import command_line, dry_run_argv
 from qctl.qemu.events import DomainEvent, EventStream
 from qctl.qemu.hostpaths import HostPaths
@@ -69,6 +70,7 @@ class Domain:
 
     def __init__(self, runtime: DomainRuntime) -> None:
         self.runtime = runtime
+        self._console: Console | None = None
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} pid={self.process.pid}>"
@@ -135,6 +137,15 @@ class Domain:
         """The state root this domain lives in."""
         return self.runtime.root
 
+    def console(self) -> Console:
+        """The guest's console on its first serial port: read everything it wrote (any
+        number of readers, nothing before attaching lost), ``wait_for`` a pattern, ``send``
+        input (to a pty). One per handle; closed with the handle."""
+        rt = self.runtime
+        if self._console is None:
+            self._console = Console.of(rt.directory, rt.live, rt.process)
+        return self._console
+
     def xml(self, *, live: bool = True) -> str:
         """The live domain XML, or with ``live=False`` the definition as given."""
         return format_xml(self.live if live else self.config)
@@ -154,9 +165,12 @@ class Domain:
         netlink: LinkControl | None = None,
         host_paths: HostPaths | None = None,
         launcher: Launcher | None = None,
+        die_with_owner: bool = False,
     ) -> Opening[Domain]:
         """Start ``defn``: ``dom = await Domain.start(defn)`` (QEMU outlives the handle) or
         ``async with Domain.start(defn) as dom`` (the domain is stopped on leaving).
+        ``die_with_owner``: QEMU is killed when this process dies, however it dies (a
+        crashed test run leaves no VM; the next command releases what it held).
 
         ``caps`` defaults to the (cached) probe of the domain's emulator (``<emulator>``,
         else ``$QCTL_QEMU``, else qemu-system-x86_64). Nothing is created on the host when
@@ -170,7 +184,14 @@ class Domain:
             binary = _binary_for(defn)
             known = caps or await CapsCache().get(binary)
             started = await launch(
-                defn, known, binary, root, netlink, paths, launcher or Launcher()
+                defn,
+                known,
+                binary,
+                root,
+                netlink,
+                paths,
+                launcher or Launcher(),
+                die_with_owner=die_with_owner,
             )
             runtime = DomainRuntime(
                 status=started.status,
@@ -410,6 +431,8 @@ class Domain:
 
     async def aclose(self) -> None:
         """Disconnect from QEMU (it keeps running) and stop this handle's tasks. Idempotent."""
+        if self._console is not None:
+            await self._console.aclose()
         await self.runtime.aclose()
 
     async def __aenter__(self) -> Domain:

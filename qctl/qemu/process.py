@@ -4,6 +4,12 @@ QEMU runs in its own session so it outlives the qctl process that started it (th
 daemon). Its stderr goes to a log file whose tail is quoted when it fails. Only the fds
 named in ``pass_fds`` are inherited (taps, vhost-net), everything else is close-on-exec.
 
+With ``die_with_owner``, QEMU gets SIGKILL when the process that started it dies, however
+it dies: a small watchdog process blocks on a pipe whose only writer is the owner, and
+kills QEMU (the very process: pid and start time) when the pipe ends. Not the kernel's
+``PR_SET_PDEATHSIG``: it is cleared when a confined QEMU drops to its own user, and it
+fires when the forking *thread* exits rather than the process.
+
 A QEMU started by another qctl process is not our child: its liveness is judged from
 ``/proc/PID/stat`` (a zombie counts as gone, since PID 1 may take a while to reap it), and
 its start time guards against a PID that was reused.
@@ -16,6 +22,8 @@ import contextlib
 import os
 import signal
 import stat
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +41,7 @@ __all__ = [
 ]
 
 _TAIL_BYTES = 2000
+#: the thread that forks QEMUs which die with their owner: it lives as long as the process
 
 
 def log_tail(path: Path, limit: int = _TAIL_BYTES) -> str:
@@ -120,6 +129,44 @@ def _open_log(path: Path) -> BinaryIO:
     return os.fdopen(fd, "ab")
 
 
+#: the watchdog of a ``die_with_owner`` QEMU: waits for the owner's end of the pipe (its
+#: stdin) to close, then kills QEMU if it is still the same process
+_WATCHDOG = """
+import os, sys
+pid, start = int(sys.argv[1]), sys.argv[2]
+while os.read(0, 4096):
+    pass
+try:
+    stat = open(f"/proc/{pid}/stat").read()
+    if stat[stat.rindex(")") + 2 :].split()[19] == start:
+        os.kill(pid, 9)
+except (OSError, ValueError, IndexError):
+    pass
+"""
+#: the owner's ends of the watchdogs' pipes, open until this process ends
+_watched: list[int] = []
+
+
+def _watch_owner(identity: ProcessIdentity) -> None:
+    """Start the watchdog that kills ``identity`` when this process ends (see the module)."""
+    read_end, write_end = os.pipe()
+    try:
+        subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(identity.pid), str(identity.start_time)],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    os.set_inheritable(write_end, False)
+    _watched.append(write_end)
+
+
 class QEMUProcess:
     """A QEMU process this qctl process started (its parent), or adopted by identity."""
 
@@ -132,6 +179,7 @@ class QEMUProcess:
         self.identity = identity
         self.log_path = log_path
         self._proc = proc
+        # A child forked outside asyncio (die_with_owner): its exit is seen through a pidfd.
 
     @property
     def pid(self) -> int:
@@ -146,9 +194,13 @@ class QEMUProcess:
         log_path: Path,
         pass_fds: Sequence[int] = (),
         env: Mapping[str, str] | None = None,
+        die_with_owner: bool = False,
     ) -> QEMUProcess:
         """Start QEMU with ``argv``, inheriting only ``pass_fds``; output goes to ``log_path``.
-        ``env`` replaces the environment when given."""
+        ``env`` replaces the environment when given.
+
+        ``die_with_owner``: QEMU is killed when this process dies (see the module).
+        """
         with _open_log(log_path) as log:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -162,8 +214,10 @@ class QEMUProcess:
                 )
             except OSError as exc:
                 raise ProcessError(f"cannot start {argv[0]}: {exc.strerror}") from exc
-        stat = _read_stat(proc.pid)
-        identity = ProcessIdentity(proc.pid, stat[1] if stat else 0)
+        found = _read_stat(proc.pid)
+        identity = ProcessIdentity(proc.pid, found[1] if found else 0)
+        if die_with_owner:
+            _watch_owner(identity)
         return cls(identity, log_path, proc)
 
     @property
@@ -219,9 +273,12 @@ class Launcher:
         log_path: Path,
         pass_fds: Sequence[int] = (),
         env: Mapping[str, str] | None = None,
+        die_with_owner: bool = False,
     ) -> QEMUProcess:
         """Start ``argv`` (see :meth:`QEMUProcess.spawn`)."""
-        return await QEMUProcess.spawn(argv, log_path=log_path, pass_fds=pass_fds, env=env)
+        return await QEMUProcess.spawn(
+            argv, log_path=log_path, pass_fds=pass_fds, env=env, die_with_owner=die_with_owner
+        )
 
     def adopt(self, identity: ProcessIdentity, log_path: Path) -> QEMUProcess:
         """The process of a domain another qctl process started."""

@@ -241,6 +241,7 @@ async def launch(
     launcher: Launcher,
     *,
     incoming: bool = False,
+    die_with_owner: bool = False,
 ) -> Launched:
     """Start ``defn`` (see the module for the steps); nothing is left behind on failure.
 
@@ -322,6 +323,7 @@ async def launch(
             confinement=confinement,
             files=files,
             incoming="defer" if incoming else None,
+            console_dir=str(directory.path),
         )
         log.debug("starting %s: %s", planned.name, " ".join(argv))
         listener_fds = [listener.fileno() for listener in listeners]
@@ -331,6 +333,7 @@ async def launch(
             log_path=directory.log_file,
             pass_fds=[*prepared.fds, *listener_fds, *file_fds],
             env=locate_install(binary).environ(),  # the binary's own modules
+            die_with_owner=die_with_owner,
         )
         passed.close()  # QEMU has its copies
         stack.push_async_callback(process.stop, 1.0)

@@ -8,6 +8,8 @@ Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl``
         qmp.sock, qmp-N.sock   0600, QEMU's monitors (one client each)
         status.json            live XML + ledger, written atomically
         qemu.log               QEMU's stderr
+        console.sock           the serial console's socket (QEMU listens; input)
+        console.log            everything the guest wrote on its serial console
         lock                   flock()ed by the process working on the domain
       networks/                pool definitions and allocations (:mod:`qctl.qemu.network`)
 
@@ -306,6 +308,11 @@ class DomainDir:
         return self.path / "starting"
 
     @property
+    def console_log(self) -> Path:
+        """Everything the guest wrote on its first serial port (QEMU's chardev log)."""
+        return self.path / "console.log"
+
+    @property
     def pid_file(self) -> Path:
         """Where QEMU writes its pid (``-pidfile``)."""
         return self.path / "qemu.pid"
@@ -406,6 +413,7 @@ class DomainDir:
     def remove(self) -> None:
         """Delete the directory and everything qctl puts in it (idempotent)."""
         known = {"status.json", "qmp.sock", "qemu.log", "lock", "starting", "qemu.pid", "abort"}
+        known.add("console.log")
         known.update(p.name for p in self.qmp_sockets)
         try:
             with self.root.opened("domains") as parent, self.opened() as fd:

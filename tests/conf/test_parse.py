@@ -18,6 +18,8 @@ from qctl.conf import (
     USBAddress,
     check,
     load,
+    load_domain,
+    load_network,
     parse_device,
     parse_domain,
     parse_network,
@@ -62,6 +64,20 @@ def test_load_reports_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load(tmp_path / "missing.xml")
     assert str(info.value) == f"{tmp_path / 'missing.xml'}: cannot read: No such file or directory"
+
+
+def test_load_domain_and_load_network_return_their_kind_or_name_the_file() -> None:
+    domain: DomainDef = load_domain(EXAMPLES / "domain-basic.xml")
+    network: NetworkDef = load_network(EXAMPLES / "network-bridge.xml")
+    assert (domain.name, network.name) == ("basic", "lan")
+    with pytest.raises(ValidationError) as info:
+        load_domain(EXAMPLES / "network-bridge.xml")
+    assert str(info.value) == (
+        f"{EXAMPLES / 'network-bridge.xml'}:3: /network: expected a <domain> document, "
+        "not <network>"
+    )
+    with pytest.raises(ConfigError, match=r"missing.xml: cannot read: No such file"):
+        load_domain(EXAMPLES / "missing.xml")
 
 
 def test_parse_functions_refuse_other_documents() -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +90,91 @@ async def test_foreign_process_liveness_and_wait(tmp_path: Path) -> None:
 def test_identity_of_missing_process() -> None:
     with pytest.raises(ProcessError, match="does not exist"):
         process_identity(2**22 + 12345)
+
+
+# -- die_with_owner ------------------------------------------------------------------------
+
+_OWNER = """
+import asyncio, sys
+from pathlib import Path
+from qctl.qemu.process import QEMUProcess
+
+async def main() -> None:
+    proc = await QEMUProcess.spawn(
+        ["sleep", "60"], log_path=Path(sys.argv[1]), die_with_owner=sys.argv[2] == "1"
+    )
+    print(proc.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` is gone or a zombie (PID 1 reaps orphans late) within ``seconds``."""
+    identity = process_identity(pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not is_alive(identity):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("die_with_owner", [True, False])
+def test_qemu_dies_with_its_owner_only_when_asked(tmp_path: Path, die_with_owner: bool) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, str(tmp_path / "log"), "1" if die_with_owner else "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    pid = int(owner.stdout.readline())
+    try:
+        owner.kill()
+        owner.wait()
+        assert _gone_within(pid, 2.0) is die_with_owner
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_owner_thread_that_ends_does_not_kill_qemu(tmp_path: Path) -> None:
+    """PDEATHSIG follows the forking thread: a loop run in a short-lived thread must not
+    take its QEMU with it when the thread ends."""
+    spawned: list[QEMUProcess] = []
+
+    async def start() -> None:
+        spawned.append(
+            await QEMUProcess.spawn(["sleep", "60"], log_path=tmp_path / "log", die_with_owner=True)
+        )
+
+    thread = threading.Thread(target=asyncio.run, args=(start(),))
+    thread.start()
+    thread.join()
+    proc = spawned[0]
+    try:
+        assert not _gone_within(proc.pid, 0.5)
+        assert proc.alive() and proc.returncode is None
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+    assert asyncio.run(proc.wait()) == -signal.SIGKILL
+    assert not proc.alive()
+
+
+async def test_a_qemu_dying_with_its_owner_is_waited_for_and_stopped(tmp_path: Path) -> None:
+    proc = await QEMUProcess.spawn(
+        [sys.executable, "-c", "import sys; sys.exit(4)"],
+        log_path=tmp_path / "log",
+        die_with_owner=True,
+    )
+    assert await proc.wait() == 4 and proc.returncode == 4
+    sleeper = await QEMUProcess.spawn(
+        ["sleep", "60"], log_path=tmp_path / "log", die_with_owner=True
+    )
+    await sleeper.stop(grace=1.0)
+    assert sleeper.returncode == -signal.SIGTERM
+    with pytest.raises(ProcessError, match="cannot start"):
+        await QEMUProcess.spawn(
+            [str(tmp_path / "nope")], log_path=tmp_path / "log", die_with_owner=True
+        )

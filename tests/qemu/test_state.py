@@ -40,6 +40,16 @@ def test_domain_dir_is_private_and_status_round_trips(tmp_path: Path) -> None:
     assert root.names() == []
 
 
+def test_remove_takes_the_console_socket_and_log_too(tmp_path: Path) -> None:
+    dom = StateRoot(tmp_path).domain("vm1")
+    dom.create()
+    assert (dom.console_socket.name, dom.console_log.name) == ("console.sock", "console.log")
+    dom.console_log.write_bytes(b"QCTL-GUEST-READY\n")
+    dom.console_socket.write_bytes(b"")
+    dom.remove()
+    assert not dom.path.exists()
+
+
 def test_bad_domain_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="not usable"):
         StateRoot(tmp_path).domain("../etc")
