@@ -1,4 +1,4 @@
-"""The console reader/writer against a log file and a socket qctl plays QEMU for.
+"""The console reader/writer against a log file, and a pty qctl plays QEMU for.
 
 A ``sleep`` process stands in for QEMU where its exit matters; the bundled guest's console
 is tested in tests/qemu/test_console_guest.py.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
+import tty
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from qctl.caps import QEMUCaps
 from qctl.conf import parse_domain
 from qctl.errors import ConsoleError, StateError
 from qctl.qemu.command import Features, build_command
-from qctl.qemu.console import RECENT_LINES, Console, console_chardev
+from qctl.qemu.console import RECENT_LINES, Console, console_log_option
 from qctl.qemu.plan import plan
 from qctl.qemu.process import QEMUProcess
 from qctl.qemu.state import DomainDir
@@ -48,15 +48,13 @@ async def qemu(tmp_path: Path) -> AsyncIterator[QEMUProcess]:
     await proc.stop(grace=0.1)
 
 
-def test_console_chardev_is_a_server_socket_with_a_log_beside_it() -> None:
-    assert console_chardev("charserial0", "/run/qctl/domains/a,b/") == [
-        "-chardev",
-        "socket,id=charserial0,path=/run/qctl/domains/a,,b/console.sock,server=on,wait=off,"
-        "logfile=/run/qctl/domains/a,,b/console.log",
-    ]
+def test_the_console_log_is_an_option_of_the_serial_chardev() -> None:
+    assert console_log_option("/run/qctl/domains/a,b/") == (
+        ",logfile=/run/qctl/domains/a,,b/console.log,logappend=on"
+    )
 
 
-def test_the_first_pty_serial_becomes_the_console_when_the_builder_has_a_state_dir() -> None:
+def test_the_first_serial_is_logged_when_the_builder_has_a_state_dir() -> None:
     domain = plan(
         parse_domain(
             "<domain type='qemu'><name>c</name><memory>1024</memory>"
@@ -69,8 +67,8 @@ def test_the_first_pty_serial_becomes_the_console_when_the_builder_has_a_state_d
     argv = build_command(domain, Features(), {}, binary="qemu", monitor="fd=3", console_dir="/d")
     chardevs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-chardev"][1:]
     assert chardevs == [
-        "file,id=charserial0,path=/tmp/s0",
-        "socket,id=charserial1,path=/d/console.sock,server=on,wait=off,logfile=/d/console.log",
+        "file,id=charserial0,path=/tmp/s0,logfile=/d/console.log,logappend=on",
+        "pty,id=charserial1",
         "pty,id=charserial2",
     ]
 
@@ -79,7 +77,7 @@ async def test_a_reader_sees_output_written_before_and_after_it_attached(
     directory: DomainDir,
 ) -> None:
     _append(directory.console_log, b"booting\r\nQCTL-GUEST-READY\r\npart")
-    async with Console.of(directory) as console:
+    async with Console(directory.console_log) as console:
         assert await anext(console) == "booting"
         assert await anext(console) == "QCTL-GUEST-READY"
         waiting = asyncio.ensure_future(anext(console))
@@ -95,7 +93,7 @@ async def test_several_readers_get_every_byte_once_in_order(
     expected = [f"line {n} " + "x" * (n % 7) for n in range(300)]
     data = "".join(f"{line}\r\n" for line in expected).encode()
     _append(directory.console_log, data[:1000])
-    async with Console.of(directory, qemu) as console:
+    async with Console(directory.console_log, process=qemu) as console:
         late = console.reader()
 
         async def collect(reader: AsyncIterator[str]) -> list[str]:
@@ -113,7 +111,7 @@ async def test_several_readers_get_every_byte_once_in_order(
 
 async def test_closing_the_console_ends_its_waiting_readers(directory: DomainDir) -> None:
     _append(directory.console_log, b"one\n")
-    console = Console.of(directory)
+    console = Console(directory.console_log)
     reader = console.reader()
     waiting = asyncio.ensure_future(_lines(reader))
     await asyncio.sleep(0.05)
@@ -128,7 +126,7 @@ async def _lines(reader: AsyncIterator[str]) -> list[str]:
 
 async def test_a_reader_from_the_end_sees_only_what_comes_next(directory: DomainDir) -> None:
     _append(directory.console_log, b"old\n")
-    async with Console.of(directory) as console:
+    async with Console(directory.console_log) as console:
         reader = console.reader(from_end=True)
         waiting = asyncio.ensure_future(anext(reader))
         await asyncio.sleep(0.05)
@@ -140,7 +138,7 @@ async def test_wait_for_returns_the_match_and_the_next_wait_goes_on_after_it(
     directory: DomainDir,
 ) -> None:
     _append(directory.console_log, b"QCTL-NICS: eth0\nQCTL-NICS: eth0 eth1\n")
-    async with Console.of(directory) as console:
+    async with Console(directory.console_log) as console:
         first = await console.wait_for(r"QCTL-NICS:(.*)", timeout=5)
         second = await console.wait_for(re.compile(r"QCTL-NICS:(.*)"), timeout=5)
         assert (first.group(1), second.group(1)) == (" eth0", " eth0 eth1")
@@ -153,7 +151,7 @@ async def test_wait_for_returns_the_match_and_the_next_wait_goes_on_after_it(
 
 
 async def test_wait_for_a_prompt_matches_the_incomplete_last_line(directory: DomainDir) -> None:
-    async with Console.of(directory) as console:
+    async with Console(directory.console_log) as console:
         waiting = asyncio.ensure_future(console.wait_for("login: $", timeout=5, prompt=True))
         await asyncio.sleep(0.05)
         _append(directory.console_log, b"guest login: ")  # a prompt: no line end
@@ -164,7 +162,7 @@ async def test_wait_for_a_prompt_matches_the_incomplete_last_line(directory: Dom
 
 async def test_wait_for_times_out_with_the_last_lines(directory: DomainDir) -> None:
     _append(directory.console_log, "".join(f"l{n}\n" for n in range(80)).encode())
-    async with Console.of(directory) as console:
+    async with Console(directory.console_log) as console:
         with pytest.raises(ConsoleError) as caught:
             await console.wait_for("READY", timeout=0.2)
     error = caught.value
@@ -178,7 +176,7 @@ async def test_wait_for_times_out_with_the_last_lines(directory: DomainDir) -> N
 
 async def test_wait_for_stops_at_the_failure_pattern(directory: DomainDir) -> None:
     _append(directory.console_log, b"starting\nKernel panic - not syncing\nREADY\n")
-    async with Console.of(directory) as console:
+    async with Console(directory.console_log) as console:
         with pytest.raises(ConsoleError, match="failure pattern 'Kernel panic'") as caught:
             await console.wait_for("READY", timeout=5, failure="Kernel panic")
     assert caught.value.reason == "failure"
@@ -188,7 +186,7 @@ async def test_wait_for_stops_at_the_failure_pattern(directory: DomainDir) -> No
 
 async def test_wait_for_fails_when_qemu_exits(directory: DomainDir, qemu: QEMUProcess) -> None:
     _append(directory.console_log, b"reboot: Power down")
-    async with Console.of(directory, qemu) as console:
+    async with Console(directory.console_log, process=qemu) as console:
         waiting = asyncio.ensure_future(console.wait_for("READY", timeout=30))
         await asyncio.sleep(0.05)
         await qemu.stop(grace=0.1)
@@ -201,7 +199,7 @@ async def test_read_bytes_gives_what_was_written_for_terminals(
     directory: DomainDir, qemu: QEMUProcess
 ) -> None:
     _append(directory.console_log, b"a\r\nb\r\nlogin: ")
-    async with Console.of(directory, qemu) as console:
+    async with Console(directory.console_log, process=qemu) as console:
         assert await anext(console) == "a"
         assert await console.read_bytes() == b"b\r\nlogin: "
         assert console.tail() == ["a", "b", "login: "]
@@ -210,33 +208,42 @@ async def test_read_bytes_gives_what_was_written_for_terminals(
         assert await console.read_bytes() == b""
 
 
-async def test_send_writes_to_the_socket_and_drains_what_qemu_sends(
+async def test_send_writes_to_the_pty_and_drains_what_the_guest_writes(
     directory: DomainDir,
 ) -> None:
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(directory.console_socket))
-    server.listen(1)
-    server.setblocking(False)
-    loop = asyncio.get_running_loop()
-    async with Console.of(directory) as console:
-        await console.send("root\n")
-        peer, _ = await loop.sock_accept(server)
-        with peer:
-            await loop.sock_sendall(peer, b"echo " * 100_000)  # must not stall: it is drained
+    master, slave = os.openpty()  # QEMU holds the master; the console opens the slave
+    tty.setraw(slave)  # as QEMU makes it
+    path = Path(os.ttyname(slave))
+    os.close(slave)
+    os.set_blocking(master, False)
+    try:
+        async with Console(directory.console_log, path) as console:
+            await console.send("root\n")
+            output = memoryview(b"echo " * 100_000)  # more than a pty holds: must be drained
+            while output:
+                try:
+                    output = output[os.write(master, output) :]
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
             await console.send(b"\x03")
             got = b""
-            while len(got) < 6:
-                got += await loop.sock_recv(peer, 16)
-    server.close()
+            async with asyncio.timeout(5):
+                while len(got) < 6:
+                    try:
+                        got += os.read(master, 16)
+                    except BlockingIOError:
+                        await asyncio.sleep(0.01)
+    finally:
+        os.close(master)
     assert got == b"root\n\x03"
 
 
 async def test_errors_name_the_missing_console(directory: DomainDir, sockdir: str) -> None:
     os.unlink(directory.console_log)
-    async with Console.of(directory) as console:
+    async with Console(directory.console_log) as console:
         with pytest.raises(StateError, match="the domain has no console log"):
             await console.wait_for("x", timeout=1)
-        with pytest.raises(StateError, match="cannot connect to the console socket"):
+        with pytest.raises(StateError, match="takes no input: the domain's first serial"):
             await console.send("x")
 
 
