@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fakeqemu import FakeLauncher, FakeQEMU
-from support import open_fd_count, unique
+from support import open_fd_count, unique, wait_until
 
 from qctl import (
     DeviceAdded,
@@ -244,3 +244,50 @@ async def test_events_show_attaches_made_by_other_processes(rig: Rig) -> None:
                 if isinstance(event, DeviceAdded):
                     break
     assert event.alias == live.alias
+
+
+async def test_an_undo_that_fails_leaves_the_device_uncertain_with_what_it_holds(
+    rig: Rig,
+) -> None:
+    # device_add's reply is lost (QEMU has the device), then the rollback cannot even list
+    # QEMU's devices: nothing may be forgotten or deleted after that.
+    release = rig.qemu.stall("device_add", effect=True)
+    attach = asyncio.create_task(
+        rig.dom.attach_device("<interface type='user'><model type='virtio'/></interface>")
+    )
+    async with asyncio.timeout(10):
+        await rig.qemu.stalled["device_add"].wait()
+    rig.qemu.fail("qom-list", "fake failure of qom-list")
+    attach.cancel()
+    await asyncio.sleep(0)
+    attach.cancel()  # a second Ctrl-C while the rollback runs: held until it is done
+    with pytest.raises(asyncio.CancelledError):
+        await attach
+    release.set()
+    [entry] = rig.dom.ledger
+    assert entry.state == "uncertain" and entry.netdev_id == "hostnet0"
+    assert "hostnet0" in rig.qemu.netdevs and "net0" in rig.qemu.peripherals
+    # The next connect settles it: QEMU has the device, so it is adopted.
+    async with Domain.connect(rig.dom.name, state_root=rig.state) as other:
+        assert other.ledger.get("net0").state == "attached"  # type: ignore[union-attr]
+
+
+async def test_a_detach_cut_short_before_qemu_had_it_is_asked_again_on_connect(
+    rig: Rig,
+) -> None:
+    live = await rig.dom.attach_device(
+        "<interface type='user'><model type='virtio'/></interface>"
+    )
+    rig.qemu.stall("device_del", effect=False)  # the request never reaches QEMU
+    detach = asyncio.create_task(rig.dom.detach_device(live.alias or "", wait=1))
+    async with asyncio.timeout(10):
+        await rig.qemu.stalled["device_del"].wait()
+    detach.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await detach
+    assert rig.dom.ledger.get("net0").state == "detaching"  # type: ignore[union-attr]
+    # A connect asks QEMU again: this time the guest lets go, and the books follow.
+    async with Domain.connect(rig.dom.name, state_root=rig.state) as other:
+        async with asyncio.timeout(10):
+            await wait_until(lambda: other.ledger.get("net0") is None)
+    assert "net0" not in rig.qemu.peripherals and "hostnet0" not in rig.qemu.netdevs
