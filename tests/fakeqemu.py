@@ -308,8 +308,6 @@ class FakeQEMU:
         ]
 
 
-
-
 class FakeProcess(QEMUProcess):
     """The "QEMU process" of a :class:`FakeQEMU`: this test process, alive until quit."""
 
