@@ -335,6 +335,8 @@ async def measure(
         say(f"N={size} {storage}: device_del, {ops} per domain per tool")
         await compare(row, "device_del", ours.device_del, hand.device_del, size, ops)
     finally:
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
         if hand is not None:
             await hand.aclose()
         say(f"N={size} {storage}: stopping")
