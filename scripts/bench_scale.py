@@ -53,7 +53,7 @@ from qctl.host import Netlink
 DISK_BASE = Path("/var/tmp")
 SIZES = (1, 8, 32, 64)
 QUICK_SIZES = (1, 8)
-OPS = 4  # NICs per domain per tool (each tool uses its own root ports)
+OPS = 6  # NICs per domain per tool (each tool uses its own root ports)
 QUICK_OPS = 2
 CONNECTS = 7
 QUICK_CONNECTS = 3
