@@ -91,10 +91,8 @@ class IfName:
         raw = self.name.encode()
         if not 1 <= len(raw) <= _IFNAME_MAX:
             raise ValueError(f"interface name {self.name!r} must be 1 to {_IFNAME_MAX} bytes")
-        if (
-            self.name in {".", ".."}
-            or any(c in self.name for c in "/:")
-            or any(c.isspace() for c in self.name)
+        if self.name in {".", ".."} or any(c in self.name for c in "/:") or any(
+            c.isspace() for c in self.name
         ):
             raise ValueError(f"interface name {self.name!r} has a forbidden character")
 

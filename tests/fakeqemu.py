@@ -308,6 +308,8 @@ class FakeQEMU:
         ]
 
 
+
+
 class FakeProcess(QEMUProcess):
     """The "QEMU process" of a :class:`FakeQEMU`: this test process, alive until quit."""
 

@@ -53,7 +53,9 @@ def _list(args: argparse.Namespace) -> int:
     for name in store.names():
         network = store.get(name)
         mode = network.forward.mode.value if network.forward else "bridge"
-        rows.append({"name": name, "mode": mode, "held": sum(1 for a in held if a.network == name)})
+        rows.append(
+            {"name": name, "mode": mode, "held": sum(1 for a in held if a.network == name)}
+        )
     if args.json:
         print_json(rows)
     else:

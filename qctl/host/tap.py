@@ -113,7 +113,9 @@ class TapRequest:
         if self.name is not None:
             IfName(self.name)
             if "%" in self.name and (self.name.count("%") != 1 or "%d" not in self.name):
-                raise ValueError(f"interface name template {self.name!r} must hold exactly one %d")
+                raise ValueError(
+                    f"interface name template {self.name!r} must hold exactly one %d"
+                )
         if self.bridge is not None:
             IfName(self.bridge)
         if not 1 <= self.queues <= _MAX_QUEUES:
@@ -355,7 +357,9 @@ def _open_tun(tun_path: str) -> int:
     except OSError as exc:
         text = f"cannot open {tun_path}: {errno_text(exc.errno, exc.strerror)}"
         if exc.errno in (errno_mod.ENOENT, errno_mod.ENODEV, errno_mod.ENXIO):
-            raise UnsupportedError(f"{text}; is the tun driver loaded?", capability="tun") from exc
+            raise UnsupportedError(
+                f"{text}; is the tun driver loaded?", capability="tun"
+            ) from exc
         raise HostError(text) from exc
 
 
@@ -368,7 +372,9 @@ def _set_iff(fd: int, name: str, flags: int, *, first: bool) -> str:
             raise ResourceBusyError(
                 f"cannot create tap {name}: an interface with that name already exists"
             ) from exc
-        raise HostError(f"cannot create tap {name}: {errno_text(exc.errno, exc.strerror)}") from exc
+        raise HostError(
+            f"cannot create tap {name}: {errno_text(exc.errno, exc.strerror)}"
+        ) from exc
     raw_name, _ = _IFREQ.unpack(reply)
     return str(raw_name.rstrip(b"\0").decode())
 
@@ -383,3 +389,4 @@ def _close_all(fds: list[int]) -> list[OSError]:
             log.warning("closing tap fd %d failed: %s", fd, exc)
             failures.append(exc)
     return failures
+

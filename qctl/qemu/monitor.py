@@ -119,7 +119,11 @@ class Monitor:
         HMP's ``info network``, whose lines are ``[ \\ ]ID: index=N,type=KIND,…``; NIC
         frontends (``type=nic``) are left out.
         """
-        text = await self.client.execute("human-monitor-command", {"command-line": "info network"})
+        text = await self.client.execute(
+            "human-monitor-command", {"command-line": "info network"}
+        )
         return {
-            match.group(1) for match in _NETWORK_LINE.finditer(str(text)) if match.group(2) != "nic"
+            match.group(1)
+            for match in _NETWORK_LINE.finditer(str(text))
+            if match.group(2) != "nic"
         }

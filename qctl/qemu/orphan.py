@@ -84,9 +84,8 @@ async def reap_cut_start(directory: DomainDir, *, remove: bool = True) -> bool:
     if not cut_short(directory):
         return False
     for pid in _qemus_of(directory.pid_file):
-        log.warning(
-            "domain %s: killing QEMU %d left by a start that was cut short", directory.name, pid
-        )
+        log.warning("domain %s: killing QEMU %d left by a start that was cut short",
+                    directory.name, pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         identity = _identity(pid)

@@ -84,7 +84,9 @@ def read_status(directory: DomainDir) -> Status:
             identity=ProcessIdentity(int(data["pid"]), int(data["start_time"])),
             binary=str(data["binary"]),
             config=parse_domain(data["config_xml"], source=source),
-            live=merge_live(parse_domain(data["live_xml"], source=source, live=True), ledger),
+            live=merge_live(
+                parse_domain(data["live_xml"], source=source, live=True), ledger
+            ),
             ledger=ledger,
             state=RunState(data.get("state", RunState.RUNNING.value)),
             job=JobRecord.from_json(data["job"]) if data.get("job") is not None else None,

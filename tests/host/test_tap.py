@@ -248,7 +248,9 @@ async def test_missing_bridge_creates_nothing(netlink: Netlink, tun: None) -> No
     with pytest.raises(NetlinkError) as info:
         await create_tap(TapRequest(mac=GUEST_MAC, bridge=missing), netlink=netlink)
     assert info.value.errno == errno.ENODEV
-    assert str(info.value) == (f"cannot attach a tap to bridge {missing}: No such device (ENODEV)")
+    assert str(info.value) == (
+        f"cannot attach a tap to bridge {missing}: No such device (ENODEV)"
+    )
     assert open_fd_count() == before_fds
     assert await tun_links(netlink) == before_taps
 
@@ -363,7 +365,9 @@ async def test_aclose_spares_a_newcomer_with_the_same_name(netlink: Netlink, tun
         assert await netlink.link_index(name) == new.index
 
 
-async def test_delete_tap_by_ledger_entry(netlink: Netlink, bridge: MakeBridge, tun: None) -> None:
+async def test_delete_tap_by_ledger_entry(
+    netlink: Netlink, bridge: MakeBridge, tun: None
+) -> None:
     async with create_tap(TapRequest(mac=GUEST_MAC), netlink=netlink) as tap:
         holder = os.dup(tap.fds[0])
         tap.close_fds()

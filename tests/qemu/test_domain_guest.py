@@ -103,7 +103,7 @@ async def test_start_guest_sees_every_nic_and_stop_releases_taps(
         plain = await netlink.get_link(taps["net2"])
         assert plain is not None and plain.master is None and plain.up
         live = dom.xml()
-        assert '<driver name="qemu"/>' in live  # TCG: userspace virtio-net, recorded
+        assert "<driver name=\"qemu\"/>" in live  # TCG: userspace virtio-net, recorded
         assert [i.name for i in Domain.list(state_root)] == [name]
     finally:
         await dom.stop(grace=20)

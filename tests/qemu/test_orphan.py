@@ -64,7 +64,9 @@ async def test_a_start_killed_after_spawning_is_found_and_ended(
     xml = tmp_path / "domain.xml"
     xml.write_text(_domain(name, tap))
     state = tmp_path / "state"
-    child = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, str(xml), str(state))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(xml), str(state)
+    )
     assert await child.wait() == 9
     pidfile = str(state / "domains" / name / "qemu.pid")
     assert _qemus(pidfile), "the orphan QEMU should be running"
