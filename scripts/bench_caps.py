@@ -3,12 +3,13 @@
 Measures side by side, in one process:
 
 - hand-written: the minimal qemu.qmp script doing the same job by hand — spawn QEMU with the
-  probe's command line, poll for the socket, connect, run the probe's queries one after the
+  probe's command line, connect (retrying until QEMU listens), run the probe's queries one after the
   other, quit, wait for the exit, remove the temporary directory;
 - cold: ``CapsCache(empty directory).get(binary)`` — spawn, concurrent queries, stop, write
   the cache entry;
-- cached: ``CapsCache(warm directory).get(binary)`` from a new cache object each time, so
-  every lookup reads the file (fingerprint, JSON, fresh host facts).
+- cached: ``CapsCache(warm directory).get(binary)`` from a new cache object each time: every
+  lookup checks the binary's fingerprint, the entry file's stamp and the host facts, and
+  returns the caps object the process already shares (the first lookup read the file).
 
 Hand-written and cold runs alternate, after one warm-up each. Prints the medians and the
 ratios, and exits 1 when cold/hand-written exceeds 1.3 or cold/cached is below 50.
@@ -28,16 +29,23 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
-from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import ConnectError, ExecuteError, QMPClient
 
 from qctl.caps import PROBED_DEVICES, CapsCache, resolve_binary
 
 MAX_COLD_OVER_HAND = 1.3
 MIN_COLD_OVER_CACHED = 50.0
+#: how long the hand-written script waits for QEMU to listen on its monitor
+CONNECT_LIMIT = 10.0
 
 
 async def hand_written(binary: str) -> None:
-    """The minimal qemu.qmp script: same QEMU, same queries, sequentially."""
+    """The minimal qemu.qmp script: same QEMU, same queries, sequentially.
+
+    QEMU creates its socket (bind) a moment before it listens, so connecting as soon as the
+    file appears can be refused: the script retries until QEMU listens, and gives up if
+    QEMU exits. Whatever happens, no QEMU and no directory is left behind.
+    """
     workdir = tempfile.mkdtemp()
     sock = os.path.join(workdir, "qmp.sock")
     proc = await asyncio.create_subprocess_exec(
@@ -45,27 +53,47 @@ async def hand_written(binary: str) -> None:
         "-machine", "none,accel=kvm:tcg", "-qmp", f"unix:{sock},server=on,wait=off",
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    while not os.path.exists(sock):  # noqa: ASYNC240, ASYNC110 - as a plain script would
+    try:
+        qmp = await connect_when_listening(sock, proc)
+        await qmp.execute("query-version")
+        await qmp.execute("query-commands")
+        with contextlib.suppress(ExecuteError):  # removed in QEMU 6.0; the probe asks anyway
+            await qmp.execute("query-events")
+        types = await qmp.execute("qom-list-types")
+        names = {t["name"] for t in types}  # type: ignore[attr-defined]
+        for device in PROBED_DEVICES:
+            if device in names:
+                await qmp.execute("device-list-properties", {"typename": device})
+        await qmp.execute("query-qmp-schema")
+        await qmp.execute("query-machines")
+        await qmp.execute("query-kvm")
+        await qmp.execute("quit")
+        with contextlib.suppress(EOFError):  # qemu.qmp reports the EOF after quit
+            await qmp.disconnect()
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def connect_when_listening(sock: str, proc: asyncio.subprocess.Process) -> QMPClient:
+    """Connect to QEMU's monitor, retrying while the socket is absent or not listening yet."""
+    deadline = time.monotonic() + CONNECT_LIMIT
+    while True:
+        qmp = QMPClient("bench")
+        try:
+            await qmp.connect(sock)
+            return qmp
+        except ConnectError as exc:
+            if not isinstance(exc.exc, (FileNotFoundError, ConnectionRefusedError)):
+                raise
+            if proc.returncode is not None:
+                raise RuntimeError(f"QEMU exited with status {proc.returncode}") from exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"QEMU did not listen within {CONNECT_LIMIT}s") from exc
         await asyncio.sleep(0.001)
-    qmp = QMPClient("bench")
-    await qmp.connect(sock)
-    await qmp.execute("query-version")
-    await qmp.execute("query-commands")
-    with contextlib.suppress(ExecuteError):  # removed in QEMU 6.0; the probe asks anyway
-        await qmp.execute("query-events")
-    types = await qmp.execute("qom-list-types")
-    names = {t["name"] for t in types}  # type: ignore[attr-defined]
-    for device in PROBED_DEVICES:
-        if device in names:
-            await qmp.execute("device-list-properties", {"typename": device})
-    await qmp.execute("query-qmp-schema")
-    await qmp.execute("query-machines")
-    await qmp.execute("query-kvm")
-    await qmp.execute("quit")
-    with contextlib.suppress(EOFError):  # qemu.qmp reports the EOF after quit
-        await qmp.disconnect()
-    await proc.wait()
-    shutil.rmtree(workdir)
 
 
 async def timed(action: Callable[[], Awaitable[object]]) -> float:

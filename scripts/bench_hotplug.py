@@ -97,7 +97,8 @@ RX_FILTER_TIMEOUT = 5.0
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
-NICS_RE = re.compile(r"^QCTL-NICS:(.*)$", re.MULTILINE)
+#: a whole report line: the guest may be halfway through writing the last one
+NICS_RE = re.compile(r"^QCTL-NICS:([^\n]*)\n", re.MULTILINE)
 #: the guest's NIC report loop wakes every 0.2 s, and under TCG its vCPU holds QEMU's big
 #: lock while it runs, slowing QMP commands that arrive then; every timed operation starts
 #: after a random pause up to this long, so each tool meets the loop at random phases
@@ -220,13 +221,19 @@ class Console:
         self.path = path
 
     def macs(self) -> set[str] | None:
+        """The MACs of the last whole report (``name,index,mac`` entries), or None before one.
+
+        Only lines the guest has finished are read, and an entry that is not whole (kernel
+        messages can land in the middle of a line on the serial port) is skipped.
+        """
         try:
             reports = NICS_RE.findall(self.path.read_text(errors="replace"))
         except FileNotFoundError:
             return None
         if not reports:
             return None
-        return {entry.split(",")[2] for entry in reports[-1].split()}
+        fields = (entry.split(",") for entry in reports[-1].split())
+        return {parts[2] for parts in fields if len(parts) >= 3}
 
     async def wait(self, predicate: Callable[[set[str]], bool], what: str, limit: float) -> None:
         try:

@@ -183,6 +183,11 @@ class FakeQMPServer:
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
+    @property
+    def clients(self) -> int:
+        """How many client connections are open now."""
+        return len(self._writers)
+
     async def start(self) -> None:
         """Listen on :attr:`path`."""
         self._server = await asyncio.start_unix_server(self._serve, path=self.path)

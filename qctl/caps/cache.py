@@ -3,9 +3,18 @@
 Entries live in ``$XDG_CACHE_HOME/qctl/caps/`` (``~/.cache/qctl/caps/`` by default), named
 by the SHA-256 of the binary's real path. Each stores the caps and the
 :class:`Fingerprint` they were probed under; an entry is used only while the fingerprint
-still matches, that is while the binary's mtime, ctime and size, qctl's version, the running
-kernel and the presence of ``/dev/kvm`` are all unchanged. Host facts
-(:mod:`~qctl.caps.hostfact`) are not cached: every lookup finds them afresh.
+still matches, that is while the binary's identity (device, inode), mtime, ctime and size,
+qctl's version, the running kernel and the presence of ``/dev/kvm`` are all unchanged. Host
+facts (:mod:`~qctl.caps.hostfact`) are not cached: every lookup finds them afresh.
+
+Within one process every lookup shares one :class:`QEMUCaps` object per entry (a domain
+holds its caps, so dozens of domains would otherwise hold dozens of copies): a process-wide
+memo keeps the caps last read or probed for each entry file, with the fingerprint and the
+entry file's own stamp (inode, size, mtime) they belong to. A lookup whose fingerprint and
+stamp are unchanged returns the very same object without reading the file, whichever
+:class:`CapsCache` object it goes through; another process rewriting the entry changes the
+stamp, and the entry is read again. qctl's version and the kernel, the inputs of the
+fingerprint that cannot change while the process runs, are read once per process.
 
 Writes are atomic (temporary file in the same directory, fsync, rename), so processes
 sharing the cache never see half an entry; the last writer wins. Within one process (one
@@ -55,6 +64,8 @@ class Fingerprint:
     """What must not have changed for a cache entry to stay valid."""
 
     binary: str
+    device: int
+    inode: int
     mtime_ns: int
     ctime_ns: int
     size: int
@@ -71,6 +82,18 @@ class _Shared:
     fingerprint: Fingerprint
     waiters: int = 0
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Memo:
+    """The caps this process last read or probed for one entry file, and what they hold for."""
+
+    fingerprint: Fingerprint
+    stamp: tuple[int, int, int, int] | None  # the entry file's; None when there was none
+    caps: QEMUCaps
+
+
+# The caps every lookup of this process shares, by cache entry file (see the module).
+_MEMO: dict[Path, _Memo] = {}
 
 # Probes in flight, per event loop, by cache entry file.
 _IN_FLIGHT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, _Shared]] = (
@@ -122,6 +145,8 @@ class CapsCache:
             raise ProcessError(f"{path}: {exc.strerror or exc}") from exc
         return Fingerprint(
             binary=path,
+            device=st.st_dev,
+            inode=st.st_ino,
             mtime_ns=st.st_mtime_ns,
             ctime_ns=st.st_ctime_ns,
             size=st.st_size,
@@ -140,15 +165,35 @@ class CapsCache:
     async def get(self, binary: str | os.PathLike[str], *, refresh: bool = False) -> QEMUCaps:
         """The caps of ``binary``: from the cache while valid, else probed (and stored).
 
-        ``refresh`` skips the cached entry. Errors are those of
+        Lookups of an unchanged binary return the same object for as long as the process
+        runs (see the module). ``refresh`` skips the cached entry. Errors are those of
         :func:`~qctl.caps.probe.probe`; failing to write the cache is only logged.
         """
         fingerprint = self.fingerprint(binary)
+        key = self._entry_file(fingerprint.binary)
         if not refresh:
-            cached = self._load(fingerprint)
+            cached = self._recall(key, fingerprint) or self._load(key, fingerprint)
             if cached is not None:
-                return cached
-        return await self._join(fingerprint)
+                return self._with_fresh_host(key, cached)
+        return self._with_fresh_host(key, await self._join(fingerprint))
+
+    def _recall(self, key: Path, fingerprint: Fingerprint) -> QEMUCaps | None:
+        """The shared caps of this entry, while neither the binary nor the entry changed."""
+        memo = _MEMO.get(key)
+        if memo is None or memo.fingerprint != fingerprint or memo.stamp != _stamp_of(key):
+            return None
+        return memo.caps
+
+    def _with_fresh_host(self, key: Path, caps: QEMUCaps) -> QEMUCaps:
+        """``caps`` with this lookup's host facts; a change of them is shared from then on."""
+        facts = self._host_facts()
+        if caps.host == facts:
+            return caps
+        fresh = dataclasses.replace(caps, host=facts)
+        memo = _MEMO.get(key)
+        if memo is not None and memo.caps is caps:
+            _MEMO[key] = dataclasses.replace(memo, caps=fresh)
+        return fresh
 
     def cached(self, binary: str | os.PathLike[str]) -> QEMUCaps | None:
         """The caps of ``binary`` if the cache holds a valid entry, else None; never runs it.
@@ -160,11 +205,13 @@ class CapsCache:
     def _host_facts(self) -> HostFacts:
         return host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)
 
-    def _load(self, fingerprint: Fingerprint) -> QEMUCaps | None:
-        """The cached caps if the entry exists, is whole and matches ``fingerprint``."""
-        path = self._entry_file(fingerprint.binary)
+    def _load(self, path: Path, fingerprint: Fingerprint) -> QEMUCaps | None:
+        """The caps of entry file ``path`` if it exists, is whole and matches ``fingerprint``
+        (remembered for the lookups that follow)."""
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as entry_file:
+                stamp = _stamp(os.fstat(entry_file.fileno()))
+                raw = entry_file.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -179,10 +226,12 @@ class CapsCache:
             data = entry["caps"]
             facts = self._host_facts()  # host facts are always fresh
             data["host"] = {"vhost_net": facts.vhost_net, "tun": facts.tun}
-            return QEMUCaps.from_dict(data)
+            caps = QEMUCaps.from_dict(data)
         except (ValueError, KeyError, TypeError) as exc:
             _log.debug("ignoring damaged capabilities cache entry %s: %s", path, exc)
             return None
+        _MEMO[path] = _Memo(fingerprint, stamp, caps)
+        return caps
 
     async def _join(self, fingerprint: Fingerprint) -> QEMUCaps:
         """Wait for the probe of this binary in flight, starting one if there is none.
@@ -207,8 +256,7 @@ class CapsCache:
             raise
         finally:
             shared.waiters -= 1
-        facts = self._host_facts()  # the probe may have been started by another cache object
-        return caps if caps.host == facts else dataclasses.replace(caps, host=facts)
+        return caps
 
     async def _probe_and_store(self, fingerprint: Fingerprint) -> QEMUCaps:
         caps = await probe(fingerprint.binary, timeout=self.timeout, host=self._host_facts())
@@ -218,6 +266,8 @@ class CapsCache:
             _log.warning(
                 "cannot write the capabilities cache in %s: %s", self.directory, exc.strerror or exc
             )
+        key = self._entry_file(fingerprint.binary)
+        _MEMO[key] = _Memo(fingerprint, _stamp_of(key), caps)
         return caps
 
     def _store(self, fingerprint: Fingerprint, caps: QEMUCaps) -> None:
@@ -268,6 +318,20 @@ async def probe_many(
     return {name: task.result() for name, task in tasks.items()}
 
 
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes whenever an entry file is rewritten (a rename brings a new inode)."""
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _stamp_of(path: Path) -> tuple[int, int, int, int] | None:
+    """The stamp of the entry file at ``path``; ``None`` when it cannot be read."""
+    try:
+        return _stamp(os.stat(path))
+    except OSError:
+        return None
+
+
+@functools.cache
 def _installed_version() -> str:
     """qctl's version as installed (a development tree that is not installed: 'unknown')."""
     # Imported here, the one place that needs it: importlib.metadata pulls in the email
@@ -280,6 +344,7 @@ def _installed_version() -> str:
         return "unknown"
 
 
+@functools.cache
 def _running_kernel() -> str:
     uname = os.uname()
     return f"{uname.release} {uname.version}"

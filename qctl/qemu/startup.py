@@ -61,7 +61,7 @@ from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.status import Status, write_status
 from qctl.qemu.txn import take_lock, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
-from qctl.qmp import QMPClient, connect_qmp
+from qctl.qmp import QMPClient, connect_first, connect_qmp
 from qctl.types import PCIAddress
 
 __all__ = [
@@ -74,8 +74,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-#: how long a monitor may take to greet before it counts as busy with another client
-BUSY_MONITOR_TIMEOUT = 0.5
 
 
 @dataclass(slots=True)
@@ -372,27 +370,19 @@ async def launch(
 
 
 async def connect_free_monitor(directory: DomainDir) -> QMPClient:
-    """Connect to the first monitor no other qctl process is using.
+    """Connect to a monitor no other client is using.
 
     A monitor that serves another client accepts the connection but sends no greeting
-    until that client leaves, so a short greeting timeout tells it is busy. When every
-    monitor seems busy, the first is tried once more with the full timeout: a QEMU that
-    is merely slow (TCG under load) still answers then.
+    until that client leaves, so all monitors are tried at once and the first to greet is
+    kept (:func:`~qctl.qmp.connect_first`): busy ones cost no wait, and a QEMU that is
+    merely slow (TCG under load) has the full timeout to answer on any of them.
     """
-    failure: QMPError | None = None
-    for path in directory.qmp_sockets:
-        try:
-            return await connect_qmp(path, timeout=BUSY_MONITOR_TIMEOUT)
-        except QMPTimeoutError:
-            continue
-        except QMPError as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise StateError(f"cannot reach the monitor of {directory.name!r}: {failure}") from failure
     try:
-        return await connect_qmp(directory.qmp_socket, timeout=CONNECT_TIMEOUT)
-    except QMPError as exc:
+        return await connect_first(directory.qmp_sockets, timeout=CONNECT_TIMEOUT)
+    except QMPTimeoutError as exc:
         raise StateError(
             f"all {len(directory.qmp_sockets)} monitors of {directory.name!r} are in use by "
             f"other qctl processes, or QEMU does not answer: {exc}"
         ) from exc
+    except QMPError as exc:
+        raise StateError(f"cannot reach the monitor of {directory.name!r}: {exc}") from exc

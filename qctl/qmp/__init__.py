@@ -7,6 +7,7 @@ qctl's.
 
 from qctl.qmp.client import CONNECT_TIMEOUT, DEFAULT_TIMEOUT, AddedFd, QMPClient, connect_qmp
 from qctl.qmp.event import DEFAULT_EVENT_QUEUE, EventSubscription, QMPEvent
+from qctl.qmp.first import connect_first
 from qctl.qmp.record import JSONLinesRecorder, Recorder
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "QMPClient",
     "QMPEvent",
     "Recorder",
+    "connect_first",
     "connect_qmp",
 ]

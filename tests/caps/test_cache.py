@@ -1,10 +1,12 @@
 """The capabilities cache: hits, invalidation by every part of the fingerprint, one shared
-probe for concurrent lookups, parallel probes of several binaries, atomic writes."""
+caps object per binary in a process, one shared probe for concurrent lookups, parallel probes
+of several binaries, atomic writes."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
@@ -24,6 +26,7 @@ from qctl.caps import (
     default_cache_dir,
     probe_many,
 )
+from qctl.caps import cache as cache_module
 from qctl.errors import ProcessError
 
 
@@ -112,6 +115,8 @@ def test_the_fingerprint_reads_the_binary_and_the_host(
     fingerprint = cache.fingerprint(binary)
     assert fingerprint == Fingerprint(
         binary=str(binary.resolve()),
+        device=binary.stat().st_dev,
+        inode=binary.stat().st_ino,
         mtime_ns=2_000_000_000,
         ctime_ns=binary.stat().st_ctime_ns,
         size=binary.stat().st_size,
@@ -121,6 +126,68 @@ def test_the_fingerprint_reads_the_binary_and_the_host(
     )
     kvm.unlink()
     assert not cache.fingerprint(binary).kvm
+
+
+async def test_every_lookup_in_a_process_shares_one_caps_object(
+    fake_qemu: FakeQEMU, cache_dir: Path, kvm: Path
+) -> None:
+    binary = fake_qemu()
+    probed = await make_cache(cache_dir, kvm).get(binary)
+    again = await make_cache(cache_dir, kvm).get(binary)
+    assert again is probed
+    cache_module._MEMO.clear()  # as a new process: the entry is read from the file
+    read = await make_cache(cache_dir, kvm).get(binary)
+    assert read == probed and read is not probed
+    assert await make_cache(cache_dir, kvm).get(binary) is read
+    assert spawns(binary) == 1
+
+
+async def test_touching_the_binary_means_a_new_probe_and_a_new_object(
+    fake_qemu: FakeQEMU, cache_dir: Path, kvm: Path
+) -> None:
+    binary = fake_qemu()
+    first = await make_cache(cache_dir, kvm).get(binary)
+    mtime = binary.stat().st_mtime_ns
+    os.utime(binary, ns=(mtime + 1_000_000_000, mtime + 1_000_000_000))
+    second = await make_cache(cache_dir, kvm).get(binary)
+    assert second is not first and spawns(binary) == 2
+    assert await make_cache(cache_dir, kvm).get(binary) is second
+
+
+async def test_an_entry_another_process_rewrote_is_read_again(
+    fake_qemu: FakeQEMU, cache_dir: Path, kvm: Path
+) -> None:
+    binary = fake_qemu()
+    cache = make_cache(cache_dir, kvm)
+    await cache.get(binary)
+    entry_file = cache.entry_path(binary)
+    entry = json.loads(entry_file.read_text())
+    entry["caps"]["package"] = "rebuilt"
+    entry_file.write_text(json.dumps(entry))
+    assert (await cache.get(binary)).package == "rebuilt"
+    assert spawns(binary) == 1
+
+
+async def test_lookups_read_qctls_version_once_per_process(
+    fake_qemu: FakeQEMU, cache_dir: Path, kvm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_version = importlib.metadata.version
+
+    def counting(name: str) -> str:
+        calls.append(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", counting)
+    cache_module._installed_version.cache_clear()
+    binary = fake_qemu()
+    try:
+        for _ in range(5):
+            await CapsCache(cache_dir, kernel="k", kvm_path=str(kvm)).get(binary)
+    finally:
+        cache_module._installed_version.cache_clear()
+    assert calls == ["qctl"]
+    assert spawns(binary) == 1
 
 
 async def test_a_changed_binary_is_probed_again(
@@ -288,7 +355,7 @@ from pathlib import Path
 from qctl.caps import CapsCache, Fingerprint, QEMUCaps
 caps = QEMUCaps.from_json(Path(sys.argv[2]).read_text())
 cache = CapsCache(sys.argv[1], qctl_version="1.0", kernel="k")
-fingerprint = Fingerprint("/usr/bin/qemu", 1, 1, 1, "1.0", "k", True)
+fingerprint = Fingerprint("/usr/bin/qemu", 1, 1, 1, 1, 1, "1.0", "k", True)
 for _ in range(150):
     cache._store(fingerprint, caps)
 """
