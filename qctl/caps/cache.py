@@ -200,7 +200,10 @@ class CapsCache:
 
         :raise ProcessError: when there is no such binary.
         """
-        return self._load(self.fingerprint(binary))
+        fingerprint = self.fingerprint(binary)
+        key = self._entry_file(fingerprint.binary)
+        cached = self._recall(key, fingerprint) or self._load(key, fingerprint)
+        return None if cached is None else self._with_fresh_host(key, cached)
 
     def _host_facts(self) -> HostFacts:
         return host_facts(vhost_net_path=self._vhost_net_path, tun_path=self._tun_path)

@@ -26,7 +26,8 @@ ESCAPE = b"\x1d"  # Ctrl-]
 def run(args: argparse.Namespace) -> int:
     """Attach, or print the log."""
     if args.follow and not args.log:
-        raise qctl.ValidationError("--follow goes with --log")
+        print("qctl: --follow goes with --log", file=sys.stderr)
+        return 2  # a usage error, as argparse reports one
     console = qctl.Console.named(args.name, state_root=args.state_dir)
     if args.log:
         return asyncio.run(_print_log(console, follow=args.follow))

@@ -92,7 +92,8 @@ def test_attach_a_terminal_type_and_leave_with_ctrl_bracket(
             assert line, "--follow ended before the guest was ready"
             seen += line
 
-        command = " ".join(_qctl_argv("console", name, state=state))
+        status = state.parent / "console-exit"
+        command = " ".join(_qctl_argv("console", name, state=state)) + f"; echo $? > {status}"
         tmux("new-session", "-d", "-s", "qctl", "-x", "100", "-y", "20", "-c", str(REPO_ROOT))
         tmux("set-option", "-t", "qctl", "remain-on-exit", "on")
         tmux("respawn-pane", "-k", "-t", "qctl", command)
@@ -102,7 +103,7 @@ def test_attach_a_terminal_type_and_leave_with_ctrl_bracket(
         _wait(lambda: "typed-in-tmux" in tmux.screen(), "the guest to echo the keys")
         tmux("send-keys", "-t", "qctl", "C-]")
         _wait(lambda: tmux.pane("pane_dead") == "1", "qctl console to leave on Ctrl-]", 15)
-        assert tmux.pane("pane_dead_status") == "0"
+        assert status.read_text().strip() == "0", tmux.screen()
 
         log = run_qctl("console", name, "--log", state=state).stdout
         assert "QCTL-GUEST-READY" in log and "typed-in-tmux" in log
