@@ -70,7 +70,8 @@ def test_the_python_example_runs_as_the_readme_says(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"\d+\.\d+\.\d+ (True|False)", lines[0])
-    assert re.fullmatch(r"net0 \S+", lines[1])
-    assert lines[2].startswith("detached [DeviceRemoved(")
+    assert lines[1] == "running"
+    assert re.fullmatch(r"net0 \S+", lines[2])
+    assert lines[3].startswith("detached DeviceRemoved(")
     assert "<name>guest</name>" in result.stdout
     assert not (tmp_path / "state" / "domains" / "guest").exists()

@@ -173,9 +173,9 @@ def test_dumpxml_help_says_live_by_default() -> None:
 
 # -- --json on every verb that prints data ------------------------------------------------------
 #: verbs whose output is not data: the shell code of ``completion``
-# completion prints shell code; the migration verbs print JSON Lines progress and their
+# completion prints shell code, console is a terminal; the migration verbs print JSON Lines progress and their
 # outcome, checked by the migration guest tests (they need two hosts and a guest)
-NOT_DATA = {"completion", "migrate", "migrate-incoming"}
+NOT_DATA = {"completion", "migrate", "migrate-incoming", "console"}
 
 SPARE_PORTS = "\n".join(
     f"    <controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 4)
