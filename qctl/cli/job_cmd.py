@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import qctl
@@ -56,28 +57,27 @@ def job_abort(args: argparse.Namespace) -> int:
 
 
 def suspend(args: argparse.Namespace) -> int:
-    async def work() -> None:
-        async with qctl.Domain.connect(args.name, state_root=args.state_dir) as dom:
-            await dom.suspend()
-
-    run(work())
-    if args.json:
-        print_json({"domain": args.name, "result": "suspended"})
-    else:
-        print(f"suspended {args.name}")
-    return 0
+    return _power(args, "suspended", lambda dom: dom.suspend())
 
 
 def resume(args: argparse.Namespace) -> int:
+    return _power(args, "resumed", lambda dom: dom.resume())
+
+
+def _power(
+    args: argparse.Namespace,
+    result: str,
+    action: Callable[[qctl.Domain], Coroutine[Any, Any, None]],
+) -> int:
     async def work() -> None:
         async with qctl.Domain.connect(args.name, state_root=args.state_dir) as dom:
-            await dom.resume()
+            await action(dom)
 
     run(work())
     if args.json:
-        print_json({"domain": args.name, "result": "resumed"})
+        print_json({"domain": args.name, "result": result})
     else:
-        print(f"resumed {args.name}")
+        print(f"{result} {args.name}")
     return 0
 
 

@@ -44,7 +44,7 @@ from qctl.qemu.process import Launcher, QEMUProcess
 from qctl.qemu.reconnect import open_runtime
 from qctl.qemu.runstate import RunState
 from qctl.qemu.runtime import DomainRuntime
-from qctl.qemu.startup import launch
+from qctl.qemu.startup import Launched, launch
 from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.txn import JobRecord, to_the_end
 
@@ -59,6 +59,26 @@ EventKind = type[DomainEvent] | str
 def _binary_for(defn: DomainDef) -> str:
     """The emulator: ``<emulator>``, else ``$QCTL_QEMU``, else qemu-system-x86_64 on PATH."""
     return defn.devices.emulator or os.environ.get("QCTL_QEMU") or DEFAULT_BINARY
+
+
+def _runtime(
+    started: Launched,
+    root: StateRoot,
+    netlink: LinkControl | None,
+    paths: HostPaths,
+    caps: QEMUCaps,
+) -> DomainRuntime:
+    """The runtime of a domain :func:`~qctl.qemu.startup.launch` just started."""
+    return DomainRuntime(
+        status=started.status,
+        directory=started.directory,
+        process=started.process,
+        client=started.client,
+        root=root,
+        netlink=netlink,
+        host_paths=paths,
+        caps=caps,
+    )
 
 
 def _root(state_root: StateRoot | Path | str | None) -> StateRoot:
@@ -193,16 +213,7 @@ class Domain:
                 launcher or Launcher(),
                 die_with_owner=die_with_owner,
             )
-            runtime = DomainRuntime(
-                status=started.status,
-                directory=started.directory,
-                process=started.process,
-                client=started.client,
-                root=root,
-                netlink=netlink,
-                host_paths=paths,
-                caps=known,
-            )
+            runtime = _runtime(started, root, netlink, paths, known)
             return cls(runtime)._begin()
 
         return Opening(opener, stop_on_exit=True)
@@ -235,16 +246,7 @@ class Domain:
             started = await launch(
                 defn, known, binary, root, netlink, paths, launcher or Launcher(), incoming=True
             )
-            runtime = DomainRuntime(
-                status=started.status,
-                directory=started.directory,
-                process=started.process,
-                client=started.client,
-                root=root,
-                netlink=netlink,
-                host_paths=paths,
-                caps=known,
-            )
+            runtime = _runtime(started, root, netlink, paths, known)
             dom = cls(runtime)._begin()
             try:
                 await migrationjob.receive(runtime, listen_uri, timeout=timeout, ready=ready)

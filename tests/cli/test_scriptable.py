@@ -172,9 +172,9 @@ def test_dumpxml_help_says_live_by_default() -> None:
 
 
 # -- --json on every verb that prints data ------------------------------------------------------
-#: verbs whose output is not data: the shell code of ``completion``
-# completion prints shell code, console is a terminal; the migration verbs print JSON Lines progress and their
-# outcome, checked by the migration guest tests (they need two hosts and a guest)
+#: verbs whose output is not data here: ``completion`` prints shell code, ``console`` is a
+#: terminal; the migration verbs print JSON Lines (progress, then the outcome), checked by
+#: the migration guest tests, which have the two hosts and the guest they need
 NOT_DATA = {"completion", "migrate", "migrate-incoming", "console"}
 
 SPARE_PORTS = "\n".join(
