@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import guest_domain_xml, unique, wait_until
+from support import QEMU_VERSIONS, guest_domain_xml, qemu_path, unique, wait_until
 from twohost import Host, TwoHosts
 
 from qctl import (
@@ -32,6 +32,7 @@ from qctl import (
     JobAbortedError,
     MigrationError,
     MigrationProgress,
+    UnsupportedError,
     format_xml,
     parse_domain,
 )
@@ -344,3 +345,49 @@ async def test_failed_migration_replugs_the_primary_on_the_source(
     finally:
         with rig.a.entered():
             await source.stop(force=True)
+
+
+async def test_migration_from_the_older_qemu_to_the_newer_and_not_back(
+    rig: TwoHosts,
+    guest_paths: tuple[Path, Path],
+    qemu_version: str,
+    qemu_binary: str,
+    tmp_path: Path,
+) -> None:
+    """The commonest reason to migrate: off a host before upgrading it. A guest started on
+    7.2 (its machine type resolved to the versioned ``pc-q35-7.2``) moves to 10.0 with its
+    failover pair and keeps running; 10.0's ``pc-q35-10.0`` is not among 7.2's machine
+    types (its probe says so), and the destination refuses before anything moves."""
+    other = next(v for v in QEMU_VERSIONS if v != qemu_version)
+    console_a, console_b = tmp_path / "serial-a.log", tmp_path / "serial-b.log"
+    source = await _start_source(rig, console_a)
+    destination: Domain | None = None
+    try:
+        travelling = _travelling(source, console_b)
+        devices = dataclasses.replace(travelling.devices, emulator=qemu_path(other))
+        travelling = dataclasses.replace(travelling, devices=devices)
+        uri = f"tcp:{rig.b.address}:{PORT}"
+        if qemu_version == "qemu10.0":  # newer to older: the machine type is unknown there
+            with pytest.raises(UnsupportedError, match="not known to this QEMU") as refused:
+                await _listen(rig, travelling, uri)
+            print(f"\n10.0 -> 7.2 refused: {str(refused.value).splitlines()[0]}")
+            assert await source.monitor.status() == "running"
+            assert Domain.list(rig.b.state_root) == []
+            return
+        assert travelling.os.machine == "pc-q35-7.2"
+        arriving = await _listen(rig, travelling, uri)
+        with rig.a.entered():
+            outcome = await source.migrate(uri, timeout=MIGRATION_TIMEOUT)
+        destination = await arriving
+        print(f"\n7.2 -> 10.0: {outcome.wall_time:.2f}s wall, downtime {outcome.downtime_ms} ms")
+        async with asyncio.timeout(60):
+            await _wait_trio(console_b)
+        assert outcome.unplugged == ("ua-primary",)
+        assert destination.runtime.binary == qemu_path(other)
+        assert Domain.list(rig.a.state_root) == []
+    finally:
+        with rig.a.entered():
+            await source.stop(force=True)
+        if destination is not None:
+            with rig.b.entered():
+                await destination.stop(force=True)
