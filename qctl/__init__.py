@@ -97,7 +97,7 @@ if TYPE_CHECKING:
     )
     from qctl.host import LinkStats, link_stats
     from qctl.qemu.console import Console, ConsoleReader
-    from qctl.qemu.domain import DetachResult, Domain, DomainInfo, HostPaths, abort_job
+    from qctl.qemu.domain import DetachResult, Domain, HostPaths, abort_job
     from qctl.qemu.dryrun import command_line
     from qctl.qemu.events import (
         DeviceAdded,
@@ -110,6 +110,7 @@ if TYPE_CHECKING:
         UnplugRejected,
     )
     from qctl.qemu.inventory import DomainState, discard_damaged, list_domain_states
+    from qctl.qemu.jobs import DomainInfo, list_domains
     from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
     from qctl.qemu.migration import MigrationOutcome, MigrationProgress
     from qctl.qemu.network import Allocation, NetworkStore
@@ -210,6 +211,7 @@ __all__ = [
     "RunState",
     "JobRecord",
     "abort_job",
+    "list_domains",
     "Opening",
     "MigrationProgress",
     "MigrationOutcome",
@@ -326,6 +328,10 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "Console",
         "ConsoleReader",
     ),
+    "qctl.qemu.jobs": (
+        "DomainInfo",
+        "list_domains",
+    ),
     "qctl.qemu.migration": (
         "MigrationOutcome",
         "MigrationProgress",
@@ -334,7 +340,6 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "qctl.qemu.domain": (
         "DetachResult",
         "Domain",
-        "DomainInfo",
         "HostPaths",
         "abort_job",
     ),

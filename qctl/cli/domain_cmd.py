@@ -60,7 +60,7 @@ def start(args: argparse.Namespace) -> int:
 
 def list_(args: argparse.Namespace) -> int:
     root = existing_state_root(args)
-    infos = qctl.Domain.list(root)
+    infos = qctl.list_domains(root)
 
     async def release(name: str) -> None:
         try:
@@ -96,7 +96,7 @@ def stop(args: argparse.Namespace) -> int:
         async with qctl.Domain.connect(args.name, state_root=state_root(args)) as dom:
             await dom.stop(force=args.force, grace=args.timeout, say=say)
 
-    damaged = [i for i in qctl.Domain.list(args.state_dir) if i.name == args.name and i.error]
+    damaged = [i for i in qctl.list_domains(state_root(args)) if i.name == args.name and i.error]
     if damaged and args.force and "cut short" not in (damaged[0].error or ""):
         qctl.discard_damaged(args.name, args.state_dir)
         line = f"discarded the damaged state of {args.name} ({damaged[0].error})"

@@ -25,7 +25,7 @@ def _job_json(job: qctl.JobRecord | None) -> dict[str, Any] | None:
 
 
 def _find(args: argparse.Namespace) -> qctl.DomainInfo:
-    for info in qctl.Domain.list(existing_state_root(args)):
+    for info in qctl.list_domains(existing_state_root(args)):
         if info.name == args.name:
             return info
     raise qctl.StateError(f"no domain named {args.name!r} is running")

@@ -27,7 +27,7 @@ from qctl.errors import StateError
 from qctl.qemu.ledger import Ledger
 from qctl.qemu.network import Allocation, NetworkStore
 from qctl.qemu.state import StateRoot
-from qctl.qemu.status import read_summary
+from qctl.qemu.summary import read_summary
 from qctl.qemu.txn import LOCK_TIMEOUT
 from qctl.types import PCIAddress
 

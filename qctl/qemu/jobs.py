@@ -17,10 +17,9 @@ from qctl.errors import StateError
 from qctl.qemu.orphan import cut_short
 from qctl.qemu.process import Launcher
 from qctl.qemu.runstate import RunState
-from qctl.qemu.runtime import ABORT_POLL
 from qctl.qemu.state import DomainDir, StateRoot, atomic_write
-from qctl.qemu.status import read_summary
-from qctl.qemu.txn import JobRecord
+from qctl.qemu.summary import read_summary
+from qctl.qemu.txn import ABORT_POLL, JobRecord
 
 __all__ = ["ABORT_TIMEOUT", "DomainInfo", "abort_job", "list_domains", "read_job"]
 

@@ -10,8 +10,8 @@ that change it (STOP, RESUME, SHUTDOWN, GUEST_PANICKED, MIGRATION).
 from __future__ import annotations
 
 import enum
-
-from qctl.qmp import QMPEvent
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["RunState", "after_event", "from_status"]
 
@@ -53,9 +53,9 @@ def from_status(status: str) -> RunState:
     return _FROM_QEMU.get(status, RunState.PAUSED)
 
 
-def after_event(state: RunState, event: QMPEvent) -> RunState:
-    """The run state after QEMU's ``event`` (unchanged for events that do not move it)."""
-    name = event.name
+def after_event(state: RunState, name: str, data: Mapping[str, Any]) -> RunState:
+    """The run state after QEMU's event ``name`` with ``data`` (unchanged for events that do
+    not move it)."""
     if name == "RESUME":
         return RunState.RUNNING
     if name == "STOP":
@@ -65,7 +65,7 @@ def after_event(state: RunState, event: QMPEvent) -> RunState:
         return RunState.SHUTDOWN
     if name == "GUEST_PANICKED":
         return RunState.CRASHED
-    completed = name == "MIGRATION" and event.data.get("status") == "completed"
+    completed = name == "MIGRATION" and data.get("status") == "completed"
     if completed and state is not RunState.INMIGRATE:
         return RunState.POSTMIGRATE
     return state

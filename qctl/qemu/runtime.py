@@ -46,18 +46,16 @@ from qctl.qemu.release import HostSide, release_entry, release_ledger
 from qctl.qemu.runstate import RunState, after_event
 from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.status import Status, StatusRenderer, read_status
-from qctl.qemu.txn import LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
+from qctl.qemu.txn import ABORT_POLL, LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
 from qctl.qemu.writer import StatusWriter
 from qctl.qmp import QMPClient
 from qctl.types import PCIAddress
 
-__all__ = ["ABORT_POLL", "DomainRuntime", "status_stamp"]
+__all__ = ["DomainRuntime", "status_stamp"]
 
 log = logging.getLogger(__name__)
 
 _EVENT_QUEUE = 1024
-#: how often a running job looks for an abort request from another process (seconds)
-ABORT_POLL = 0.1
 #: how often a handle with listeners looks for attaches other processes made (seconds)
 BOOKS_POLL = 0.25
 
@@ -301,7 +299,7 @@ class DomainRuntime:
     async def _pump(self, subscription: Any) -> None:
         with subscription:
             async for raw in subscription:
-                self.state = after_event(self.state, raw)
+                self.state = after_event(self.state, raw.name, raw.data)
                 event = from_qmp(raw)
                 if event is not None:
                     self.hub.publish(event)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from qctl.conf import DomainDef, format_xml, parse_domain
 from qctl.errors import QctlError, StateError
@@ -22,19 +21,17 @@ from qctl.qemu.ledger import Ledger, LedgerEntry
 from qctl.qemu.process import ProcessIdentity
 from qctl.qemu.runstate import RunState
 from qctl.qemu.state import DomainDir, atomic_write
+from qctl.qemu.summary import STATUS_VERSION, summary_of
 from qctl.qemu.txn import JobRecord
 
 __all__ = [
     "STATUS_VERSION",
     "Status",
     "StatusRenderer",
-    "StatusSummary",
     "read_status",
-    "read_summary",
     "write_status",
 ]
 
-STATUS_VERSION = 1
 
 
 @dataclass(slots=True)
@@ -105,42 +102,12 @@ def write_status(directory: DomainDir, status: Status) -> None:
     atomic_write(directory.status_file, StatusRenderer().render(status))
 
 
-@dataclass(frozen=True, slots=True)
-class StatusSummary:
-    """What cross-domain lookups need of a status file, read without parsing any XML."""
-
-    identity: ProcessIdentity
-    ledger: Ledger
-    state: RunState
-    job: JobRecord | None
-
-
-def read_summary(directory: DomainDir) -> StatusSummary:
-    """The domain's process, ledger, run state and job; StateError when missing or damaged."""
-    data = directory.read_status()
-    try:
-        return _summary(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise StateError(f"status file {directory.status_file} is damaged: {exc}") from exc
-
-
-def _summary(data: dict[str, Any]) -> StatusSummary:
-    if data.get("version") != STATUS_VERSION:
-        raise ValueError(f"unknown status version {data.get('version')!r}")
-    return StatusSummary(
-        identity=ProcessIdentity(int(data["pid"]), int(data["start_time"])),
-        ledger=Ledger.from_json(data["ledger"]),
-        state=RunState(data.get("state", RunState.RUNNING.value)),
-        job=JobRecord.from_json(data["job"]) if data.get("job") is not None else None,
-    )
-
-
 def read_status(directory: DomainDir) -> Status:
     """The domain's status; StateError when the file is missing or damaged."""
     data = directory.read_status()
     source = str(directory.status_file)
     try:
-        summary = _summary(data)
+        summary = summary_of(data)
         return Status(
             identity=summary.identity,
             binary=str(data["binary"]),

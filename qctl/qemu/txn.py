@@ -26,12 +26,22 @@ from qctl.errors import StateError, add_rollback_note
 from qctl.qemu.process import ProcessIdentity, is_alive, process_identity
 from qctl.qemu.state import DomainDir, FileLock, HeldOpenLock
 
-__all__ = ["LOCK_TIMEOUT", "JobLock", "JobRecord", "take_lock", "to_the_end", "unwind"]
+__all__ = [
+    "ABORT_POLL",
+    "LOCK_TIMEOUT",
+    "JobLock",
+    "JobRecord",
+    "take_lock",
+    "to_the_end",
+    "unwind",
+]
 
 log = logging.getLogger(__name__)
 
 #: how long a job waits for another process's job on the same domain
 LOCK_TIMEOUT = 30.0
+#: how often a running job looks for an abort request from another process (seconds)
+ABORT_POLL = 0.1
 
 _job_ids = itertools.count(1)
 T = TypeVar("T")
