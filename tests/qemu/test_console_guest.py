@@ -14,14 +14,15 @@ from qctl.testing import Guest
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
 
-async def test_the_console_is_a_socket_and_log_qctl_owns(qctl_guest: Guest) -> None:
+async def test_the_console_is_the_pty_and_a_log_qctl_owns(qctl_guest: Guest) -> None:
     directory = qctl_guest.domain.directory
     proc = Path(f"/proc/{qctl_guest.domain.process.pid}/cmdline")
     cmdline = (await asyncio.to_thread(proc.read_bytes)).split(b"\0")
-    chardev = next(arg for arg in cmdline if arg.startswith(b"socket,id=charserial0,"))
-    assert f"path={directory.console_socket}".encode() in chardev
+    chardev = next(arg for arg in cmdline if arg.startswith(b"pty,id=charserial0"))
     assert f"logfile={directory.console_log}".encode() in chardev
-    assert directory.console_socket.is_socket()
+    [serial] = qctl_guest.domain.live.serials  # the pty, in the live XML as libvirt shows it
+    assert serial.source_path is not None and serial.source_path.startswith("/dev/pts/")
+    assert qctl_guest.console.tty == Path(serial.source_path)
 
 
 async def test_readers_attached_at_any_time_see_everything_once(qctl_guest: Guest) -> None:
