@@ -9,6 +9,7 @@ as JSON-ready data (:mod:`~qctl.conf.jsonable`). lxml is used here and nowhere e
 from qctl.conf.document import MAX_DOCUMENT_BYTES, read_document
 from qctl.conf.format import format_xml
 from qctl.conf.jsonable import JSONValue, def_to_dict
+from qctl.conf.live import LiveHostdev, LiveInterface, as_live
 from qctl.conf.model import (
     FAILOVER_STANDIN_MODELS,
     VIRTIO_MODELS,
@@ -104,6 +105,8 @@ __all__ = [
     "InterfaceSourceDef",
     "InterfaceType",
     "JSONValue",
+    "LiveHostdev",
+    "LiveInterface",
     "LinkState",
     "MemoryDef",
     "NetDriverName",
@@ -122,6 +125,7 @@ __all__ = [
     "canonical_model",
     "check",
     "read_document",
+    "as_live",
     "def_to_dict",
     "format_xml",
     "is_user_alias",

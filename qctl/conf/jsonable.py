@@ -63,7 +63,8 @@ def def_to_dict(defn: object) -> dict[str, JSONValue]:
     if not dataclasses.is_dataclass(defn) or isinstance(defn, type):
         raise TypeError(f"{type(defn).__name__} is not a definition")
     data: dict[str, JSONValue] = {}
-    kind = _KINDS.get(type(defn))
+    # a subclass (a live device) is of its definition's kind
+    kind = next((_KINDS[cls] for cls in type(defn).__mro__ if cls in _KINDS), None)
     if kind is not None:
         data["kind"] = kind
     for spec in dataclasses.fields(defn):

@@ -18,9 +18,17 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import overload
 
 from qctl.caps import CapsCache, QEMUCaps
-from qctl.conf import DomainDef, HostdevDef, InterfaceDef, format_xml
+from qctl.conf import (
+    DomainDef,
+    HostdevDef,
+    InterfaceDef,
+    LiveHostdev,
+    LiveInterface,
+    format_xml,
+)
 from qctl.host import LinkControl
 from qctl.qemu import hotplug, migrationjob, power
 from qctl.qemu.console import Console
@@ -315,10 +323,25 @@ class Domain:
         return list_domains(_root(state_root))
 
     # -- hot-plug ------------------------------------------------------------------------
-    async def attach_device(self, device: str | Device, *, source: str | None = None) -> Device:
+    @overload
+    async def attach_device(
+        self, device: InterfaceDef, *, source: str | None = None
+    ) -> LiveInterface: ...
+    @overload
+    async def attach_device(
+        self, device: HostdevDef, *, source: str | None = None
+    ) -> LiveHostdev: ...
+    @overload
+    async def attach_device(
+        self, device: str, *, source: str | None = None
+    ) -> LiveInterface | LiveHostdev: ...
+    async def attach_device(
+        self, device: str | Device, *, source: str | None = None
+    ) -> LiveInterface | LiveHostdev:
         """Hot-plug an ``<interface>`` or ``<hostdev>`` (XML text or definition).
 
-        Returns the device as the live XML shows it. Validated against the live domain
+        Returns the device as the live XML shows it, its ``alias`` set (an interface
+        stays an interface, also when it is a VF). Validated against the live domain
         (duplicate MAC/alias, address in use) and this QEMU's capabilities; any failure
         undoes exactly the steps done. ``source`` names the document in errors.
         """

@@ -74,8 +74,11 @@ from qctl.conf import (
     InterfaceDef,
     InterfaceType,
     LinkState,
+    LiveHostdev,
+    LiveInterface,
     NetworkDef,
     TeamingType,
+    as_live,
     format_xml,
     parse_device,
     review_device,
@@ -128,7 +131,9 @@ class DetachResult(enum.StrEnum):
 
 
 # -- attach --------------------------------------------------------------------------------
-async def attach(rt: DomainRuntime, device: str | Device, *, source: str | None = None) -> Device:
+async def attach(
+    rt: DomainRuntime, device: str | Device, *, source: str | None = None
+) -> LiveInterface | LiveHostdev:
     """Hot-plug an ``<interface>`` or ``<hostdev>`` (XML text or definition) as one job.
 
     Returns the device as the live XML shows it. ``source`` names the document in errors.
@@ -146,8 +151,9 @@ async def attach(rt: DomainRuntime, device: str | Device, *, source: str | None 
             live = await _attach_from_pool(rt, defn, network)
         else:
             live = await _attach_interface(rt, defn)
-    rt.publish(DeviceAdded(None, live.alias or ""))
-    return live
+    attached = as_live(live)
+    rt.publish(DeviceAdded(None, attached.alias))
+    return attached
 
 
 def _hostdev_pool(rt: DomainRuntime, defn: InterfaceDef) -> NetworkDef | None:

@@ -194,7 +194,7 @@ async def test_two_handles_on_one_domain_share_the_books(
             "<model type='virtio'/></interface>"
         )
         assert second.alias == alias  # the freed alias, as the status file says
-        assert await dom.detach_device(second.alias or "") is DetachResult.DETACHED
+        assert await dom.detach_device(second.alias) is DetachResult.DETACHED
         assert len(dom.ledger) == 0 and len(other.ledger) == 0
     finally:
         await other.aclose()

@@ -131,7 +131,7 @@ async def test_attached_vf_is_recorded_and_detach_through_hostdev_path_clears_it
     vf = rig.vfs[0]
     fake_device_add(rig.dom)
     live = await rig.dom.attach_device(hostdev_interface(vf))
-    entry = rig.dom.ledger.get(live.alias or "")
+    entry = rig.dom.ledger.get(live.alias)
     assert entry is not None and entry.state == "attached"
     assert entry.saved_vf is not None and entry.saved_vf.mac == str(ORIGINAL.mac)
     assert entry.saved_vf.vlan == ORIGINAL.vlan and entry.original_driver == "ixgbevf"
@@ -210,7 +210,7 @@ async def test_hostdev_pool_allocates_and_returns_vfs(rig: Rig) -> None:
             "<source network='sriov'/></interface>"
         )
     for alias in (live.alias, other.alias):
-        assert await rig.dom.detach_device(alias or "") is DetachResult.DETACHED
+        assert await rig.dom.detach_device(alias) is DetachResult.DETACHED
     assert rig.dom.networks.allocations() == []
     assert_vf_as_before(rig, rig.vfs[0], 0)
     assert_vf_as_before(rig, rig.vfs[1], 1)
@@ -259,12 +259,12 @@ async def test_a_vf_gets_its_vlan_and_gives_it_back(rig: Rig) -> None:
     vf = rig.vfs[1]
     fake_device_add(rig.dom)
     live = await rig.dom.attach_device(with_vlan(hostdev_interface(vf), 100))
-    entry = rig.dom.ledger.get(live.alias or "")
+    entry = rig.dom.ledger.get(live.alias)
     assert entry is not None and entry.saved_vf is not None
     assert entry.saved_vf.vlan == ORIGINAL.vlan  # saved before the change
     assert rig.netlink.config(PF, 1) == VFConfig(MACAddress.parse(GUEST_MAC), 100)
     assert '<tag id="100"/>' in rig.dom.xml()
-    assert await rig.dom.detach_device(live.alias or "") is DetachResult.DETACHED
+    assert await rig.dom.detach_device(live.alias) is DetachResult.DETACHED
     assert_vf_as_before(rig, vf, 1)
 
 
