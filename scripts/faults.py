@@ -36,6 +36,7 @@ import qctl
 REPO = Path(__file__).resolve().parents[1]
 GUEST = REPO / ".cache" / "guest"
 BRIDGE = "qfltbr0"
+SETTLE = 15.0  # seconds a pending guest-side unplug may take to settle
 PORTS = "\n".join(
     f"    <controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 5)
 )
@@ -114,13 +115,24 @@ def tun_fds(pid: int) -> int:
 
 
 async def check(name: str, state: Path) -> list[str]:
-    """Reconcile (a connect), then compare the books with QEMU and the host."""
+    """Reconcile (a connect), then compare the books with QEMU and the host.
+
+    A detach cut short after its ``device_del`` reached QEMU is honestly ``detaching``
+    until the guest lets go (PCIe hot-unplug takes the guest ~5 s); each later connect
+    reconciles it, so the check connects again until it settles or ``SETTLE`` runs out.
+    """
     problems: list[str] = []
-    async with qctl.Domain.connect(name, state_root=state) as dom:
-        present = await dom.monitor.peripherals()
-        netdevs = await dom.monitor.netdevs()
-        ledger = list(dom.ledger)
-        pid = dom.process.pid
+    deadline = time.monotonic() + SETTLE
+    while True:
+        async with qctl.Domain.connect(name, state_root=state) as dom:
+            present = await dom.monitor.peripherals()
+            netdevs = await dom.monitor.netdevs()
+            ledger = list(dom.ledger)
+            pid = dom.process.pid
+        pending = any(e.state == "detaching" and e.alias in present for e in ledger)
+        if not pending or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     for entry in ledger:
         if entry.state != "attached":
             problems.append(f"{entry.alias} is {entry.state} after reconciliation")
