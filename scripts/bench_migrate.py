@@ -3,21 +3,23 @@
 The two-host rig of the tests (``tests/twohost.py``: two network namespaces joined by a
 veth pair, 192.0.2.1 and .2, a bridge ``br0`` on each) carries the bundled guest (TCG, q35)
 with a virtio standby and an e1000e standing in for the VF, both on ``br0``. Each cycle
-starts the guest on host A with qctl, waits for the failover trio, starts the destination
-on host B with qctl (``-incoming defer``, from the definition that travels), then times
+starts the guest on host A (QEMU 7.2) with qctl, waits for the failover trio, then times
 the migration done by one of:
 
-- qctl: :func:`qctl.qemu.migration.migrate_in` on B and
-  :func:`~qctl.qemu.migration.migrate_out` on A, whose ``release_source`` quits the
-  ``postmigrate`` source and releases its host side;
-- hand-written: a qemu.qmp client on each QEMU's spare monitor doing the same QMP steps:
+- qctl: ``Domain.incoming`` on B (the definition from ``migratable_xml()``, B's own taps)
+  and ``Domain.migrate`` on A, which quits the source and releases its host side; the time
+  runs from B listening to both calls returned;
+- hand-written: qctl starts the destination QEMU on B (``-incoming defer``), then a
+  qemu.qmp client on each QEMU's spare monitor does the same QMP steps:
   ``migrate-set-capabilities`` (events) on both, ``migrate-incoming``, ``migrate``, wait for
-  MIGRATION ``completed`` on both sides, ``cont`` on B, ``quit`` A and wait for it to exit.
+  MIGRATION ``completed`` on both sides, ``cont`` on B, ``quit`` A and wait for it to exit;
+  the time runs from the first command on B to the source gone and B running;
+- qctl 7.2->10.0 (when ``scripts/fetch-qemu`` unpacked QEMU 10.0): as qctl, the
+  destination run by QEMU 10.0 on the source's resolved machine type ``pc-q35-7.2``.
 
-The time runs from the first command on B to the source gone and B running. Also timed:
-from the same start to the guest reporting its primary again on B's serial console. The
-tools alternate (q h, h q, …). Prints the medians and the ratio qctl/hand-written; exits
-1 when it exceeds 1.1.
+Also timed: from the same start to the guest reporting its primary again on B's serial
+console. The tools alternate (q h, h q, …). Prints the medians and the ratio
+qctl/hand-written (both 7.2->7.2); exits 1 when it exceeds 1.1.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import os
 import statistics
 import sys
 import tempfile
@@ -36,19 +37,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from bench_hotplug import in_private_netns, reexec_in_private_netns  # noqa: E402
 from qemu.qmp import EventListener, QMPClient  # noqa: E402
-from support import guest_domain_xml, in_private_netns, unique  # noqa: E402
+from support import QEMU_VERSIONS, guest_domain_xml, unique  # noqa: E402
 from twohost import TwoHosts  # noqa: E402
 
 import qctl  # noqa: E402
 from qctl.conf import DomainDef, SerialDef  # noqa: E402
+from qctl.qemu.hostpaths import HostPaths  # noqa: E402
 from qctl.qemu.migratable import migratable_definition  # noqa: E402
-from qctl.qemu.migration import MIGRATION_EVENTS, migrate_in, migrate_out  # noqa: E402
-from qctl.qemu.monitor import Monitor  # noqa: E402
-from qctl.qemu.startup import HostPaths, Launched, launch  # noqa: E402
+from qctl.qemu.process import Launcher  # noqa: E402
+from qctl.qemu.startup import Launched, launch  # noqa: E402
 from qctl.qemu.state import StateRoot  # noqa: E402
 
 TARGET = 1.1
+TIMEOUT = 120.0
+NEWER = Path(QEMU_VERSIONS["qemu10.0"])
 MAC = "52:54:00:20:00:01"
 PORT = 49152
 DEVICES = f"""
@@ -91,30 +95,11 @@ def on_console(defn: DomainDef, console: Path) -> DomainDef:
     return dataclasses.replace(defn, devices=dataclasses.replace(defn.devices, items=items))
 
 
-async def with_qctl(rig: TwoHosts, source: qctl.Domain, target: Launched) -> None:
-    uri = f"tcp:{rig.b.address}:{PORT}"
-
-    async def release() -> None:
-        with rig.a.entered():
-            await source.stop(force=True)
-
-    with (
-        target.client.events(MIGRATION_EVENTS) as incoming_events,
-        source.monitor.client.events(MIGRATION_EVENTS) as outgoing_events,
-    ):
-        listening = asyncio.Event()
-        incoming = asyncio.create_task(
-            migrate_in(Monitor(target.client), incoming_events, uri, ready=listening.set)
-        )
-        await listening.wait()
-        await migrate_out(source.monitor, outgoing_events, uri, release_source=release)
-        await incoming
-
-
 async def completed(listener: EventListener) -> None:
     async for event in listener:
-        if event["data"]["status"] in ("completed", "failed", "cancelled"):
-            assert event["data"]["status"] == "completed", event
+        status = event["data"]["status"]  # type: ignore[index]  # QMP's JSON
+        if status in ("completed", "failed", "cancelled"):
+            assert status == "completed", event
             return
 
 
@@ -142,6 +127,66 @@ async def by_hand(rig: TwoHosts, source: qctl.Domain, target: Launched) -> None:
                 await client.disconnect()
 
 
+async def listening(rig: TwoHosts, defn: DomainDef, uri: str) -> asyncio.Future[qctl.Domain]:
+    """``Domain.incoming`` on host B, returned once QEMU listens there."""
+    ready = asyncio.Event()
+    with rig.b.entered():
+        arriving = asyncio.ensure_future(
+            qctl.Domain.incoming(
+                defn, uri, state_root=rig.b.state_root, timeout=TIMEOUT, ready=ready.set
+            )
+        )
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if arriving.done():
+        arriving.result()  # it failed before listening: say why
+    return arriving
+
+
+async def migrate_qctl(
+    rig: TwoHosts, source: qctl.Domain, console_b: Path, emulator: str | None
+) -> tuple[qctl.Domain, float]:
+    """The qctl way: the destination from the migratable XML, then ``migrate``."""
+    uri = f"tcp:{rig.b.address}:{PORT}"
+    travelling = on_console(qctl.parse_domain(source.migratable_xml(), live=True), console_b)
+    if emulator is not None:
+        devices = dataclasses.replace(travelling.devices, emulator=emulator)
+        travelling = dataclasses.replace(travelling, devices=devices)
+    arriving = await listening(rig, travelling, uri)
+    started = time.monotonic()
+    with rig.a.entered():
+        await source.migrate(uri, timeout=TIMEOUT)
+    destination = await arriving
+    return destination, started
+
+
+async def migrate_hand(
+    rig: TwoHosts, source: qctl.Domain, console_b: Path
+) -> tuple[qctl.Domain, float]:
+    """The hand-written way on a destination QEMU qctl started."""
+    travelling = migratable_definition(source.live, source.config, source.ledger)
+    with rig.b.entered():
+        target = await launch(
+            on_console(travelling, console_b),
+            await source.capabilities(),
+            source.runtime.binary,
+            StateRoot(rig.b.state_root),
+            None,
+            HostPaths(),
+            Launcher(),
+            incoming=True,
+        )
+    started = time.monotonic()
+    await by_hand(rig, source, target)
+    await target.client.aclose()
+    with rig.b.entered():
+        destination = await qctl.Domain.connect(source.name, state_root=rig.b.state_root)
+    return destination, started
+
+
 async def cycle(rig: TwoHosts, tool: str, base: Path) -> tuple[float, float]:
     console_a, console_b = base / f"{tool}-a.log", base / f"{tool}-b.log"
     for console in (console_a, console_b):
@@ -152,25 +197,14 @@ async def cycle(rig: TwoHosts, tool: str, base: Path) -> tuple[float, float]:
     destination: qctl.Domain | None = None
     try:
         await wait_trio(console_a)
-        travelling = migratable_definition(source.live, source.config, source.ledger)
-        with rig.b.entered():
-            target = await launch(
-                on_console(travelling, console_b),
-                await source.capabilities(),
-                source.binary,
-                StateRoot(rig.b.state_root),
-                None,
-                HostPaths(),
-                incoming=True,
-            )
-        started = time.monotonic()
-        await (with_qctl if tool == "qctl" else by_hand)(rig, source, target)
+        if tool == "hand":
+            destination, started = await migrate_hand(rig, source, console_b)
+        else:
+            emulator = str(NEWER) if tool == "qctl-10.0" else None
+            destination, started = await migrate_qctl(rig, source, console_b, emulator)
         migrated = time.monotonic() - started
         await wait_trio(console_b)
         primary = time.monotonic() - started
-        await target.client.aclose()
-        with rig.b.entered():
-            destination = await qctl.Domain.connect(source.name, state_root=rig.b.state_root)
         return migrated, primary
     finally:
         with rig.a.entered():
@@ -180,14 +214,15 @@ async def cycle(rig: TwoHosts, tool: str, base: Path) -> tuple[float, float]:
                 await destination.stop(force=True)
 
 
-async def bench(cycles: int) -> bool:
+async def bench(cycles: int, newer: bool) -> bool:
+    tools = ["qctl", "hand"] + (["qctl-10.0"] if newer else [])
     with tempfile.TemporaryDirectory(prefix="qctl-bench-migrate-") as tmp:
         base = Path(tmp)
         rig = TwoHosts(base)
         try:
-            times: dict[str, list[tuple[float, float]]] = {"qctl": [], "hand": []}
+            times: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
             for index in range(cycles):
-                order = ("qctl", "hand") if index % 2 == 0 else ("hand", "qctl")
+                order = tools if index % 2 == 0 else [tools[1], tools[0], *tools[2:]]
                 for tool in order:
                     result = await cycle(rig, tool, base)
                     times[tool].append(result)
@@ -199,11 +234,12 @@ async def bench(cycles: int) -> bool:
         tool: (statistics.median(m for m, _ in got), statistics.median(p for _, p in got))
         for tool, got in times.items()
     }
-    print(f"{'tool':<14}{'migrate (median)':>18}{'primary on B (median)':>24}")
-    for tool, label in (("qctl", "qctl"), ("hand", "hand-written")):
-        print(f"{label:<14}{medians[tool][0]:>17.3f}s{medians[tool][1]:>23.3f}s")
+    labels = {"qctl": "qctl", "hand": "hand-written", "qctl-10.0": "qctl 7.2->10.0"}
+    print(f"{'tool':<16}{'migrate (median)':>18}{'primary on B (median)':>24}")
+    for tool in tools:
+        print(f"{labels[tool]:<16}{medians[tool][0]:>17.3f}s{medians[tool][1]:>23.3f}s")
     ratio = medians["qctl"][0] / medians["hand"][0]
-    print(f"ratio qctl/hand-written (migrate): {ratio:.2f} (target <= {TARGET})")
+    print(f"ratio qctl/hand-written (migrate, 7.2->7.2): {ratio:.2f} (target <= {TARGET})")
     return ratio <= TARGET
 
 
@@ -216,13 +252,12 @@ def main() -> int:
     if not (REPO / ".cache" / "guest" / "initrd.img").is_file():
         sys.exit("bench migrate: no test guest in .cache/guest; run ./scripts/bootstrap")
     if not in_private_netns():
-        os.execvp(
-            "unshare",
-            ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-             sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
-        )  # fmt: skip
+        reexec_in_private_netns()
     try:
-        return 0 if asyncio.run(bench(args.cycles)) else 1
+        newer = NEWER.is_file()
+        if not newer:
+            say(f"{NEWER} not found (scripts/fetch-qemu): no 7.2->10.0 row")
+        return 0 if asyncio.run(bench(args.cycles, newer)) else 1
     except KeyboardInterrupt:
         say("interrupted")
         return 130

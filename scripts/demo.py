@@ -7,6 +7,7 @@ bridge and taps it makes never touch the host. Uses the public API only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import qctl
 
 REPO = Path(__file__).resolve().parents[1]
 GUEST = REPO / ".cache" / "guest"
+NEWER_QEMU = REPO / ".cache" / "qemu-10.0" / "usr" / "bin" / "qemu-system-x86_64"
 BRIDGE = "qctlbr0"
 NICS_RE = re.compile(r"^QCTL-NICS:(.*)$")
 
@@ -63,10 +65,15 @@ def ip(*args: str) -> str:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
 
 
-def domain_xml() -> str:
+def domain_xml(name: str = "qctl-demo", nics: str | None = None) -> str:
     kernel = GUEST / "vmlinux" if (GUEST / "vmlinux").is_file() else GUEST / "vmlinuz"
+    nics = nics or f"""<interface type='bridge'>
+      <mac address='52:54:00:de:00:01'/>
+      <source bridge='{BRIDGE}'/>
+      <model type='virtio'/>
+    </interface>"""
     return f"""<domain type='qemu'>
-  <name>qctl-demo</name>
+  <name>{name}</name>
   <memory unit='MiB'>256</memory>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
@@ -79,11 +86,7 @@ def domain_xml() -> str:
     <controller type='pci' index='1' model='pcie-root-port'/>
     <controller type='pci' index='2' model='pcie-root-port'/>
     <serial type='pty'/>
-    <interface type='bridge'>
-      <mac address='52:54:00:de:00:01'/>
-      <source bridge='{BRIDGE}'/>
-      <model type='virtio'/>
-    </interface>
+    {nics}
   </devices>
 </domain>
 """
@@ -97,7 +100,7 @@ async def boot_guest(work: Path) -> None:
     started = time.monotonic()
     dom = await qctl.Domain.start(defn, state_root=work / "state")
     # The guest's serial console: read from the log QEMU keeps of it, from its first byte.
-    console = qctl.Console.of(dom.directory, dom.process)
+    console = dom.console()
     try:
         print(f"  QEMU pid {dom.process.pid}; waiting for the guest to report its NICs…")
         nics = await wait_nics(console, 1)
@@ -112,7 +115,6 @@ async def boot_guest(work: Path) -> None:
     finally:
         step("stopping (ACPI power-down)")
         await dom.stop(grace=20)
-        await console.aclose()
     left = ip("-br", "link", "show", "master", BRIDGE).strip()
     print(f"  stopped; taps left on {BRIDGE}: {left or 'none'}")
 
@@ -131,7 +133,7 @@ async def hotplug(dom: qctl.Domain, console: qctl.Console) -> None:
     started = time.monotonic()
     live = await dom.attach_device(HOTPLUG_NIC)
     took = (time.monotonic() - started) * 1000
-    entry = dom.ledger.get(live.alias or "")
+    entry = dom.ledger.get(live.alias)
     assert entry is not None
     print(f"  attached {live.alias} in {took:.0f} ms: tap {entry.tap}, at {entry.guest_address}")
     nics = await wait_nics(console, 2)
@@ -145,11 +147,69 @@ async def hotplug(dom: qctl.Domain, console: qctl.Console) -> None:
     print(f"  guest sees: {' '.join(nics)}; ledger holds: {[e.alias for e in dom.ledger]}")
 
 
+# A failover pair: the virtio standby and an emulated e1000e standing in for the VF.
+FAILOVER_NICS = f"""<interface type='bridge'>
+      <mac address='52:54:00:de:00:03'/><source bridge='{BRIDGE}'/><model type='virtio'/>
+      <teaming type='persistent'/><alias name='ua-standby'/>
+    </interface>
+    <interface type='bridge'>
+      <mac address='52:54:00:de:00:03'/><source bridge='{BRIDGE}'/><model type='e1000e'/>
+      <teaming type='transient' persistent='ua-standby'/><alias name='ua-primary'/>
+    </interface>"""
+
+
+async def migrate(work: Path) -> None:
+    """A failover pair migrates live from the system's QEMU to QEMU 10.0 (or, without it,
+    to another process of the same QEMU), as host upgrades need."""
+    newer = NEWER_QEMU.is_file()
+    step(f"live migration of a failover pair: QEMU 7.2 -> {'10.0' if newer else '7.2'}")
+    source = await qctl.Domain.start(
+        qctl.parse_domain(domain_xml("qctl-demo-mig", FAILOVER_NICS)), state_root=work / "a"
+    )
+    destination: qctl.Domain | None = None
+    try:
+        nics = await wait_nics(source.console(), 3)
+        print(f"  source guest sees: {' '.join(nics)} (failover master, standby, primary)")
+        # What travels: the source's definition without its host-side names; the
+        # destination makes its own taps (here a second state root stands for host B).
+        travelling = qctl.parse_domain(source.migratable_xml(), live=True)
+        print(f"  machine type resolved on the source: {travelling.os.machine}")
+        if newer:
+            devices = dataclasses.replace(travelling.devices, emulator=str(NEWER_QEMU))
+            travelling = dataclasses.replace(travelling, devices=devices)
+        uri = f"unix:{work / 'migration.sock'}"
+        listening = asyncio.Event()
+        arriving = asyncio.ensure_future(
+            qctl.Domain.incoming(travelling, uri, state_root=work / "b", ready=listening.set)
+        )
+        await asyncio.wait(
+            {arriving, asyncio.ensure_future(listening.wait())},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if arriving.done():
+            arriving.result()  # the destination failed before listening: say why
+        outcome = await source.migrate(uri, timeout=120)
+        destination = await arriving
+        print(
+            f"  migrated in {outcome.wall_time:.2f}s, guest paused {outcome.downtime_ms} ms; "
+            f"QEMU unplugged {', '.join(outcome.unplugged)} before and qctl quit the source"
+        )
+        caps = await destination.capabilities()
+        print(f"  destination runs QEMU {caps.version_text}")
+        nics = await wait_nics(destination.console(), 3)
+        print(f"  destination guest sees: {' '.join(nics)} (primary plugged again)")
+    finally:
+        await source.stop(force=True)  # a no-op once it migrated
+        if destination is not None:
+            await destination.stop(force=True)
+
+
 async def main() -> int:
     show_examples()
     await show_caps()
     with tempfile.TemporaryDirectory(prefix="qctl-demo-") as tmp:
         await boot_guest(Path(tmp))
+        await migrate(Path(tmp))
     step("done")
     return 0
 
