@@ -177,7 +177,7 @@ async def migrate(work: Path) -> None:
         if newer:
             devices = dataclasses.replace(travelling.devices, emulator=str(NEWER_QEMU))
             travelling = dataclasses.replace(travelling, devices=devices)
-        uri = f"unix:{work / 'migration.sock'}"
+        uri = "tcp:127.0.0.1:49152"  # confined QEMU cannot make a socket in our tmp dir
         listening = asyncio.Event()
         arriving = asyncio.ensure_future(
             qctl.Domain.incoming(travelling, uri, state_root=work / "b", ready=listening.set)
