@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -37,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from bench_hotplug import in_private_netns, reexec_in_private_netns  # noqa: E402
+from bench_hotplug import NETNS_MARK, in_private_netns  # noqa: E402
 from qemu.qmp import EventListener, QMPClient  # noqa: E402
 from support import QEMU_VERSIONS, guest_domain_xml, unique  # noqa: E402
 from twohost import TwoHosts  # noqa: E402
@@ -130,17 +131,17 @@ async def by_hand(rig: TwoHosts, source: qctl.Domain, target: Launched) -> None:
 async def listening(rig: TwoHosts, defn: DomainDef, uri: str) -> asyncio.Future[qctl.Domain]:
     """``Domain.incoming`` on host B, returned once QEMU listens there."""
     ready = asyncio.Event()
-    with rig.b.entered():
+    with rig.b.entered():  # until QEMU listens: its taps are made in B
         arriving = asyncio.ensure_future(
             qctl.Domain.incoming(
                 defn, uri, state_root=rig.b.state_root, timeout=TIMEOUT, ready=ready.set
             )
         )
-    waiter = asyncio.ensure_future(ready.wait())
-    try:
-        await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
+        waiter = asyncio.ensure_future(ready.wait())
+        try:
+            await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
     if arriving.done():
         arriving.result()  # it failed before listening: say why
     return arriving
@@ -251,8 +252,13 @@ def main() -> int:
         parser.error("--cycles must be at least 1")
     if not (REPO / ".cache" / "guest" / "initrd.img").is_file():
         sys.exit("bench migrate: no test guest in .cache/guest; run ./scripts/bootstrap")
-    if not in_private_netns():
-        reexec_in_private_netns()
+    if not in_private_netns():  # run again in a network namespace of its own
+        setup = f'ip link set lo up && export {NETNS_MARK}=$(stat -L -c %i /proc/self/ns/net)'
+        os.execvp(
+            "unshare",
+            ["unshare", "--net", "--", "sh", "-c", f'{setup} && exec "$@"', "sh",
+             sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
+        )  # fmt: skip
     try:
         newer = NEWER.is_file()
         if not newer:
