@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
 BOOT_TIMEOUT = 90.0
 MIGRATION_TIMEOUT = 120.0
+UNPLUG_SETTLE = 3.0  # seconds a guest's late unplug would take to show
 MAC = "52:54:00:20:00:01"
 PORT = 49152
 
@@ -338,6 +339,52 @@ async def test_failed_migration_replugs_the_primary_on_the_source(
         assert await source.monitor.status() == "running"
         async with asyncio.timeout(60):
             await _wait_replugged(console_a)
+        assert [entry.to_json() for entry in source.ledger] == ledger_before
+        assert source.job is None
+        assert Domain.list(rig.b.state_root) == []
+        assert rig.b.links() == {"lo", rig.b.veth, rig.b.bridge}
+    finally:
+        with rig.a.entered():
+            await source.stop(force=True)
+
+
+async def test_cancelled_in_wait_unplug_keeps_the_source_whole(
+    rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
+) -> None:
+    """The caller gives up while QEMU waits for the guest to unplug the primary (status
+    ``wait-unplug``, before any RAM moved): the migration is cancelled, the source keeps
+    running with its primary (re-plugged by QEMU if the guest had let it go), the books are
+    unchanged and the destination leaves nothing."""
+    console_a, console_b = tmp_path / "serial-a.log", tmp_path / "serial-b.log"
+    source = await _start_source(rig, console_a)
+    ledger_before = [entry.to_json() for entry in source.ledger]
+    try:
+        uri = f"tcp:{rig.b.address}:{PORT}"
+        arriving = await _listen(rig, _travelling(source, console_b), uri)
+        seen: list[str] = []
+        outgoing: asyncio.Task[object] | None = None
+
+        def watch(progress: MigrationProgress) -> None:
+            seen.append(progress.status)
+            if progress.status == "wait-unplug" and outgoing is not None:
+                outgoing.cancel()
+
+        with rig.a.entered():
+            outgoing = asyncio.create_task(
+                source.migrate(uri, timeout=MIGRATION_TIMEOUT, progress=watch)
+            )
+            with pytest.raises(asyncio.CancelledError):
+                await outgoing
+        assert seen[-1] == "wait-unplug", seen
+        with pytest.raises(MigrationError):
+            await arriving
+        assert await source.monitor.status() == "running"
+        assert "ua-primary" in await source.monitor.peripherals()
+        async with asyncio.timeout(60):
+            await _wait_trio(console_a)
+        # An unplug the guest finished after a hurried cancel would show only later.
+        await asyncio.sleep(UNPLUG_SETTLE)
+        assert _trio(console_a), _reports(console_a)
         assert [entry.to_json() for entry in source.ledger] == ledger_before
         assert source.job is None
         assert Domain.list(rig.b.state_root) == []
