@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import qctl
+from qctl.testing import guest_xml
 
 REPO = Path(__file__).resolve().parents[1]
 GUEST = REPO / ".cache" / "guest"
@@ -66,30 +67,13 @@ def ip(*args: str) -> str:
 
 
 def domain_xml(name: str = "qctl-demo", nics: str | None = None) -> str:
-    kernel = GUEST / "vmlinux" if (GUEST / "vmlinux").is_file() else GUEST / "vmlinuz"
+    """The bundled guest (the pytest plugin's domain) with ``nics`` (one NIC on the bridge)."""
     nics = nics or f"""<interface type='bridge'>
       <mac address='52:54:00:de:00:01'/>
       <source bridge='{BRIDGE}'/>
       <model type='virtio'/>
     </interface>"""
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>256</memory>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{GUEST / "initrd.img"}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
-  </os>
-  <devices>
-    <controller type='pci' index='0' model='pcie-root'/>
-    <controller type='pci' index='1' model='pcie-root-port'/>
-    <controller type='pci' index='2' model='pcie-root-port'/>
-    <serial type='pty'/>
-    {nics}
-  </devices>
-</domain>
-"""
+    return guest_xml(name, nics, directory=GUEST)
 
 
 async def boot_guest(work: Path) -> None:

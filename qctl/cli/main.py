@@ -70,7 +70,15 @@ def handler(reference: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code (130 after Ctrl-C, quietly,
+    also when it comes before the verb runs)."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     complete_if_asked(parser)
     args = parser.parse_args(argv)
@@ -90,8 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"qctl: {exc}", file=sys.stderr)
         return exit_code_for(exc)
-    except KeyboardInterrupt:
-        return 130
     return code
 
 

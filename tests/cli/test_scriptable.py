@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support import REPO_ROOT, run_qctl, unique
 
+from qctl.cli import main as cli_main
 from qctl.cli.parser import build_parser
 
 EXAMPLES = REPO_ROOT / "examples"
@@ -68,6 +69,20 @@ def test_head_takes_the_first_line_and_nothing_is_said(qemu_binary: str) -> None
 
 
 # -- global options --------------------------------------------------------------------------
+def test_ctrl_c_before_the_verb_runs_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C while the parser is still being built (the faults script's double SIGINT
+    found it) exits 130 without a traceback, as one during the verb does."""
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    assert cli_main.main(["list"]) == 130
+    assert capsys.readouterr() == ("", "")
+
+
 def test_global_options_go_before_or_after_the_verb(tmp_path: Path) -> None:
     state = tmp_path / "state"
     pool = tmp_path / "lan.xml"
