@@ -41,6 +41,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from bench_hotplug import NETNS_MARK, in_private_netns  # noqa: E402
 from qemu.qmp import EventListener, QMPClient  # noqa: E402
 from support import QEMU_VERSIONS, guest_domain_xml, unique  # noqa: E402
+from twohost import FAILOVER_DEVICES as DEVICES  # noqa: E402
+from twohost import FAILOVER_MAC as MAC  # noqa: E402
 from twohost import TwoHosts  # noqa: E402
 
 import qctl  # noqa: E402
@@ -54,18 +56,7 @@ from qctl.qemu.state import StateRoot  # noqa: E402
 TARGET = 1.1
 TIMEOUT = 120.0
 NEWER = Path(QEMU_VERSIONS["qemu10.0"])
-MAC = "52:54:00:20:00:01"
 PORT = 49152
-DEVICES = f"""
-    <interface type='bridge'>
-      <mac address='{MAC}'/><source bridge='br0'/><model type='virtio'/>
-      <teaming type='persistent'/><alias name='ua-standby'/>
-    </interface>
-    <interface type='bridge'>
-      <mac address='{MAC}'/><source bridge='br0'/><model type='e1000e'/>
-      <teaming type='transient' persistent='ua-standby'/><alias name='ua-primary'/>
-    </interface>
-"""
 
 
 def say(text: str) -> None:

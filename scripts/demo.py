@@ -166,10 +166,9 @@ async def migrate(work: Path) -> None:
         arriving = asyncio.ensure_future(
             qctl.Domain.incoming(travelling, uri, state_root=work / "b", ready=listening.set)
         )
-        await asyncio.wait(
-            {arriving, asyncio.ensure_future(listening.wait())},
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        waiter = asyncio.ensure_future(listening.wait())
+        await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
         if arriving.done():
             arriving.result()  # the destination failed before listening: say why
         outcome = await source.migrate(uri, timeout=120)

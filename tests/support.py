@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -20,6 +21,7 @@ from typing import NoReturn
 import pytest
 
 from qctl import Console
+from qctl.qemu.process import is_alive, process_identity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QEMU_BINARY = "qemu-system-x86_64"
@@ -173,3 +175,14 @@ def pretend_running(root: Path, name: str) -> None:
     directory = StateRoot(root).domain(name)
     directory.make()
     directory.write_status({"name": name, "pid": me.pid, "start_time": me.start_time})
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """Whether ``pid`` is gone or a zombie (PID 1 reaps orphans late) within ``seconds``."""
+    identity = process_identity(pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not is_alive(identity):
+            return True
+        time.sleep(0.02)
+    return False

@@ -33,7 +33,21 @@ from pathlib import Path
 
 from support import unique
 
-__all__ = ["Host", "TwoHosts"]
+__all__ = ["FAILOVER_DEVICES", "FAILOVER_MAC", "Host", "TwoHosts"]
+
+# The failover pair the migration tests and ``scripts/bench migrate`` put on either host's
+# ``br0``: a virtio standby and an e1000e standing in for the VF, one MAC.
+FAILOVER_MAC = "52:54:00:20:00:01"
+FAILOVER_DEVICES = f"""
+    <interface type='bridge'>
+      <mac address='{FAILOVER_MAC}'/><source bridge='br0'/><model type='virtio'/>
+      <teaming type='persistent'/><alias name='ua-standby'/>
+    </interface>
+    <interface type='bridge'>
+      <mac address='{FAILOVER_MAC}'/><source bridge='br0'/><model type='e1000e'/>
+      <teaming type='transient' persistent='ua-standby'/><alias name='ua-primary'/>
+    </interface>
+"""
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)

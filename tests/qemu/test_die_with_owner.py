@@ -6,13 +6,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from support import REPO_ROOT, run_qctl, unique
-
-from qctl.qemu.process import is_alive, process_identity
+from support import REPO_ROOT, gone_within, run_qctl, unique
 
 pytestmark = pytest.mark.qemu
 
@@ -43,17 +40,6 @@ def domain_xml(name: str, emulator: str) -> str:
   </devices>
 </domain>
 """
-
-
-def gone_within(pid: int, seconds: float) -> bool:
-    """Whether ``pid`` is gone or a zombie (PID 1 reaps orphans late) within ``seconds``."""
-    identity = process_identity(pid)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not is_alive(identity):
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def links() -> set[str]:

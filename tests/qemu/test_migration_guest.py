@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from support import QEMU_VERSIONS, guest_domain_xml, qemu_path, unique, wait_until
+from twohost import FAILOVER_DEVICES as DEVICES
+from twohost import FAILOVER_MAC as MAC
 from twohost import Host, TwoHosts
 
 from qctl import (
@@ -43,19 +45,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 BOOT_TIMEOUT = 90.0
 MIGRATION_TIMEOUT = 120.0
 UNPLUG_SETTLE = 3.0  # seconds a guest's late unplug would take to show
-MAC = "52:54:00:20:00:01"
 PORT = 49152
-
-DEVICES = f"""
-    <interface type='bridge'>
-      <mac address='{MAC}'/><source bridge='br0'/><model type='virtio'/>
-      <teaming type='persistent'/><alias name='ua-standby'/>
-    </interface>
-    <interface type='bridge'>
-      <mac address='{MAC}'/><source bridge='br0'/><model type='e1000e'/>
-      <teaming type='transient' persistent='ua-standby'/><alias name='ua-primary'/>
-    </interface>
-"""
 
 
 TRIO = ["e1000e", "virtio_net", "virtio_net"]
@@ -296,6 +286,15 @@ async def test_destination_not_listening_leaves_the_source_running(
             await source.stop(force=True)
 
 
+def _assert_kept(rig: TwoHosts, source: Domain, ledger_before: list[dict[str, object]]) -> None:
+    """After a migration that did not happen: the source's books as they were, no job on
+    it, and nothing left on host B (no domain, no link but its own)."""
+    assert [entry.to_json() for entry in source.ledger] == ledger_before
+    assert source.job is None
+    assert Domain.list(rig.b.state_root) == []
+    assert rig.b.links() == {"lo", rig.b.veth, rig.b.bridge}
+
+
 @pytest.mark.parametrize("how", ["destination-killed", "aborted-from-another-process"])
 async def test_failed_migration_replugs_the_primary_on_the_source(
     how: str, rig: TwoHosts, guest_paths: tuple[Path, Path], qemu_binary: str, tmp_path: Path
@@ -339,10 +338,7 @@ async def test_failed_migration_replugs_the_primary_on_the_source(
         assert await source.monitor.status() == "running"
         async with asyncio.timeout(60):
             await _wait_replugged(console_a)
-        assert [entry.to_json() for entry in source.ledger] == ledger_before
-        assert source.job is None
-        assert Domain.list(rig.b.state_root) == []
-        assert rig.b.links() == {"lo", rig.b.veth, rig.b.bridge}
+        _assert_kept(rig, source, ledger_before)
     finally:
         with rig.a.entered():
             await source.stop(force=True)
@@ -385,10 +381,7 @@ async def test_cancelled_in_wait_unplug_keeps_the_source_whole(
         # An unplug the guest finished after a hurried cancel would show only later.
         await asyncio.sleep(UNPLUG_SETTLE)
         assert _trio(console_a), _reports(console_a)
-        assert [entry.to_json() for entry in source.ledger] == ledger_before
-        assert source.job is None
-        assert Domain.list(rig.b.state_root) == []
-        assert rig.b.links() == {"lo", rig.b.veth, rig.b.bridge}
+        _assert_kept(rig, source, ledger_before)
     finally:
         with rig.a.entered():
             await source.stop(force=True)

@@ -9,10 +9,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from support import gone_within
 
 from qctl.errors import ProcessError
 from qctl.qemu.process import QEMUProcess, is_alive, log_tail, process_identity
@@ -110,17 +110,6 @@ asyncio.run(main())
 """
 
 
-def _gone_within(pid: int, seconds: float) -> bool:
-    """Whether ``pid`` is gone or a zombie (PID 1 reaps orphans late) within ``seconds``."""
-    identity = process_identity(pid)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not is_alive(identity):
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.mark.parametrize("die_with_owner", [True, False])
 def test_qemu_dies_with_its_owner_only_when_asked(tmp_path: Path, die_with_owner: bool) -> None:
     owner = subprocess.Popen(
@@ -133,7 +122,7 @@ def test_qemu_dies_with_its_owner_only_when_asked(tmp_path: Path, die_with_owner
     try:
         owner.kill()
         owner.wait()
-        assert _gone_within(pid, 2.0) is die_with_owner
+        assert gone_within(pid, 2.0) is die_with_owner
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -154,11 +143,11 @@ def test_an_owner_thread_that_ends_does_not_kill_qemu(tmp_path: Path) -> None:
     thread.join()
     proc = spawned[0]
     try:
-        assert not _gone_within(proc.pid, 0.5)
+        assert not gone_within(proc.pid, 0.5)
         assert is_alive(proc.identity)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-    assert _gone_within(proc.pid, 5)
+    assert gone_within(proc.pid, 5)
 
 
 async def test_a_qemu_dying_with_its_owner_is_waited_for_and_stopped(tmp_path: Path) -> None:
