@@ -13,7 +13,15 @@ passed by name, the run state — so the driver's transactions run for real agai
   ``guest_unplugs`` is False;
 - other processes (the ``qctl`` command in a subprocess) reach it through the monitor
   sockets like a real QEMU; the "process" is this test process itself, so it counts as
-  alive from anywhere until ``quit``.
+  alive from anywhere until ``quit``;
+- failover, as QEMU does it: a primary (``failover_pair_id``) stays hidden until the
+  guest, once running, negotiates failover on its standby (FAILOVER_NEGOTIATED);
+- live migration between two fakes over a real ``unix:`` stream: ``migrate-incoming``
+  listens, ``migrate`` connects, unplugs the failover primaries (UNPLUG_PRIMARY,
+  ``wait-unplug``), sends the "RAM" and completes; the destination completes when the
+  whole stream arrived, and fails and exits (as QEMU does) when it breaks first.
+  ``hold_migration(status)`` keeps the outgoing migration in a status, where a test can
+  ``fail_migration`` it or the driver can ``migrate_cancel`` it.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import itertools
 import json
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +48,37 @@ def _error(desc: str, error_class: str = "GenericError") -> Reply:
     return {"error": {"class": error_class, "desc": desc}}
 
 
-def _ids(argv: Sequence[str], option: str) -> set[str]:
-    """The ``id`` of every ``option`` argument (JSON or key=value syntax)."""
-    found = set()
+def _options(argv: Sequence[str], option: str) -> list[dict[str, Any]]:
+    """The properties of every ``option`` argument (JSON or key=value syntax)."""
+    found = []
     for flag, value in itertools.pairwise(argv):
         if flag != option:
             continue
         if value.startswith("{"):
-            ident = json.loads(value).get("id")
+            found.append(dict(json.loads(value)))
         else:
-            pairs = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
-            ident = pairs.get("id")
-        if ident:
-            found.add(str(ident))
+            found.append(dict(p.split("=", 1) for p in value.split(",") if "=" in p))
     return found
+
+
+def _ids(argv: Sequence[str], option: str) -> set[str]:
+    """The ``id`` of every ``option`` argument."""
+    return {str(props["id"]) for props in _options(argv, option) if props.get("id")}
+
+
+def _primaries(argv: Sequence[str]) -> dict[str, str]:
+    """The failover primaries on the command line: device id → its standby's id."""
+    return {
+        str(props["id"]): str(props["failover_pair_id"])
+        for props in _options(argv, "-device")
+        if props.get("id") and props.get("failover_pair_id")
+    }
+
+
+#: the statuses of a migration under way (``query-migrate``)
+_MIGRATING = frozenset({"setup", "wait-unplug", "active"})
+#: what the "RAM" of a fake guest amounts to, in ``query-migrate``'s figures
+_RAM = {"transferred": 4096, "remaining": 0, "total": 4096, "dirty-sync-count": 1}
 
 
 class FakeQEMU:
@@ -61,10 +86,23 @@ class FakeQEMU:
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
-        self.peripherals = _ids(argv, "-device")
+        #: failover primaries (id → standby id), hidden until the guest negotiates
+        self.primaries = _primaries(argv)
+        self.peripherals = _ids(argv, "-device") - set(self.primaries)
         self.netdevs = _ids(argv, "-netdev")
         self.fds: set[str] = set()
-        self.status = "prelaunch" if "-S" in argv else "running"
+        if "-incoming" in argv:
+            self.status = "inmigrate"
+        else:
+            self.status = "prelaunch" if "-S" in argv else "running"
+        #: the guest's virtio-net negotiates failover as soon as it runs (``cont``)
+        self.guest_negotiates_failover = True
+        #: ``query-migrate``'s answer
+        self.migration: dict[str, Any] = {}
+        #: set when the outgoing migration reaches a status held by :meth:`hold_migration`
+        self.migration_held: dict[str, asyncio.Event] = {}
+        self._migration_holds: dict[str, asyncio.Event] = {}
+        self._outgoing: asyncio.Future[Any] | None = None
         self.pending_unplug: set[str] = set()
         self.guest_unplugs = True
         self.guest_answers_acpi = True
@@ -127,11 +165,17 @@ class FakeQEMU:
     async def _recv(self, conn: socket.socket) -> tuple[bytes, list[int]]:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+        fd = conn.fileno()  # still known here if exit() closes conn meanwhile
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, wake)
         try:
             await ready
         finally:
-            loop.remove_reader(conn.fileno())
+            loop.remove_reader(fd)
         data, fds, _, _ = socket.recv_fds(conn, 65536, 16)
         return data, fds
 
@@ -207,7 +251,30 @@ class FakeQEMU:
         if command in ("cont", "stop"):
             self.status = "running" if command == "cont" else "paused"
             self._before_reply.append("RESUME" if command == "cont" else "STOP")
+            if command == "cont" and self.guest_negotiates_failover:
+                self._negotiate_failover()
             return ok
+        if command in ("migrate-set-capabilities", "migrate-set-parameters"):
+            return ok
+        if command == "query-migrate":
+            return {"return": self.migration}
+        if command == "migrate":
+            if self.migration.get("status") in _MIGRATING:
+                return _error("There's a migration process in progress")
+            scheme, _, path = str(args["uri"]).partition(":")
+            if scheme != "unix":
+                return _error(f"the fake QEMU migrates over unix: only, not {args['uri']}")
+            self.migration = {"status": "setup"}
+            self._outgoing = asyncio.ensure_future(self._migrate_out(path))
+            self._tasks.add(self._outgoing)
+            self._outgoing.add_done_callback(self._tasks.discard)
+            return ok
+        if command == "migrate_cancel":
+            if self.migration.get("status") in _MIGRATING:
+                self._end_outgoing("cancelled")
+            return ok
+        if command == "migrate-incoming":
+            return self._listen_incoming(str(args["uri"]))
         if command == "system_powerdown":
             if self.guest_answers_acpi and self.status == "running":
                 self._later("SHUTDOWN", {"guest": True, "reason": "guest-shutdown"})
@@ -271,6 +338,125 @@ class FakeQEMU:
             return ok
         return _error(f"The command {command} has not been found", "CommandNotFound")
 
+    def _negotiate_failover(self) -> None:
+        """The running guest's virtio-net asks for its primaries: QEMU plugs each hidden
+        one and says FAILOVER_NEGOTIATED (on the standby)."""
+        for primary, standby in self.primaries.items():
+            if primary not in self.peripherals:
+                self.peripherals.add(primary)
+                self._later("FAILOVER_NEGOTIATED", {"device-id": standby})
+
+    # -- migration -------------------------------------------------------------------------
+    def hold_migration(self, status: str) -> asyncio.Event:
+        """Keep the next outgoing migration in ``status`` (``setup``, ``wait-unplug``,
+        ``active``) until the returned event is set; ``migration_held[status]`` is set when
+        it gets there."""
+        release = asyncio.Event()
+        self._migration_holds[status] = release
+        self.migration_held[status] = asyncio.Event()
+        return release
+
+    def fail_migration(self, desc: str) -> None:
+        """The outgoing migration fails now with QEMU's error ``desc`` (the stream to the
+        destination closes); the guest runs on here, its primaries plugged again."""
+        self._end_outgoing("failed", desc)
+
+    def _end_outgoing(self, status: str, desc: str | None = None) -> None:
+        if self._outgoing is not None:
+            self._outgoing.cancel()
+        self.migration = {"status": status} | ({"error-desc": desc} if desc else {})
+        self._later("MIGRATION", {"status": status})
+
+    async def _migration_step(self, status: str, **figures: Any) -> None:
+        """Enter ``status``: ``query-migrate`` and a MIGRATION event say so; wait there
+        while :meth:`hold_migration` holds it."""
+        self.migration = {"status": status, **figures}
+        await self.emit("MIGRATION", {"status": status})
+        release = self._migration_holds.pop(status, None)
+        if release is not None:
+            self.migration_held[status].set()
+            await release.wait()
+
+    async def _migrate_out(self, path: str) -> None:
+        """Send the guest to the destination listening on ``path``: unplug the plugged
+        failover primaries, then the "RAM" (``ram`` lines) and the end (``end``)."""
+        await self._migration_step("setup")
+        try:
+            _, writer = await asyncio.open_unix_connection(path)
+        except OSError as exc:
+            desc = f"Failed to connect to '{path}': {exc.strerror}"
+            self.migration = {"status": "failed", "error-desc": desc}
+            await self.emit("MIGRATION", {"status": "failed"})
+            return
+        try:
+            unplugged = [p for p in self.primaries if p in self.peripherals]
+            for primary in unplugged:
+                await self.emit("UNPLUG_PRIMARY", {"device-id": primary})
+            if unplugged:
+                await self._migration_step("wait-unplug")
+            await self._migration_step("active", ram=dict(_RAM))
+            await self.emit("MIGRATION_PASS", {"pass": 1})
+            try:
+                writer.write(b"ram\nend\n")
+                await writer.drain()
+            except OSError as exc:  # the destination is gone
+                desc = f"Unable to write to socket: {exc.strerror or exc}"
+                self.migration = {"status": "failed", "error-desc": desc}
+                await self.emit("MIGRATION", {"status": "failed"})
+                return
+            self.status = "postmigrate"
+            await self.emit("STOP")
+            done = {"status": "completed", "total-time": 20, "downtime": 2, "ram": dict(_RAM)}
+            self.migration = done
+            await self.emit("MIGRATION", {"status": "completed"})
+        finally:
+            writer.close()
+
+    def _listen_incoming(self, uri: str) -> Reply:
+        """``migrate-incoming``: listen on ``unix:PATH`` for the source's stream."""
+        if self.status != "inmigrate":
+            return _error("'-incoming' was not specified on the command line")
+        scheme, _, path = uri.partition(":")
+        if scheme != "unix":
+            return _error(f"the fake QEMU migrates over unix: only, not {uri}")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with contextlib.suppress(FileNotFoundError):  # QEMU replaces a stale socket
+                os.unlink(path)
+            listener.bind(path)
+            listener.listen(1)
+        except OSError as exc:
+            listener.close()
+            return _error(f"Failed to bind socket: {exc.strerror}")
+        listener.setblocking(False)
+        self.migration = {"status": "setup"}
+        self._spawn(self._migrate_in(listener))
+        return {"return": {}}
+
+    async def _migrate_in(self, listener: socket.socket) -> None:
+        """Load the guest from the first source that connects; a stream that ends before
+        ``end`` fails the migration and QEMU exits, as QEMU does."""
+        try:
+            conn, _ = await asyncio.get_running_loop().sock_accept(listener)
+        finally:
+            listener.close()
+        reader, writer = await asyncio.open_unix_connection(sock=conn)
+        try:
+            await self._migration_step("active")
+            line = await reader.readline()
+            while line == b"ram\n":
+                line = await reader.readline()
+        finally:
+            writer.close()
+        if line != b"end\n":
+            desc = "load of migration failed: Input/output error"
+            self.migration = {"status": "failed", "error-desc": desc}
+            await self.emit("MIGRATION", {"status": "failed"})
+            self.exit()
+            return
+        self.status = "paused"
+        await self._migration_step("completed", ram=dict(_RAM))
+
     def unplug_now(self, ident: str) -> None:
         """The guest released ``ident``: QEMU drops it and says DEVICE_DELETED."""
         self.peripherals.discard(ident)
@@ -308,8 +494,6 @@ class FakeQEMU:
         ]
 
 
-
-
 class FakeProcess(QEMUProcess):
     """The "QEMU process" of a :class:`FakeQEMU`: this test process, alive until quit."""
 
@@ -337,6 +521,8 @@ class FakeLauncher(Launcher):
 
     def __init__(self) -> None:
         self.started: list[FakeQEMU] = []
+        #: called with each fake before it serves, e.g. to make its first commands fail
+        self.on_spawn: Callable[[FakeQEMU], None] | None = None
         self._by_log: dict[Path, FakeProcess] = {}
 
     @property
@@ -354,6 +540,8 @@ class FakeLauncher(Launcher):
         die_with_owner: bool = False,
     ) -> QEMUProcess:
         fake = FakeQEMU(argv)
+        if self.on_spawn is not None:
+            self.on_spawn(fake)
         listeners = []
         for fd in pass_fds:
             with contextlib.suppress(OSError):

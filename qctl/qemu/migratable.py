@@ -10,7 +10,10 @@ source host and must be mapped back to what was asked:
 - the vhost-net choice recorded in ``<driver name>`` goes back to what the definition said
   (the destination decides for itself);
 - a VF taken from a ``hostdev`` network pool goes back to ``type='network'`` on that pool,
-  so the destination takes a VF from its own pool.
+  so the destination takes a VF from its own pool; its VLAN goes back to the one the
+  interface asked for itself, as the pool's is this host's (the destination's pool sets
+  its own). A pool interface hot-plugged later has no definition as given to look at, so
+  it keeps the VLAN it shows.
 
 Pure functions over definitions and ledger entries: no I/O.
 """
@@ -86,6 +89,7 @@ def _travelling_interface(
             source=InterfaceSourceDef(network=network),
             managed=None,
             driver=None,
+            vlan=asked.vlan if asked is not None else iface.vlan,
         )
     result = iface
     if iface.target_dev is not None:

@@ -291,6 +291,17 @@ class _Follower:
         elif event.name == "FAILOVER_NEGOTIATED":
             log.info("the guest negotiated failover on %s", event.data.get("device-id"))
 
+    def _drain(self, queue: asyncio.Queue[QMPEvent | None]) -> bool:
+        """Note every event already queued; whether their end is among them."""
+        ended = False
+        while not queue.empty():
+            event = queue.get_nowait()
+            if event is None:
+                ended = True
+            else:
+                self._note(event)
+        return ended
+
     async def _settled(self, info: MigrationInfo) -> MigrationInfo:
         """The final figures: QEMU says ``completed`` a moment before it fills in the
         total time and downtime, so look again (briefly) until they are there."""
@@ -326,6 +337,9 @@ class _Follower:
                     raise MigrationError(
                         f"lost the {self.role} QEMU during the migration: {exc}", stage=self.role
                     ) from exc
+                # QEMU sent the events before its answer: a fast migration's burst
+                # (UNPLUG_PRIMARY, the passes, ``completed``) is all noted before we stop.
+                ended = self._drain(queue) or ended
                 if self.sink is not None:
                     self.sink(MigrationProgress.of(info, self.passes, self.unplugged))
                 if info.status == _DONE:

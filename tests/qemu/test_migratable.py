@@ -16,7 +16,7 @@ import pytest
 
 from qctl import format_xml, parse_domain
 from qctl.caps import QEMUCaps
-from qctl.conf import DomainDef, InterfaceType, RawXML
+from qctl.conf import DomainDef, InterfaceDef, InterfaceType, RawXML, VLANDef, VLANTagDef
 from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.migratable import as_given, migratable_definition, migratable_xml, resolve_machine
 
@@ -68,6 +68,26 @@ def test_host_bound_details_mapped_back() -> None:
     assert [str(i.address) for i in (standby, vf, named, hotplugged)] == [
         str(i.address) for i in _live().interfaces
     ]
+
+
+def _with_vf_vlan(domain: DomainDef, tag: int) -> DomainDef:
+    items = tuple(
+        dataclasses.replace(item, vlan=VLANDef(tags=(VLANTagDef(id=tag),)))
+        if isinstance(item, InterfaceDef) and item.alias == "ua-vf"
+        else item
+        for item in domain.devices.items
+    )
+    return dataclasses.replace(domain, devices=dataclasses.replace(domain.devices, items=items))
+
+
+def test_a_pool_vf_leaves_its_pools_vlan_and_keeps_its_own() -> None:
+    """The VLAN a pool gave its VF is the source host's; the destination's pool sets its
+    own. A VLAN the interface asked for itself travels with it."""
+    from_pool = _with_vf_vlan(_live(), 7)  # the pool's VLAN, shown in the live XML
+    vf = migratable_definition(from_pool, _config(), LEDGER).interfaces[1]
+    assert vf.type is InterfaceType.NETWORK and vf.vlan is None
+    own = migratable_definition(from_pool, _with_vf_vlan(_config(), 7), LEDGER).interfaces[1]
+    assert own.vlan is not None and [t.id for t in own.vlan.tags] == [7]
 
 
 def test_without_a_ledger_a_vf_stays_what_it_is() -> None:

@@ -209,7 +209,7 @@ def _ram(transferred: int, remaining: int) -> dict[str, Any]:
     }
 
 
-SUCCESS = [
+SUCCESS: list[tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]] = [
     ([("MIGRATION", {"status": "setup"})], {"status": "setup"}),
     (
         [("UNPLUG_PRIMARY", {"device-id": "ua-primary"}), ("MIGRATION", {"status": "wait-unplug"})],
@@ -276,6 +276,26 @@ async def test_outgoing_follows_unplug_and_passes_to_completion(
     assert seen[-1].status == "completed" and seen[-1].unplugged == ("ua-primary",)
     active = next(p for p in seen if p.status == "active")
     assert (active.total, active.dirty_rate, active.mbps) == (1000, 5, 8.0)
+
+
+async def test_a_fast_migration_notes_every_event_sent_before_completed(
+    fake: tuple[FakeQMPServer, QMPClient],
+) -> None:
+    """QEMU's unplug, passes and completion in one burst, all before ``query-migrate``
+    first says ``completed``: none is lost."""
+    server, client = fake
+    burst: list[tuple[str, dict[str, Any]]] = [
+        ("MIGRATION", {"status": "wait-unplug"}),
+        ("UNPLUG_PRIMARY", {"device-id": "ua-primary"}),
+        ("MIGRATION_PASS", {"pass": 1}),
+        ("MIGRATION_PASS", {"pass": 2}),
+        ("MIGRATION", {"status": "completed"}),
+    ]
+    FakeMigration(server, [(burst, {"status": "completed", "ram": _ram(1000, 0), "total-time": 5})])
+    with client.events(MIGRATION_EVENTS) as events:
+        outcome = await migrate_out(Monitor(client), events, URI, poll_interval=0.005)
+    assert outcome.unplugged == ("ua-primary",)
+    assert outcome.passes == 2  # from MIGRATION_PASS, not ram's dirty-sync-count (1)
 
 
 async def test_outgoing_failure_keeps_the_source(fake: tuple[FakeQMPServer, QMPClient]) -> None:
