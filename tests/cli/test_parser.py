@@ -11,7 +11,7 @@ from qctl.cli.parser import VERB_GROUPS, build_parser, verb_of
 
 
 def _verbs(parser: argparse.ArgumentParser) -> list[str]:
-    return list(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    return list(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr,arg-type]
 
 
 @pytest.mark.parametrize("group", VERB_GROUPS, ids=lambda g: g[0].__name__)
