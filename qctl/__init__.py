@@ -124,7 +124,7 @@ if TYPE_CHECKING:
     from qctl.qemu.txn import JobRecord
     from qctl.qmp import EventSubscription, QMPClient, QMPEvent, connect_qmp
 
-__version__ = "0.1.0"
+from qctl.version import __version__
 
 __all__ = [
     "QctlError",

@@ -20,10 +20,11 @@ PACKAGE = Path(qctl.__file__).parent
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "types": set(),
+    "version": set(),
+    "caps": {"errors", "types", "qmp", "version"},
     "conf": {"errors", "types"},
     "qmp": {"errors", "types"},
     "host": {"errors", "types"},
-    "caps": {"errors", "types", "qmp"},
     "qemu": {"errors", "types", "conf", "qmp", "host", "caps"},
     "testing": {"errors", "types", "conf", "qmp", "host", "caps", "qemu"},
     "cli": set(),  # only the public API, checked separately

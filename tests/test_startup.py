@@ -51,6 +51,24 @@ def test_a_domain_loads_pyroute2_only_when_it_touches_a_link() -> None:
     assert "pyroute2" not in loaded_after(code)
 
 
+def test_a_link_that_is_gone_costs_no_pyroute2() -> None:
+    """A detach's last step asks for a tap QEMU has closed: the answer ("gone") comes from an
+    ioctl, so the detach does not pay pyroute2's import (about 180 ms)."""
+    code = (
+        "import asyncio\n"
+        "from qctl.host import Netlink, delete_tap\n"
+        "async def ask():\n"
+        "    async with Netlink() as netlink:\n"
+        "        assert await netlink.get_link('qctl-gone0') is None\n"
+        "        assert await netlink.link_index('qctl-gone0') is None\n"
+        "        assert not await delete_tap('qctl-gone0', netlink=netlink, index=7)\n"
+        "asyncio.run(ask())"
+    )
+    assert "pyroute2" not in loaded_after(code)
+    # ... while a link that is there is still read through netlink.
+    assert "pyroute2" in loaded_after(code.replace("qctl-gone0', netlink", "lo', netlink"))
+
+
 @pytest.mark.parametrize("name", ["Domain", "CapsCache", "parse_domain", "monitor_command"])
 def test_a_public_name_loads_on_first_use(name: str) -> None:
     code = f"import qctl\nassert qctl.{name} is getattr(qctl, {name!r})"

@@ -41,6 +41,7 @@ from qctl.caps.hostfact import TUN_PATH, VHOST_NET_PATH, host_facts
 from qctl.caps.model import HostFacts, QEMUCaps
 from qctl.caps.probe import PROBE_TIMEOUT, probe, resolve_binary
 from qctl.errors import ProcessError, QctlError
+from qctl.version import __version__
 
 __all__ = ["CACHE_FORMAT", "CapsCache", "Fingerprint", "default_cache_dir", "probe_many"]
 
@@ -124,7 +125,7 @@ class CapsCache:
     ) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
         self.timeout = timeout
-        self._qctl_version = qctl_version if qctl_version is not None else _installed_version()
+        self._qctl_version = qctl_version if qctl_version is not None else __version__
         self._kernel = kernel if kernel is not None else _running_kernel()
         self._kvm_path = kvm_path
         self._vhost_net_path = vhost_net_path
@@ -332,19 +333,6 @@ def _stamp_of(path: Path) -> tuple[int, int, int, int] | None:
         return _stamp(os.stat(path))
     except OSError:
         return None
-
-
-@functools.cache
-def _installed_version() -> str:
-    """qctl's version as installed (a development tree that is not installed: 'unknown')."""
-    # Imported here, the one place that needs it: importlib.metadata pulls in the email
-    # package, which costs more than the rest of a `qctl list`.
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("qctl")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @functools.cache

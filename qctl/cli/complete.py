@@ -66,9 +66,14 @@ def complete_aliases(action: argparse.Action) -> argparse.Action:
     return _set(action, _device_aliases)
 
 
+def completing() -> bool:
+    """Whether this run answers the shell's request for completions."""
+    return "_ARGCOMPLETE" in os.environ
+
+
 def complete_if_asked(parser: argparse.ArgumentParser) -> None:
     """When the shell asks for completions, answer and exit; otherwise return at once."""
-    if "_ARGCOMPLETE" not in os.environ:
+    if not completing():
         return
     import argcomplete  # only for a completion request: it is not free to import
 

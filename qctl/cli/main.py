@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import qctl
-from qctl.cli.complete import complete_if_asked
+from qctl.cli.complete import complete_if_asked, completing
 from qctl.cli.parser import build_parser
 
 # Exit codes: 0 success, 1 "no" (a check that answered false), 2 usage; then one per branch.
@@ -79,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    args_given = sys.argv[1:] if argv is None else argv
+    # Completion asks about any verb: it gets them all.
+    parser = build_parser(None if completing() else args_given)
     complete_if_asked(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_given)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="qctl: %(levelname)s: %(message)s",

@@ -13,12 +13,13 @@ import fcntl
 import socket
 import struct
 
-from ..errors import HostError
+from ..errors import HostError, NetlinkError
 from .link import netlink_error
 
 __all__ = [
     "bridge_add_port",
     "if_driver",
+    "if_exists",
     "if_index",
     "if_mtu",
     "if_set_mac",
@@ -58,6 +59,18 @@ def if_index(name: str) -> int:
         return socket.if_nametoindex(name)
     except OSError as exc:  # it sets no errno: the kernel's answer is ENODEV
         raise netlink_error(f"no interface {name}", exc.errno or errno.ENODEV) from exc
+
+
+def if_exists(name: str) -> bool:
+    """Whether an interface called ``name`` exists in this network namespace (ENODEV from
+    SIOCGIFFLAGS is "no"; any other failure raises, as ``NetlinkError``)."""
+    try:
+        _ioctl(name, _SIOCGIFFLAGS, bytes(24), "cannot read the flags")
+    except NetlinkError as exc:
+        if exc.errno == errno.ENODEV:
+            return False
+        raise
+    return True
 
 
 def if_mtu(name: str) -> int:

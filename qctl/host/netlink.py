@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import NetlinkError
 from ..types import MACAddress
-from .ifioctl import bridge_add_port, if_set_mac, if_set_mtu, if_up
+from .ifioctl import bridge_add_port, if_exists, if_set_mac, if_set_mtu, if_up
 from .link import VLAN_MAX, LinkInfo, VFConfig, netlink_error
 
 __all__ = ["Netlink"]
@@ -176,6 +176,8 @@ class Netlink:
 
     async def get_link(self, name: str) -> LinkInfo | None:
         """The interface called ``name``, or ``None`` when there is none."""
+        if not if_exists(name):  # by ioctl: "gone" must not cost pyroute2's import
+            return None
         msg = await self._get_msg(f"cannot read link {name}", ifname=name)
         if msg is None:
             return None
@@ -189,6 +191,8 @@ class Netlink:
 
     async def link_index(self, name: str) -> int | None:
         """The ifindex of ``name``, or ``None`` when there is no such interface."""
+        if not if_exists(name):  # by ioctl: "gone" must not cost pyroute2's import
+            return None
         msg = await self._get_msg(f"cannot look up link {name}", ifname=name)
         return None if msg is None else int(msg["index"])
 

@@ -75,7 +75,7 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
     """A Ctrl-C while the parser is still being built (the faults script's double SIGINT
     found it) exits 130 without a traceback, as one during the verb does."""
 
-    def interrupted() -> None:
+    def interrupted(argv: object = None) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli_main, "build_parser", interrupted)
