@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def status_stamp(directory: DomainDir) -> tuple[int, int, int] | None:
         info = directory.status_file.stat()
     except FileNotFoundError:
         return None
+    return _stamp_of(info)
+
+
+def _stamp_of(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
@@ -165,10 +170,12 @@ class DomainRuntime:
         return devices_in_use(self.root, self.name, self.ledger)
 
     # -- the books -----------------------------------------------------------------------
-    async def record(self, entry: LedgerEntry) -> None:
-        """Put ``entry`` in the ledger; returns once the status file has it."""
+    async def record(self, entry: LedgerEntry, *, durable: bool = True) -> None:
+        """Put ``entry`` in the ledger; returns once the status file has it, or without
+        ``durable`` at once (for a commit: the job's end writes it before letting the lock
+        go, and until then a crash leaves the entry as it was, which reconciling settles)."""
         self.ledger.put(entry)
-        await self.save()
+        await self.save(durable=durable)
 
     async def forget(self, alias: str) -> None:
         """Drop ``alias`` from the ledger; returns once the status file (with a fresh
@@ -198,6 +205,12 @@ class DomainRuntime:
         if durable:
             await self._writer.flush()
 
+    async def flush(self) -> None:
+        """Wait until every change of the books made so far is on disk (a job's last write
+        is not awaited by the job: see :meth:`job`)."""
+        if not self.released:
+            await self._writer.flush()
+
     def _render(self) -> bytes:
         if self._snapshot is None:
             self._snapshot = (self.live, format_xml(self.live))
@@ -212,8 +225,8 @@ class DomainRuntime:
         )
         return self._renderer.render(status, live_xml=self._snapshot[1])
 
-    def _written(self) -> None:
-        self._stamp = status_stamp(self.directory)
+    def _written(self, info: os.stat_result) -> None:
+        self._stamp = _stamp_of(info)
 
     def refresh(self) -> None:
         """Take up the books another qctl process wrote since this runtime last did.
@@ -240,14 +253,16 @@ class DomainRuntime:
         """
         task = asyncio.current_task()
         assert task is not None, "a job runs in a task"
-        async with self.lock.held():
-            if not self.released:
+        async with self.lock.held() as fresh:
+            if fresh and not self.released:
                 self.refresh()
             record = JobRecord.begin(kind, alias)
             self.job_record = record
             watch = _AbortWatch(self.directory.abort_file, record.id, task)
+            succeeded = False
             try:
                 yield record
+                succeeded = True
             except asyncio.CancelledError:
                 if watch.fired and task.uncancel() == 0:
                     raise JobAbortedError(
@@ -258,9 +273,24 @@ class DomainRuntime:
             finally:
                 watch.stop()
                 self.job_record = None
-                if not self.released and status_stamp(self.directory) is not None:
-                    # Every write of this job is on disk before the lock is let go.
-                    await to_the_end(self.save())
+                if not self.released:
+                    await self._end_job(succeeded)
+
+    async def _end_job(self, succeeded: bool) -> None:
+        """Every write of the job is on disk before another process may take the lock.
+
+        After a success this process's next job, which has the books in memory, need not
+        wait for that write: the file lock alone is kept until it is done (a failed write
+        is raised by the next flush). No other process can have removed the state while
+        the job held the lock. A job that failed waits, so the books any handle reads next
+        (to reconcile what the failure left) are the ones it wrote, unless the state is
+        gone (QEMU died meanwhile, and a release took it).
+        """
+        if succeeded:
+            self._writer.changed()
+            self._writer.when_written(self.lock.keep_file_lock())
+        elif status_stamp(self.directory) is not None:
+            await to_the_end(self.save())
 
     def name_job(self, alias: str) -> None:
         """Say which device the running job works on (once it is known)."""
