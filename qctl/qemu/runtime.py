@@ -46,7 +46,7 @@ from qctl.qemu.process import QEMUProcess
 from qctl.qemu.release import HostSide, release_entry, release_ledger
 from qctl.qemu.runstate import RunState, after_event
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import Status, StatusRenderer, read_status
+from qctl.qemu.status import Status, StatusRenderer, StoredStatus, read_status, read_stored_status
 from qctl.qemu.txn import ABORT_POLL, LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
 from qctl.qemu.writer import StatusWriter
 from qctl.qmp import QMPClient
@@ -80,7 +80,7 @@ class DomainRuntime:
     def __init__(
         self,
         *,
-        status: Status,
+        status: Status | StoredStatus,
         directory: DomainDir,
         process: QEMUProcess,
         client: QMPClient,
@@ -90,8 +90,11 @@ class DomainRuntime:
         caps: QEMUCaps | None = None,
         stamp: tuple[int, int, int] | None = None,
     ) -> None:
-        self.config = status.config
-        self.live = status.live
+        # The definitions of a status file read back are parsed on first use (see
+        # :class:`StoredStatus`); a start hands them over parsed.
+        self._stored = status if isinstance(status, StoredStatus) else None
+        self._config = None if isinstance(status, StoredStatus) else status.config
+        self._live = None if isinstance(status, StoredStatus) else status.live
         self.ledger = status.ledger
         self.binary = status.binary
         self.state = status.state
@@ -103,8 +106,8 @@ class DomainRuntime:
         self.root = root
         self.host_paths = host_paths if host_paths is not None else HostPaths()
         self.networks = NetworkStore.for_host(root, self.host_paths.sysfs)
-        self.hub = EventHub(status.live.name)
-        self.lock = JobLock(status.live.name, directory.lock_file_path())
+        self.hub = EventHub(directory.name)
+        self.lock = JobLock(directory.name, directory.lock_file_path())
         self.released = False
         self.closed = False
         self.exited = asyncio.Event()
@@ -130,7 +133,28 @@ class DomainRuntime:
     @property
     def name(self) -> str:
         """The domain's name."""
-        return self.live.name
+        return self.directory.name
+
+    @property
+    def config(self) -> DomainDef:
+        """The definition as given to the start."""
+        if self._config is None:
+            assert self._stored is not None
+            self._config = self._stored.config()
+        return self._config
+
+    @property
+    def live(self) -> DomainDef:
+        """The live definition (the books' own copy: jobs replace it as devices come and
+        go)."""
+        if self._live is None:
+            assert self._stored is not None
+            self._live = self._stored.live()
+        return self._live
+
+    @live.setter
+    def live(self, domain: DomainDef) -> None:
+        self._live = domain
 
     @property
     def running(self) -> bool:
@@ -237,8 +261,8 @@ class DomainRuntime:
         stamp = status_stamp(self.directory)
         if stamp == self._stamp or stamp is None:  # unchanged, or stopped meanwhile
             return
-        status = read_status(self.directory)
-        self.live, self.ledger = status.live, status.ledger
+        self._stored = read_stored_status(self.directory)
+        self._live, self.ledger = None, self._stored.ledger
         self._stamp = stamp
         self._snapshot = None  # the snapshot rendered here may show an older domain
 
