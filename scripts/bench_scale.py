@@ -1,7 +1,9 @@
 """Benchmark of many domains in one process: ``scripts/bench scale [--quick] [--sizes 1,8]``.
 
 For each N (1, 8, 32, 64 by default) and each state root (a tmpfs, and a directory on disk
-under /var/tmp, whose file system type is printed), one event loop:
+under /var/tmp, whose file system type is printed), one event loop, after a warm-up (one
+domain started, given a NIC and stopped, so one-time costs are not charged to the first
+configuration):
 
 1. starts N paused QEMUs through qctl (``Domain.start`` without ``caps=``, TCG q35, no guest,
    empty ``pcie-root-port`` controllers to hot-plug into; suspended once started), under
@@ -40,7 +42,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,11 @@ JUDGED_FROM = 32  # the issue's targets are for N = 32 and 64
 MIN_THROUGHPUT_RATIO = 0.9
 MAX_KB_PER_DOMAIN = 100.0
 MAX_CONNECT_RATIO = 2.0
+
+#: one tool's work on one domain: ``step(domain, count)``
+Step = Callable[[int, int], Coroutine[object, object, None]]
+#: a target: (title, the value of a row, ">=" or "<=", the bound)
+Check = tuple[str, Callable[["Row"], float], str, float]
 
 
 def say(text: str) -> None:
@@ -206,9 +213,7 @@ def parse_interface(address: str) -> qctl.InterfaceDef:
     return iface
 
 
-async def timed_phase(
-    domains: int, step: Callable[[int, int], Awaitable[None]], count: int
-) -> tuple[float, float]:
+async def timed_phase(domains: int, step: Step, count: int) -> tuple[float, float]:
     """Run ``step(domain, count)`` on every domain at once: (wall seconds, CPU seconds)."""
     wall, cpu = time.perf_counter(), time.process_time()
     async with asyncio.TaskGroup() as group:
@@ -217,10 +222,7 @@ async def timed_phase(
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def compare(
-    row: Row, what: str, ours: Callable[[int, int], Awaitable[None]],
-    hand: Callable[[int, int], Awaitable[None]], domains: int, ops: int,
-) -> None:  # fmt: skip
+async def compare(row: Row, what: str, ours: Step, hand: Step, domains: int, ops: int) -> None:
     """``ops`` per domain per tool: half qctl, half hand-written, then the other way round."""
     first, second = ops // 2, ops - ops // 2
     totals = {"qctl": [0.0, 0.0], "hand": [0.0, 0.0]}
@@ -378,7 +380,7 @@ def report(rows: list[Row], notes: list[str], judge: bool) -> bool:
     if not judge or not judged:
         print("targets not judged (they are for N >= 32; --quick runs N = 1 and 8)")
         return True
-    checks = [
+    checks: list[Check] = [
         ("attach qctl/hand", lambda r: r.ratio("attach"), ">=", MIN_THROUGHPUT_RATIO),
         ("device_del qctl/hand", lambda r: r.ratio("device_del"), ">=", MIN_THROUGHPUT_RATIO),
         ("qctl kB per domain", lambda r: r.qctl_kb, "<=", MAX_KB_PER_DOMAIN),
@@ -415,12 +417,30 @@ def describe(storages: list[tuple[str, Path]], ops: int, rounds: int) -> list[st
     ]
 
 
+async def warm_up(base: Path, ops: int, netlink: Netlink) -> None:
+    """Start, attach to and stop one domain before measuring anything, so one-time costs
+    (imports done on first use, the capabilities cache read, the event loop's thread pool)
+    are not charged to the first configuration measured, as they were before."""
+    say("warming up: one domain")
+    root = Path(tempfile.mkdtemp(prefix="qctl-bench-scale-", dir=base))
+    domains: list[qctl.Domain] = []
+    try:
+        domains = await start_domains(["warmup"], root, ops, netlink)
+        ours = Qctl(domains, ops)
+        await ours.attach(0, 1)
+        await ours.device_del(0, 1)
+    finally:
+        await stop_domains(domains)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 async def bench(
     storages: list[tuple[str, Path]], sizes: Sequence[int], ops: int, rounds: int
 ) -> list[Row]:
     rows: list[Row] = []
     netlink = Netlink()
     try:
+        await warm_up(storages[0][1], ops, netlink)
         for size in sizes:
             for name, base in storages:
                 rows.append(await measure(size, name, base, ops, rounds, netlink))

@@ -14,6 +14,7 @@ Attach an interface (user, ethernet, bridge, network in bridge mode)::
     device_add                                               unplug and wait, unless refused
     set_link    down, when ``<link state='down'/>``          -
     commit      live XML gains the device; ``attached``      -
+                (written with the job's end, not awaited here)
 
 Attach a host device (``<hostdev>``, ``type='hostdev'`` interface, or a VF taken from a
 hostdev pool for a ``type='network'`` interface)::
@@ -94,7 +95,7 @@ from qctl.qemu.ledger import DeviceKind, EntryState, LedgerEntry
 from qctl.qemu.monitor import is_not_found, is_unplug_in_progress
 from qctl.qemu.nic import NICResources, hostdev_props, interface_device_props, netdev_props
 from qctl.qemu.placement import alias_for, netdev_id, place_device
-from qctl.qemu.plan import check_interface_support, features_from_caps, random_mac
+from qctl.qemu.plan import check_interface_support, random_mac
 from qctl.qemu.prepare import bridge_of, prepare_interface
 from qctl.qemu.runstate import from_status
 from qctl.qemu.runtime import DomainRuntime
@@ -310,7 +311,7 @@ async def _attach_interface(rt: DomainRuntime, iface: InterfaceDef) -> Interface
         stage = "device_add"
         plugged = _Outcome()
         stack.push_async_callback(_undo(rt, alias, lambda: _unplug(rt, alias), plugged))
-        failover = features_from_caps(caps).failover
+        failover = caps.has(Capability.VIRTIO_NET_FAILOVER)
         props = interface_device_props(rt.live, live, failover=failover)
         await plugged.run(rt.monitor.device_add(props))
 
@@ -319,7 +320,7 @@ async def _attach_interface(rt: DomainRuntime, iface: InterfaceDef) -> Interface
             await rt.monitor.set_link(alias, False)
 
         rt.live = with_device(rt.live, live)
-        await rt.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()))
+        await rt.record(entry.evolve(state=EntryState.ATTACHED, fd_names=()), durable=False)
         stack.pop_all()
     except BaseException as exc:
         await _fail(stack, exc, alias, stage)
@@ -446,13 +447,13 @@ async def _attach_vfio(
         plugged = _Outcome()
         stack.push_async_callback(_undo(rt, alias, lambda: _unplug(rt, alias), plugged))
         if isinstance(placed, InterfaceDef):
-            failover = features_from_caps(caps).failover
+            failover = caps.has(Capability.VIRTIO_NET_FAILOVER)
             props = interface_device_props(rt.live, placed, failover=failover)
         else:
             props = hostdev_props(rt.live, placed)
         await plugged.run(rt.monitor.device_add(props))
         rt.live = with_device(rt.live, placed)
-        await rt.record(entry.evolve(state=EntryState.ATTACHED))
+        await rt.record(entry.evolve(state=EntryState.ATTACHED), durable=False)
         stack.pop_all()
     except BaseException as exc:
         await _fail(stack, exc, alias, stage)

@@ -20,7 +20,7 @@ from qctl.qemu.release import release_all
 from qctl.qemu.runtime import DomainRuntime, status_stamp
 from qctl.qemu.startup import connect_free_monitor
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import read_status
+from qctl.qemu.status import read_status, read_stored_status
 from qctl.qemu.txn import take_lock
 from qctl.qmp import QMPClient
 
@@ -45,7 +45,7 @@ async def open_runtime(
     """
     directory = root.domain(name)
     try:
-        status = read_status(directory)
+        status = read_stored_status(directory)  # the definitions are parsed when needed
     except StateError:
         if cut_short(directory):
             await _reap(directory)

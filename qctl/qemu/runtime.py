@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from qctl.qemu.process import QEMUProcess
 from qctl.qemu.release import HostSide, release_entry, release_ledger
 from qctl.qemu.runstate import RunState, after_event
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import Status, StatusRenderer, read_status
+from qctl.qemu.status import Status, StatusRenderer, StoredStatus, read_status, read_stored_status
 from qctl.qemu.txn import ABORT_POLL, LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
 from qctl.qemu.writer import StatusWriter
 from qctl.qmp import QMPClient
@@ -66,6 +67,10 @@ def status_stamp(directory: DomainDir) -> tuple[int, int, int] | None:
         info = directory.status_file.stat()
     except FileNotFoundError:
         return None
+    return _stamp_of(info)
+
+
+def _stamp_of(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
@@ -75,7 +80,7 @@ class DomainRuntime:
     def __init__(
         self,
         *,
-        status: Status,
+        status: Status | StoredStatus,
         directory: DomainDir,
         process: QEMUProcess,
         client: QMPClient,
@@ -85,8 +90,11 @@ class DomainRuntime:
         caps: QEMUCaps | None = None,
         stamp: tuple[int, int, int] | None = None,
     ) -> None:
-        self.config = status.config
-        self.live = status.live
+        # The definitions of a status file read back are parsed on first use (see
+        # :class:`StoredStatus`); a start hands them over parsed.
+        self._stored = status if isinstance(status, StoredStatus) else None
+        self._config = None if isinstance(status, StoredStatus) else status.config
+        self._live = None if isinstance(status, StoredStatus) else status.live
         self.ledger = status.ledger
         self.binary = status.binary
         self.state = status.state
@@ -98,8 +106,8 @@ class DomainRuntime:
         self.root = root
         self.host_paths = host_paths if host_paths is not None else HostPaths()
         self.networks = NetworkStore.for_host(root, self.host_paths.sysfs)
-        self.hub = EventHub(status.live.name)
-        self.lock = JobLock(status.live.name, directory.lock_file_path())
+        self.hub = EventHub(directory.name)
+        self.lock = JobLock(directory.name, directory.lock_file_path())
         self.released = False
         self.closed = False
         self.exited = asyncio.Event()
@@ -125,7 +133,28 @@ class DomainRuntime:
     @property
     def name(self) -> str:
         """The domain's name."""
-        return self.live.name
+        return self.directory.name
+
+    @property
+    def config(self) -> DomainDef:
+        """The definition as given to the start."""
+        if self._config is None:
+            assert self._stored is not None
+            self._config = self._stored.config()
+        return self._config
+
+    @property
+    def live(self) -> DomainDef:
+        """The live definition (the books' own copy: jobs replace it as devices come and
+        go)."""
+        if self._live is None:
+            assert self._stored is not None
+            self._live = self._stored.live()
+        return self._live
+
+    @live.setter
+    def live(self, domain: DomainDef) -> None:
+        self._live = domain
 
     @property
     def running(self) -> bool:
@@ -165,10 +194,12 @@ class DomainRuntime:
         return devices_in_use(self.root, self.name, self.ledger)
 
     # -- the books -----------------------------------------------------------------------
-    async def record(self, entry: LedgerEntry) -> None:
-        """Put ``entry`` in the ledger; returns once the status file has it."""
+    async def record(self, entry: LedgerEntry, *, durable: bool = True) -> None:
+        """Put ``entry`` in the ledger; returns once the status file has it, or without
+        ``durable`` at once (for a commit: the job's end writes it before letting the lock
+        go, and until then a crash leaves the entry as it was, which reconciling settles)."""
         self.ledger.put(entry)
-        await self.save()
+        await self.save(durable=durable)
 
     async def forget(self, alias: str) -> None:
         """Drop ``alias`` from the ledger; returns once the status file (with a fresh
@@ -198,6 +229,12 @@ class DomainRuntime:
         if durable:
             await self._writer.flush()
 
+    async def flush(self) -> None:
+        """Wait until every change of the books made so far is on disk (a job's last write
+        is not awaited by the job: see :meth:`job`)."""
+        if not self.released:
+            await self._writer.flush()
+
     def _render(self) -> bytes:
         if self._snapshot is None:
             self._snapshot = (self.live, format_xml(self.live))
@@ -212,8 +249,8 @@ class DomainRuntime:
         )
         return self._renderer.render(status, live_xml=self._snapshot[1])
 
-    def _written(self) -> None:
-        self._stamp = status_stamp(self.directory)
+    def _written(self, info: os.stat_result) -> None:
+        self._stamp = _stamp_of(info)
 
     def refresh(self) -> None:
         """Take up the books another qctl process wrote since this runtime last did.
@@ -224,8 +261,8 @@ class DomainRuntime:
         stamp = status_stamp(self.directory)
         if stamp == self._stamp or stamp is None:  # unchanged, or stopped meanwhile
             return
-        status = read_status(self.directory)
-        self.live, self.ledger = status.live, status.ledger
+        self._stored = read_stored_status(self.directory)
+        self._live, self.ledger = None, self._stored.ledger
         self._stamp = stamp
         self._snapshot = None  # the snapshot rendered here may show an older domain
 
@@ -240,14 +277,16 @@ class DomainRuntime:
         """
         task = asyncio.current_task()
         assert task is not None, "a job runs in a task"
-        async with self.lock.held():
-            if not self.released:
+        async with self.lock.held() as fresh:
+            if fresh and not self.released:
                 self.refresh()
             record = JobRecord.begin(kind, alias)
             self.job_record = record
             watch = _AbortWatch(self.directory.abort_file, record.id, task)
+            succeeded = False
             try:
                 yield record
+                succeeded = True
             except asyncio.CancelledError:
                 if watch.fired and task.uncancel() == 0:
                     raise JobAbortedError(
@@ -258,9 +297,24 @@ class DomainRuntime:
             finally:
                 watch.stop()
                 self.job_record = None
-                if not self.released and status_stamp(self.directory) is not None:
-                    # Every write of this job is on disk before the lock is let go.
-                    await to_the_end(self.save())
+                if not self.released:
+                    await self._end_job(succeeded)
+
+    async def _end_job(self, succeeded: bool) -> None:
+        """Every write of the job is on disk before another process may take the lock.
+
+        After a success this process's next job, which has the books in memory, need not
+        wait for that write: the file lock alone is kept until it is done (a failed write
+        is raised by the next flush). No other process can have removed the state while
+        the job held the lock. A job that failed waits, so the books any handle reads next
+        (to reconcile what the failure left) are the ones it wrote, unless the state is
+        gone (QEMU died meanwhile, and a release took it).
+        """
+        if succeeded:
+            self._writer.changed()
+            self._writer.when_written(self.lock.keep_file_lock())
+        elif status_stamp(self.directory) is not None:
+            await to_the_end(self.save())
 
     def name_job(self, alias: str) -> None:
         """Say which device the running job works on (once it is known)."""

@@ -12,6 +12,7 @@ the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from qctl.conf import DomainDef, format_xml, parse_domain
@@ -28,10 +29,11 @@ __all__ = [
     "STATUS_VERSION",
     "Status",
     "StatusRenderer",
+    "StoredStatus",
     "read_status",
+    "read_stored_status",
     "write_status",
 ]
-
 
 
 @dataclass(slots=True)
@@ -102,22 +104,71 @@ def write_status(directory: DomainDir, status: Status) -> None:
     atomic_write(directory.status_file, StatusRenderer().render(status))
 
 
-def read_status(directory: DomainDir) -> Status:
-    """The domain's status; StateError when the file is missing or damaged."""
+@dataclass(slots=True)
+class StoredStatus:
+    """A status file as read, its two definitions not parsed yet: parsing them is most of
+    what reading costs, and a connect that only queries QEMU or reconciles an empty ledger
+    needs neither (:class:`~qctl.qemu.runtime.DomainRuntime` parses them on first use)."""
+
+    identity: ProcessIdentity
+    binary: str
+    ledger: Ledger
+    state: RunState
+    job: JobRecord | None
+    config_xml: str
+    live_xml: str
+    source: str
+
+    def config(self) -> DomainDef:
+        """The definition as given; StateError when the file's XML is damaged."""
+        return self._parsed(lambda: parse_domain(self.config_xml, source=self.source))
+
+    def live(self) -> DomainDef:
+        """The live definition (the snapshot merged with the ledger); StateError when the
+        file's XML is damaged."""
+        return self._parsed(
+            lambda: merge_live(
+                parse_domain(self.live_xml, source=self.source, live=True), self.ledger
+            )
+        )
+
+    def _parsed(self, parse: Callable[[], DomainDef]) -> DomainDef:
+        try:
+            return parse()
+        except (KeyError, TypeError, ValueError, AttributeError, QctlError) as exc:
+            raise StateError(f"status file {self.source} is damaged: {exc}") from exc
+
+
+def read_stored_status(directory: DomainDir) -> StoredStatus:
+    """The domain's status, its definitions left unparsed; StateError when the file is
+    missing or damaged (its XML is checked when parsed)."""
     data = directory.read_status()
     source = str(directory.status_file)
     try:
         summary = summary_of(data)
-        return Status(
+        return StoredStatus(
             identity=summary.identity,
             binary=str(data["binary"]),
-            config=parse_domain(data["config_xml"], source=source),
-            live=merge_live(
-                parse_domain(data["live_xml"], source=source, live=True), summary.ledger
-            ),
             ledger=summary.ledger,
             state=summary.state,
             job=summary.job,
+            config_xml=str(data["config_xml"]),
+            live_xml=str(data["live_xml"]),
+            source=source,
         )
-    except (KeyError, TypeError, ValueError, AttributeError, QctlError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"status file {source} is damaged: {exc}") from exc
+
+
+def read_status(directory: DomainDir) -> Status:
+    """The domain's status; StateError when the file is missing or damaged."""
+    stored = read_stored_status(directory)
+    return Status(
+        identity=stored.identity,
+        binary=stored.binary,
+        config=stored.config(),
+        live=stored.live(),
+        ledger=stored.ledger,
+        state=stored.state,
+        job=stored.job,
+    )

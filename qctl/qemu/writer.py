@@ -6,13 +6,16 @@ every other domain's job. :class:`StatusWriter` does the file work in a thread, 
 at a time per domain, and coalesces: changes made while a write is under way go out
 together in the next one. A step that depends on its change being on disk awaits
 :meth:`StatusWriter.flush`, which returns once a write that began after the change has
-finished; other domains' jobs go on meanwhile.
+finished; other domains' jobs go on meanwhile. What only other processes depend on (the
+books at a job's end, before they may take the domain's lock) is not awaited:
+:meth:`StatusWriter.when_written` calls back once it is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,10 +27,14 @@ __all__ = ["StatusWriter"]
 
 class StatusWriter:
     """Writes ``render()`` to ``path`` in a thread whenever :meth:`changed` says so, and
-    calls ``written()`` (on the loop) after each write."""
+    calls ``written(info)`` (on the loop) after each write, with the new file's ``stat``
+    (taken in the thread too: on a busy disk a ``stat`` waits behind other writes)."""
 
     def __init__(
-        self, path: Path, render: Callable[[], bytes], written: Callable[[], None]
+        self,
+        path: Path,
+        render: Callable[[], bytes],
+        written: Callable[[os.stat_result], None],
     ) -> None:
         self._path = path
         self._render = render
@@ -37,6 +44,7 @@ class StatusWriter:
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Condition()
         self._failure: BaseException | None = None
+        self._waiting: list[tuple[int, Callable[[], None]]] = []  # see when_written
         self.closed = False
 
     def changed(self) -> None:
@@ -54,22 +62,39 @@ class StatusWriter:
                 failure, self._failure = self._failure, None
                 raise failure
 
+    def when_written(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) once every change made so far is on disk, or a
+        write failed (the failure is kept for the next :meth:`flush`), or the writer
+        closed: whichever comes first; at once when nothing is left to write."""
+        if self._written >= self._version or self.closed:
+            callback()
+        else:
+            self._waiting.append((self._version, callback))
+
+    def _call_back(self, *, everyone: bool) -> None:
+        due = [entry for entry in self._waiting if everyone or entry[0] <= self._written]
+        self._waiting = [entry for entry in self._waiting if entry not in due]
+        for _, callback in due:
+            callback()
+
     async def _run(self) -> None:
         while self._written < self._version and not self.closed:
             version = self._version
             data = self._render()  # on the loop: the books are the loop's
             try:
-                await asyncio.shield(asyncio.to_thread(atomic_write, self._path, data))
+                info = await asyncio.shield(asyncio.to_thread(_write, self._path, data))
             except OSError as exc:  # handed to whoever flushes, as what it is
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 what = "no space left" if full else f"cannot write ({exc.strerror})"
                 self._failure = StateError(f"{what} writing {self._path}; its old content is kept")
                 self._failure.__cause__ = exc
+                self._call_back(everyone=True)
                 async with self._done:
                     self._done.notify_all()
                 return
             self._written = version
-            self._on_written()
+            self._on_written(info)
+            self._call_back(everyone=False)
             async with self._done:
                 self._done.notify_all()
 
@@ -79,3 +104,10 @@ class StatusWriter:
         if task is not None and not task.done():
             await asyncio.shield(task)
         self.closed = True
+        self._call_back(everyone=True)
+
+
+def _write(path: Path, data: bytes) -> os.stat_result:
+    """Replace the file (in the writer's thread) and say what the new one looks like."""
+    atomic_write(path, data)
+    return os.stat(path)

@@ -34,7 +34,7 @@ async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> No
         renders.append(state["n"])
         return json.dumps(state).encode()
 
-    writer = StatusWriter(path, render, lambda: None)
+    writer = StatusWriter(path, render, lambda _: None)
     for n in range(1, 6):  # five changes in a row, no await between them
         state["n"] = n
         writer.changed()
@@ -45,7 +45,7 @@ async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> No
 
 
 async def test_a_failed_write_is_raised_by_flush(tmp_path: Path) -> None:
-    writer = StatusWriter(tmp_path / "missing" / "status.json", lambda: b"{}", lambda: None)
+    writer = StatusWriter(tmp_path / "missing" / "status.json", lambda: b"{}", lambda _: None)
     writer.changed()
     with pytest.raises(StateError, match="cannot write"):
         await writer.flush()
