@@ -313,6 +313,13 @@ class FakeQEMU:
         if command == "device_add":
             if args["id"] in self.peripherals:
                 return _error(f"Duplicate device ID '{args['id']}'")
+            if args.get("failover_pair_id"):
+                # A failover primary is plugged once the guest, running, has negotiated
+                # (at once if it has already; the next ``cont`` otherwise).
+                self.primaries[args["id"]] = args["failover_pair_id"]
+                if self.status == "running" and self.guest_negotiates_failover:
+                    self.peripherals.add(args["id"])
+                return ok
             self.peripherals.add(args["id"])
             return ok
         if command == "device_del":

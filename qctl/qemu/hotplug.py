@@ -282,6 +282,7 @@ async def _attach_interface(rt: DomainRuntime, iface: InterfaceDef) -> Interface
                 fd_names=(*tap_names, *vhost_names),
                 guest_address=str(placed.address) if placed.address else None,
                 device_xml=format_xml(live),
+                asked_xml=format_xml(iface),
             )
             await rt.record(entry)
         except BaseException as exc:
@@ -381,12 +382,17 @@ async def _unplug(rt: DomainRuntime, alias: str) -> None:
 
 
 async def _attach_vfio(
-    rt: DomainRuntime, device: Device, *, pool: tuple[str, str] | None = None
+    rt: DomainRuntime,
+    device: Device,
+    *,
+    pool: tuple[str, str] | None = None,
+    asked: Device | None = None,
 ) -> Device:
     """Hot-plug a PCI host device with VFIO (see the module's second table).
 
     ``pool`` is the network pool allocation the device came from: it is returned here if
-    the attach fails before the intent (which then owns it) is written.
+    the attach fails before the intent (which then owns it) is written; ``asked`` is then
+    the interface as requested, before the pool's VF replaced its source.
     """
     caps = await rt.capabilities()
     stack = contextlib.AsyncExitStack()
@@ -412,6 +418,7 @@ async def _attach_vfio(
             guest_address=str(placed.address) if placed.address else None,
             host_device=str(vfio.address),
             device_xml=format_xml(placed),
+            asked_xml=format_xml(asked if asked is not None else device),
         )
 
         async def note(**changes: object) -> None:
@@ -507,7 +514,7 @@ async def _attach_from_pool(rt: DomainRuntime, iface: InterfaceDef, network: Net
             rt.networks.release(network.name, device, domain=rt.name, alias=named.alias)
         )
         raise
-    return await _attach_vfio(rt, actual, pool=(network.name, device))
+    return await _attach_vfio(rt, actual, pool=(network.name, device), asked=iface)
 
 
 # -- detach --------------------------------------------------------------------------------

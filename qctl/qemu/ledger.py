@@ -73,6 +73,9 @@ class LedgerEntry:
     original_driver: str | None = None
     #: the device's live XML, so the live definition can be rebuilt from the ledger
     device_xml: str | None = None
+    #: a hot-plugged device as the request gave it (before a pool or qctl filled anything
+    #: in), which the migratable XML maps it back to; ``None`` for devices from the start
+    asked_xml: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (spelled out: it is written at every hot-plug step)."""
@@ -95,6 +98,7 @@ class LedgerEntry:
             "host_device": self.host_device,
             "original_driver": self.original_driver,
             "device_xml": self.device_xml,
+            "asked_xml": self.asked_xml,
         }
 
     @classmethod
@@ -116,6 +120,7 @@ class LedgerEntry:
             host_device=data.get("host_device"),
             original_driver=data.get("original_driver"),
             device_xml=data.get("device_xml"),
+            asked_xml=data.get("asked_xml"),
         )
 
     def evolve(self, **changes: Any) -> LedgerEntry:

@@ -12,8 +12,11 @@ source host and must be mapped back to what was asked:
 - a VF taken from a ``hostdev`` network pool goes back to ``type='network'`` on that pool,
   so the destination takes a VF from its own pool; its VLAN goes back to the one the
   interface asked for itself, as the pool's is this host's (the destination's pool sets
-  its own). A pool interface hot-plugged later has no definition as given to look at, so
-  it keeps the VLAN it shows.
+  its own).
+
+"What was asked" is the interface of the definition as given, or for one hot-plugged later
+the request its ledger entry kept (``asked_xml``); an entry written before qctl kept it
+has neither, and its interface keeps the VLAN it shows.
 
 Pure functions over definitions and ledger entries: no I/O.
 """
@@ -34,6 +37,7 @@ from qctl.conf import (
     RawXML,
     format_xml,
     is_user_alias,
+    parse_device,
 )
 from qctl.qemu.ledger import LedgerEntry
 
@@ -66,14 +70,22 @@ def resolve_machine(domain: DomainDef, caps: QEMUCaps) -> DomainDef:
     return domain
 
 
-def _counterpart(iface: InterfaceDef, config: DomainDef) -> InterfaceDef | None:
-    """The interface of the definition as given that became ``iface``: same alias, else the
-    same MAC; ``None`` for a device hot-plugged later."""
+def _counterpart(
+    iface: InterfaceDef, config: DomainDef, entry: LedgerEntry | None
+) -> InterfaceDef | None:
+    """The interface as asked that became ``iface``: of the definition as given, the one
+    with the same alias, else an unaliased one with the same MAC; for a device hot-plugged
+    later, the request its ledger entry kept; else ``None``."""
+    if entry is not None and entry.asked_xml is not None:
+        asked = parse_device(entry.asked_xml)
+        return asked if isinstance(asked, InterfaceDef) else None
     for other in config.interfaces:
         if other.alias is not None and other.alias == iface.alias:
             return other
     for other in config.interfaces:
-        if other.mac is not None and other.mac == iface.mac:
+        # One the user aliased is matched by its alias above, never by MAC: the two halves
+        # of a failover pair share theirs.
+        if other.alias is None and other.mac is not None and other.mac == iface.mac:
             return other
     return None
 
@@ -118,7 +130,7 @@ def migratable_definition(
     for item in live.devices.items:
         if isinstance(item, InterfaceDef):
             entry = entries.get(item.alias) if item.alias is not None else None
-            item = _travelling_interface(item, _counterpart(item, config), entry)
+            item = _travelling_interface(item, _counterpart(item, config, entry), entry)
         items.append(item)
     devices = dataclasses.replace(live.devices, items=tuple(items))
     return dataclasses.replace(live, devices=devices)

@@ -90,6 +90,50 @@ def test_a_pool_vf_leaves_its_pools_vlan_and_keeps_its_own() -> None:
     assert own.vlan is not None and [t.id for t in own.vlan.tags] == [7]
 
 
+def _hot_plugged_vf(asked: str | None) -> tuple[DomainDef, DomainDef, list[LedgerEntry]]:
+    """The live VF (pool VLAN 7) as hot-plugged later, its request ``asked`` kept or not."""
+    config = _config()
+    items = tuple(
+        i for i in config.devices.items if not (isinstance(i, InterfaceDef) and i.alias == "ua-vf")
+    )
+    config = dataclasses.replace(config, devices=dataclasses.replace(config.devices, items=items))
+    ledger = [dataclasses.replace(LEDGER[0]), dataclasses.replace(LEDGER[1], asked_xml=asked)]
+    return _with_vf_vlan(_live(), 7), config, ledger
+
+
+REQUEST = (
+    "<interface type='network'><source network='vfs'/><mac address='52:54:00:6d:90:02'/>"
+    "{vlan}<teaming type='transient' persistent='ua-standby'/><alias name='ua-vf'/></interface>"
+)
+
+
+def _vf(domain: DomainDef) -> InterfaceDef:
+    return next(i for i in domain.interfaces if i.alias == "ua-vf")
+
+
+def test_a_hot_plugged_pool_vf_maps_back_to_its_request() -> None:
+    """A VF hot-plugged from a pool has no counterpart in the definition as given: its
+    ledger entry's request says what it asked (no VLAN: the pool's stays home; its own
+    VLAN travels)."""
+    live, config, ledger = _hot_plugged_vf(REQUEST.format(vlan=""))
+    vf = next(
+        i for i in migratable_definition(live, config, ledger).interfaces if i.alias == "ua-vf"
+    )
+    assert vf.type is InterfaceType.NETWORK and vf.vlan is None
+    own = REQUEST.format(vlan="<vlan><tag id='7'/></vlan>")
+    live, config, ledger = _hot_plugged_vf(own)
+    vf = next(
+        i for i in migratable_definition(live, config, ledger).interfaces if i.alias == "ua-vf"
+    )
+    assert vf.vlan is not None and [t.id for t in vf.vlan.tags] == [7]
+    # An entry written before qctl kept requests: the VLAN it shows, as before.
+    live, config, ledger = _hot_plugged_vf(None)
+    vf = next(
+        i for i in migratable_definition(live, config, ledger).interfaces if i.alias == "ua-vf"
+    )
+    assert vf.vlan is not None and [t.id for t in vf.vlan.tags] == [7]
+
+
 def test_without_a_ledger_a_vf_stays_what_it_is() -> None:
     vf = migratable_definition(_live(), _config()).interfaces[1]
     assert vf.type is InterfaceType.HOSTDEV

@@ -235,17 +235,22 @@ class Rig:
     arrived: list[Domain] = dataclasses.field(default_factory=list)
 
     @property
+    def pooled(self) -> bool:
+        """Whether the primary came from the pool (at start, or hot-plugged after)."""
+        return self.kind in ("pool", "hot-plugged")
+
+    @property
     def source_vf(self) -> PCIAddress:
         return self.a.vfs[0]
 
     @property
     def source_vlan(self) -> int:
-        return self.a.spec.pool_vlan if self.kind == "pool" else OWN_VLAN
+        return self.a.spec.pool_vlan if self.pooled else OWN_VLAN
 
     @property
     def destination_vlan(self) -> int:
         """The VLAN B must set: its own pool's, or the one the interface asks for."""
-        return self.b.spec.pool_vlan if self.kind == "pool" else OWN_VLAN
+        return self.b.spec.pool_vlan if self.pooled else OWN_VLAN
 
     def books(self) -> tuple[list[LedgerEntry], str]:
         """The source's books as its status file has them: the ledger and the live XML."""
@@ -266,17 +271,22 @@ class Rig:
         self.a.assert_vf_held(self.source_vf, self.source_vlan)
         assert "ua-primary" in self.a.qemu.peripherals
         held = [(x.network, x.device, x.alias) for x in self.a.networks.allocations()]
-        assert held == ([(POOL, str(self.source_vf), "ua-primary")] if self.kind == "pool" else [])
+        assert held == ([(POOL, str(self.source_vf), "ua-primary")] if self.pooled else [])
         assert devices_held(self.a.root) == {self.source_vf: f"{self.src.name}/ua-primary"}
 
 
-@pytest.fixture(params=["pool", "address"])
+@pytest.fixture(params=["pool", "address", "hot-plugged"])
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    """The pair on A: its primary from the pool, at a VF's address, or from the pool but
+    hot-plugged after the start (its pool's VLAN must then stay home too)."""
     kind: str = request.param
     a = Host.make(tmp_path / "a", SOURCE)
-    b = Host.make(tmp_path / "b", DESTINATION if kind == "pool" else DESTINATION_SAME_SLOT)
-    primary = pooled_primary() if kind == "pool" else addressed_primary(a.vfs[0])
-    src = await a.start(pair_xml(unique("mig"), primary))
+    b = Host.make(tmp_path / "b", DESTINATION_SAME_SLOT if kind == "address" else DESTINATION)
+    primary = addressed_primary(a.vfs[0]) if kind == "address" else pooled_primary()
+    src = await a.start(pair_xml(unique("mig"), "" if kind == "hot-plugged" else primary))
+    if kind == "hot-plugged":
+        await src.attach_device(primary)
+        await src.runtime.flush()  # the attach's last write is not waited for by the job
     rig = Rig(kind, a, b, src, f"unix:{tmp_path / 'migration.sock'}")
     try:
         yield rig
@@ -339,7 +349,7 @@ async def test_the_source_gives_its_vf_back_and_the_destination_takes_its_own(ri
 
     # The destination: a VF of its own host, set up as the guest needs, in its books.
     vf = b.vfs[0]
-    if rig.kind == "pool":  # a VF of B's own PF, elsewhere on the bus
+    if rig.pooled:  # a VF of B's own PF, elsewhere on the bus
         assert vf.bus == DESTINATION.pf_address.bus != rig.source_vf.bus
     assert dst.running and dst.state is RunState.RUNNING
     primary = the_primary(dst)
@@ -356,7 +366,7 @@ async def test_the_source_gives_its_vf_back_and_the_destination_takes_its_own(ri
     )
     assert entry.original_driver == "ixgbevf"
     held = [(x.network, x.device, x.domain, x.alias) for x in b.networks.allocations()]
-    if rig.kind == "pool":
+    if rig.pooled:
         assert entry.pool == (POOL, str(vf))
         assert held == [(POOL, str(vf), dst.name, "ua-primary")]
     else:
@@ -386,7 +396,7 @@ async def test_the_source_gives_its_vf_back_and_the_destination_takes_its_own(ri
 def squatter_xml(rig: Rig) -> str:
     """A domain on B that holds what the arriving guest would take: every VF of B's pool,
     or the VF the primary names."""
-    if rig.kind == "pool":
+    if rig.pooled:
         nics = "".join(
             f"<interface type='network'><mac address='52:54:00:70:01:0{i}'/>"
             f"<source network='{POOL}'/></interface>"
