@@ -196,8 +196,8 @@ class DomainRuntime:
     # -- the books -----------------------------------------------------------------------
     async def record(self, entry: LedgerEntry, *, durable: bool = True) -> None:
         """Put ``entry`` in the ledger; returns once the status file has it, or without
-        ``durable`` at once (for a commit: the job's end writes it before letting the lock
-        go, and until then a crash leaves the entry as it was, which reconciling settles)."""
+        ``durable`` at once (for a commit: the job's end writes it, and until then a crash
+        leaves the entry as it was, which reconciling settles)."""
         self.ledger.put(entry)
         await self.save(durable=durable)
 
@@ -227,12 +227,6 @@ class DomainRuntime:
             self._snapshot = None
         self._writer.changed()
         if durable:
-            await self._writer.flush()
-
-    async def flush(self) -> None:
-        """Wait until every change of the books made so far is on disk (a job's last write
-        is not awaited by the job: see :meth:`job`)."""
-        if not self.released:
             await self._writer.flush()
 
     def _render(self) -> bytes:
@@ -277,16 +271,14 @@ class DomainRuntime:
         """
         task = asyncio.current_task()
         assert task is not None, "a job runs in a task"
-        async with self.lock.held() as fresh:
-            if fresh and not self.released:
+        async with self.lock.held():
+            if not self.released:
                 self.refresh()
             record = JobRecord.begin(kind, alias)
             self.job_record = record
             watch = _AbortWatch(self.directory.abort_file, record.id, task)
-            succeeded = False
             try:
                 yield record
-                succeeded = True
             except asyncio.CancelledError:
                 if watch.fired and task.uncancel() == 0:
                     raise JobAbortedError(
@@ -297,24 +289,11 @@ class DomainRuntime:
             finally:
                 watch.stop()
                 self.job_record = None
-                if not self.released:
-                    await self._end_job(succeeded)
-
-    async def _end_job(self, succeeded: bool) -> None:
-        """Every write of the job is on disk before another process may take the lock.
-
-        After a success this process's next job, which has the books in memory, need not
-        wait for that write: the file lock alone is kept until it is done (a failed write
-        is raised by the next flush). No other process can have removed the state while
-        the job held the lock. A job that failed waits, so the books any handle reads next
-        (to reconcile what the failure left) are the ones it wrote, unless the state is
-        gone (QEMU died meanwhile, and a release took it).
-        """
-        if succeeded:
-            self._writer.changed()
-            self._writer.when_written(self.lock.keep_file_lock())
-        elif status_stamp(self.directory) is not None:
-            await to_the_end(self.save())
+                if not self.released and status_stamp(self.directory) is not None:
+                    # Every write of this job, its commit included, is on disk before the
+                    # job returns and the lock is let go: what a caller sees returned is
+                    # what another process reads next.
+                    await to_the_end(self.save())
 
     def name_job(self, alias: str) -> None:
         """Say which device the running job works on (once it is known)."""

@@ -17,7 +17,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,59 +182,30 @@ class JobLock:
     """One job at a time on a domain: in this process and across processes.
 
     The lock file stays open for the handle's life (``flock`` per job, no ``open``), and
-    the wait for another process is bounded by :data:`LOCK_TIMEOUT`. The file lock may
-    outlast a job (:meth:`keep_file_lock`): other processes wait for the job's last write,
-    this process's next job does not.
+    the wait for another process is bounded by :data:`LOCK_TIMEOUT`.
     """
 
     def __init__(self, name: str, lock_file: Path) -> None:
         self._name = name
         self._local = asyncio.Lock()
         self._file = HeldOpenLock(lock_file)
-        self._holds = 0  # the job in this process, and writes the file lock waits for
 
     @contextlib.asynccontextmanager
-    async def held(self, patience: float = LOCK_TIMEOUT) -> AsyncIterator[bool]:
+    async def held(self, patience: float = LOCK_TIMEOUT) -> AsyncIterator[None]:
         """Hold the lock for the block; :class:`StateError` when another process keeps it
-        longer than ``patience`` seconds. The block learns whether the file lock was taken
-        anew: if not, this process kept it since its last job, so no other process can
-        have changed the books meanwhile."""
+        longer than ``patience`` seconds."""
         async with self._local:
-            fresh = self._holds == 0
-            if fresh:
-                try:
-                    async with asyncio.timeout(patience):
-                        await self._file.acquire()
-                except TimeoutError:
-                    raise StateError(
-                        f"domain {self._name!r} is busy: another qctl process holds its lock"
-                    ) from None
-            self._holds += 1
             try:
-                yield fresh
+                async with asyncio.timeout(patience):
+                    await self._file.acquire()
+            except TimeoutError:
+                raise StateError(
+                    f"domain {self._name!r} is busy: another qctl process holds its lock"
+                ) from None
+            try:
+                yield
             finally:
-                self._let_go()
-
-    def keep_file_lock(self) -> Callable[[], None]:
-        """Keep the file lock (not the in-process one) past the job that holds it, until
-        the function returned is called (once): other processes must not take the books
-        before the job's last write is on disk, while this process's next job may begin."""
-        assert self._holds > 0, "only a job holding the lock can keep it"
-        self._holds += 1
-        done = False
-
-        def let_go() -> None:
-            nonlocal done
-            if not done:
-                done = True
-                self._let_go()
-
-        return let_go
-
-    def _let_go(self) -> None:
-        self._holds -= 1
-        if self._holds == 0:
-            self._file.release()
+                self._file.release()
 
     @contextlib.asynccontextmanager
     async def held_if_free(self) -> AsyncIterator[bool]:
@@ -247,14 +218,13 @@ class JobLock:
             yield False
             return
         async with self._local:
-            if self._holds == 0 and not self._file.try_acquire():
+            if not self._file.try_acquire():
                 yield False
                 return
-            self._holds += 1
             try:
                 yield True
             finally:
-                self._let_go()
+                self._file.release()
 
     def close(self) -> None:
         """Close the lock file (idempotent)."""

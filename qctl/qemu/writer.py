@@ -6,9 +6,7 @@ every other domain's job. :class:`StatusWriter` does the file work in a thread, 
 at a time per domain, and coalesces: changes made while a write is under way go out
 together in the next one. A step that depends on its change being on disk awaits
 :meth:`StatusWriter.flush`, which returns once a write that began after the change has
-finished; other domains' jobs go on meanwhile. What only other processes depend on (the
-books at a job's end, before they may take the domain's lock) is not awaited:
-:meth:`StatusWriter.when_written` calls back once it is on disk.
+finished; other domains' jobs go on meanwhile.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ class StatusWriter:
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Condition()
         self._failure: BaseException | None = None
-        self._waiting: list[tuple[int, Callable[[], None]]] = []  # see when_written
         self.closed = False
 
     def changed(self) -> None:
@@ -62,21 +59,6 @@ class StatusWriter:
                 failure, self._failure = self._failure, None
                 raise failure
 
-    def when_written(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the loop) once every change made so far is on disk, or a
-        write failed (the failure is kept for the next :meth:`flush`), or the writer
-        closed: whichever comes first; at once when nothing is left to write."""
-        if self._written >= self._version or self.closed:
-            callback()
-        else:
-            self._waiting.append((self._version, callback))
-
-    def _call_back(self, *, everyone: bool) -> None:
-        due = [entry for entry in self._waiting if everyone or entry[0] <= self._written]
-        self._waiting = [entry for entry in self._waiting if entry not in due]
-        for _, callback in due:
-            callback()
-
     async def _run(self) -> None:
         while self._written < self._version and not self.closed:
             version = self._version
@@ -88,13 +70,11 @@ class StatusWriter:
                 what = "no space left" if full else f"cannot write ({exc.strerror})"
                 self._failure = StateError(f"{what} writing {self._path}; its old content is kept")
                 self._failure.__cause__ = exc
-                self._call_back(everyone=True)
                 async with self._done:
                     self._done.notify_all()
                 return
             self._written = version
             self._on_written(info)
-            self._call_back(everyone=False)
             async with self._done:
                 self._done.notify_all()
 
@@ -104,7 +84,6 @@ class StatusWriter:
         if task is not None and not task.done():
             await asyncio.shield(task)
         self.closed = True
-        self._call_back(everyone=True)
 
 
 def _write(path: Path, data: bytes) -> os.stat_result:
