@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bench_hotplug import NETNS_MARK, in_private_netns  # noqa: E402
 from qemu.qmp import EventListener, QMPClient  # noqa: E402
-from support import QEMU_VERSIONS, guest_domain_xml, unique  # noqa: E402
+from support import QEMU_VERSIONS, guest_domain_xml, unique, when_listening  # noqa: E402
 from twohost import FAILOVER_DEVICES as DEVICES  # noqa: E402
 from twohost import FAILOVER_MAC as MAC  # noqa: E402
 from twohost import TwoHosts  # noqa: E402
@@ -121,21 +121,12 @@ async def by_hand(rig: TwoHosts, source: qctl.Domain, target: Launched) -> None:
 
 async def listening(rig: TwoHosts, defn: DomainDef, uri: str) -> asyncio.Future[qctl.Domain]:
     """``Domain.incoming`` on host B, returned once QEMU listens there."""
-    ready = asyncio.Event()
     with rig.b.entered():  # until QEMU listens: its taps are made in B
-        arriving = asyncio.ensure_future(
-            qctl.Domain.incoming(
-                defn, uri, state_root=rig.b.state_root, timeout=TIMEOUT, ready=ready.set
+        return await when_listening(
+            lambda ready: qctl.Domain.incoming(
+                defn, uri, state_root=rig.b.state_root, timeout=TIMEOUT, ready=ready
             )
         )
-        waiter = asyncio.ensure_future(ready.wait())
-        try:
-            await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-    if arriving.done():
-        arriving.result()  # it failed before listening: say why
-    return arriving
 
 
 async def migrate_qctl(

@@ -31,9 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import qctl
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support import processes_naming  # noqa: E402
+
+import qctl  # noqa: E402
+
 GUEST = REPO / ".cache" / "guest"
 BRIDGE = "qfltbr0"
 SETTLE = 15.0  # seconds a pending guest-side unplug may take to settle
@@ -163,18 +167,6 @@ async def reset(name: str, state: Path) -> None:
             await dom.detach_device(entry.alias, wait=10)
 
 
-def orphans(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
-
-
 async def trial_kill_start(work: Path, state: Path, n: int, rng: random.Random) -> list[str]:
     name = f"fltstart{n}"
     xml = work / f"{name}.xml"
@@ -189,11 +181,11 @@ async def trial_kill_start(work: Path, state: Path, n: int, rng: random.Random) 
     problems = []
     pidfile = str(state / "domains" / name / "qemu.pid")
     for _ in range(50):
-        if not orphans(pidfile):
+        if not processes_naming(pidfile):
             break
         await asyncio.sleep(0.1)
-    if orphans(pidfile):
-        problems.append(f"start killed after {delay:.2f}s left QEMU {orphans(pidfile)}")
+    if processes_naming(pidfile):
+        problems.append(f"start killed after {delay:.2f}s left QEMU {processes_naming(pidfile)}")
     if (state / "domains" / name).exists():
         problems.append(f"start killed after {delay:.2f}s left its state directory")
     return problems

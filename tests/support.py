@@ -14,14 +14,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from qctl import Console
 from qctl.qemu.process import is_alive, process_identity
+
+if TYPE_CHECKING:
+    from qctl import Domain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QEMU_BINARY = "qemu-system-x86_64"
@@ -186,3 +189,35 @@ def gone_within(pid: int, seconds: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def processes_naming(marker: str) -> list[int]:
+    """The processes whose command line contains ``marker`` (a QEMU's pid file, say): the
+    checks' own scan of /proc, independent of the driver's, so a bug there cannot hide an
+    orphan from them."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker.encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+async def when_listening(
+    incoming: Callable[[Callable[[], None]], Awaitable[Domain]],
+) -> asyncio.Future[Domain]:
+    """Run ``incoming(ready)`` — a ``Domain.incoming`` given ``ready=`` — in the background
+    and return it once QEMU listens for the migration; if it ends before, raise why."""
+    ready = asyncio.Event()
+    arriving = asyncio.ensure_future(incoming(ready.set))
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if arriving.done():
+        arriving.result()  # it failed before listening: say why
+    return arriving

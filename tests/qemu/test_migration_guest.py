@@ -24,7 +24,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import QEMU_VERSIONS, guest_domain_xml, qemu_path, unique, wait_until
+from support import (
+    QEMU_VERSIONS,
+    guest_domain_xml,
+    qemu_path,
+    unique,
+    wait_until,
+    when_listening,
+)
 from twohost import FAILOVER_DEVICES as DEVICES
 from twohost import FAILOVER_MAC as MAC
 from twohost import Host, TwoHosts
@@ -107,26 +114,17 @@ def _travelling(source: Domain, console: Path) -> DomainDef:
 
 async def _listen(rig: TwoHosts, defn: DomainDef, uri: str) -> asyncio.Future[Domain]:
     """``Domain.incoming`` on host B, once QEMU listens there (its taps made in B)."""
-    listening = asyncio.Event()
     with rig.b.entered():
-        arriving = asyncio.ensure_future(
-            Domain.incoming(
-                defn,
-                uri,
-                state_root=rig.b.state_root,
-                timeout=MIGRATION_TIMEOUT,
-                ready=listening.set,
+        async with asyncio.timeout(60):
+            return await when_listening(
+                lambda ready: Domain.incoming(
+                    defn,
+                    uri,
+                    state_root=rig.b.state_root,
+                    timeout=MIGRATION_TIMEOUT,
+                    ready=ready,
+                )
             )
-        )
-        waiter = asyncio.ensure_future(listening.wait())
-        try:
-            async with asyncio.timeout(60):
-                await asyncio.wait({arriving, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-    if arriving.done():
-        arriving.result()  # it failed before listening: say why
-    return arriving
 
 
 def _on_console(defn: DomainDef, console: Path) -> DomainDef:

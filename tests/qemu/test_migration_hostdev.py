@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fakeqemu import FakeLauncher, FakeQEMU
 from host.fakesysfs import FakeSysfs, FakeVFNetlink
-from support import unique
+from support import unique, when_listening
 
 from qctl import (
     Domain,
@@ -144,8 +143,8 @@ class Host:
             launcher=self.launcher,
         )
 
-    async def incoming(self, xml: str, uri: str, listening: asyncio.Event) -> Domain:
-        """Receive a migration on this host (``listening`` is set once QEMU listens)."""
+    async def incoming(self, xml: str, uri: str, ready: Callable[[], None]) -> Domain:
+        """Receive a migration on this host (``ready`` is called once QEMU listens)."""
         return await Domain.incoming(
             parse_domain(xml, live=True),
             uri,
@@ -155,7 +154,7 @@ class Host:
             host_paths=self.paths,
             launcher=self.launcher,
             timeout=TIMEOUT,
-            ready=listening.set,
+            ready=ready,
         )
 
     def vf_index(self, vf: PCIAddress) -> int:
@@ -257,9 +256,9 @@ class Rig:
         status = read_status(self.src.directory)
         return sorted(status.ledger, key=lambda e: e.alias), format_xml(status.live)
 
-    async def arrive(self, listening: asyncio.Event) -> Domain:
+    async def arrive(self, ready: Callable[[], None]) -> Domain:
         """``Domain.incoming`` on B from the definition that travels."""
-        dst = await self.b.incoming(self.src.migratable_xml(), self.uri, listening)
+        dst = await self.b.incoming(self.src.migratable_xml(), self.uri, ready)
         self.arrived.append(dst)
         return dst
 
@@ -295,24 +294,10 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             await dom.aclose()
 
 
-async def until_listening(listening: asyncio.Event, arriving: asyncio.Future[Domain]) -> None:
-    """Wait until B listens; raise what ended B's ``Domain.incoming`` first, if it did."""
-    waiting = asyncio.ensure_future(listening.wait())
-    either: set[asyncio.Future[Any]] = {waiting, arriving}
-    try:
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-    if not listening.is_set():
-        await arriving
-
-
 async def migrate(rig: Rig) -> Domain:
     """Start B listening, migrate A there, and return B's domain."""
-    listening = asyncio.Event()
-    arriving = asyncio.ensure_future(rig.arrive(listening))
     async with asyncio.timeout(TIMEOUT):
-        await until_listening(listening, arriving)
+        arriving = await when_listening(rig.arrive)
         outcome = await rig.src.migrate(rig.uri)
         dst = await arriving
     assert outcome.unplugged == ("ua-primary",)
@@ -448,7 +433,7 @@ async def test_a_destination_refusal_leaves_nothing_there(
     listening = asyncio.Event()
     with pytest.raises(error, match=message):
         async with asyncio.timeout(TIMEOUT):
-            await rig.arrive(listening)
+            await rig.arrive(listening.set)
     assert not listening.is_set()
     assert host_settings(b) == before
     # B's VF was really set up before each refusal after the allocation, and put back.
@@ -496,10 +481,8 @@ async def test_a_failed_migration_keeps_the_source_and_leaves_nothing_on_the_des
     else:
         release = qemu.hold_migration(status)
 
-    listening = asyncio.Event()
-    arriving = asyncio.ensure_future(rig.arrive(listening))
     async with asyncio.timeout(TIMEOUT):
-        await until_listening(listening, arriving)
+        arriving = await when_listening(rig.arrive)
     b.assert_vf_held(b.vfs[0], rig.destination_vlan)  # B is ready, with its VF
     timeout = 0.5 if failure == "timed out" else None
     migrating = asyncio.ensure_future(src.migrate(rig.uri, timeout=timeout))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import unique
+from support import processes_naming, unique
 
 from qctl import Domain, StateError, parse_domain
 from qctl.host import Netlink
@@ -44,18 +44,6 @@ def _domain(name: str, tap: str) -> str:
 </domain>"""
 
 
-def _qemus(marker: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.mark.parametrize("then", ["connect", "start"])
 async def test_a_start_killed_after_spawning_is_found_and_ended(
     tmp_path: Path, tun: None, netlink: Netlink, then: str
@@ -69,7 +57,7 @@ async def test_a_start_killed_after_spawning_is_found_and_ended(
     )
     assert await child.wait() == 9
     pidfile = str(state / "domains" / name / "qemu.pid")
-    assert _qemus(pidfile), "the orphan QEMU should be running"
+    assert processes_naming(pidfile), "the orphan QEMU should be running"
     assert await netlink.get_link(tap) is not None  # it holds the tap
     [info] = Domain.list(state)
     assert info.name == name and "cut short" in (info.error or "")
@@ -81,9 +69,9 @@ async def test_a_start_killed_after_spawning_is_found_and_ended(
         dom = await Domain.start(parse_domain(xml.read_text()), state_root=state)
         await dom.stop(force=True)
     for _ in range(100):
-        if not _qemus(pidfile):
+        if not processes_naming(pidfile):
             break
         await asyncio.sleep(0.05)
-    assert not _qemus(pidfile)
+    assert not processes_naming(pidfile)
     assert await netlink.get_link(tap) is None
     assert Domain.list(state) == []
