@@ -92,15 +92,18 @@ def is_alive(identity: ProcessIdentity) -> bool:
 async def _wait_foreign(identity: ProcessIdentity) -> None:
     """Wait for a process that is not our child to exit, through a pidfd (no polling).
 
-    The pidfd becomes readable when the process exits, zombie or not. The identity is
-    checked after opening it, so a reused PID is never waited on.
+    The pidfd becomes readable once every thread of the process has exited, zombie or not.
+    Its main thread turns zombie earlier, while QEMU's other threads may still be exiting
+    and holding its fds (a tap's name is not free yet), so only the pidfd says "gone". The
+    identity is checked after opening it, so a reused PID is never waited on.
     """
     try:
         pidfd = os.pidfd_open(identity.pid)
     except ProcessLookupError:
         return
     try:
-        if not is_alive(identity):
+        stat = _read_stat(identity.pid)
+        if stat is None or stat[1] != identity.start_time:
             return
         loop = asyncio.get_running_loop()
         exited = loop.create_future()
