@@ -48,8 +48,14 @@ class Monitor:
         await self.client.execute("stop")
 
     async def status(self) -> str:
-        """The run state: ``running``, ``paused``, ``prelaunch``, ``shutdown``, …"""
-        reply = await self.client.execute("query-status")
+        """The run state: ``running``, ``paused``, ``prelaunch``, ``shutdown``, …
+
+        The answer the handshake brought, while it is current
+        (:meth:`~qctl.qmp.QMPClient.take_answer`), else QEMU's answer now.
+        """
+        reply = self.client.take_answer("query-status")
+        if reply is None:
+            reply = await self.client.execute("query-status")
         return str(reply["status"])
 
     async def powerdown(self) -> None:

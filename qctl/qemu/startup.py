@@ -376,9 +376,14 @@ async def connect_free_monitor(directory: DomainDir) -> QMPClient:
     until that client leaves, so all monitors are tried at once and the first to greet is
     kept (:func:`~qctl.qmp.connect_first`): busy ones cost no wait, and a QEMU that is
     merely slow (TCG under load) has the full timeout to answer on any of them.
+
+    QEMU's run state is asked with the handshake (one round trip for both), for the
+    reconciling that follows a connect (see :meth:`~qctl.qemu.monitor.Monitor.status`).
     """
     try:
-        return await connect_first(directory.qmp_sockets, timeout=CONNECT_TIMEOUT)
+        return await connect_first(
+            directory.qmp_sockets, timeout=CONNECT_TIMEOUT, ask="query-status"
+        )
     except QMPTimeoutError as exc:
         raise StateError(
             f"all {len(directory.qmp_sockets)} monitors of {directory.name!r} are in use by "

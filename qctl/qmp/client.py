@@ -18,7 +18,9 @@ listener queues every event forever, so events go instead to bounded
 :class:`~qctl.qmp.event.EventSubscription` objects; its message hooks pretty-print every
 message (200 KB for ``query-qmp-schema``) even when nobody logs, so they format only when
 debug logging is on; and its log lines go to ``qctl.qmp.wire`` at DEBUG level only, since
-every failure it logs reaches the caller as a typed exception anyway.
+every failure it logs reaches the caller as a typed exception anyway. A fourth is added: a
+command may travel with the capabilities negotiation (``connect(ask=…)``), so that a
+connect that needs one answer at once (the run state, on reconnecting) pays one round trip.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, Message, 
 from qemu.qmp import QMPClient as _QEMUClient
 from qemu.qmp import QMPError as _QEMUError
 from qemu.qmp.error import ProtocolError
+from qemu.qmp.qmp_client import NegotiationError
 
 from qctl.errors import (
     QMPCommandError,
@@ -90,8 +93,37 @@ class _Wire(_QEMUClient):
         # qemu.qmp only calls debug/info/warning/error/critical/log on it.
         self.logger = cast(logging.Logger, _DebugOnly(_wire_log.getChild(name), {}))
         self._deliver = deliver
+        self.ask: str | None = None  # a command sent along with qmp_capabilities
+        self.answer: Message | None = None  # its reply, until an event may have changed it
+
+    async def _negotiate(self) -> None:
+        if self.ask is None:
+            await super()._negotiate()
+            return
+        # Both commands in one write: QEMU answers them in order, the second one already in
+        # command mode, so the two cost one round trip. The events it sends in between came
+        # before the answer; later ones (see _event_dispatch) make the answer stale.
+        oob = self._greeting is not None and "oob" in self._greeting.QMP.capabilities
+        arguments = {"enable": ["oob"]} if oob else {}  # as qemu.qmp's own negotiation does
+        try:
+            await self._send(self.make_execute_msg("qmp_capabilities", arguments=arguments))
+            await self._send(self.make_execute_msg(self.ask))
+            reply = await self._recv()
+            if "return" not in reply:
+                raise ProtocolError(f"qmp_capabilities refused: {reply}")
+            answer = await self._recv()
+            while "event" in answer:
+                await self._dispatch(answer)
+                answer = await self._recv()
+        except ProtocolError as exc:
+            raise NegotiationError("Negotiation failed", exc) from exc
+        self.answer = answer
 
     async def _event_dispatch(self, msg: Message) -> None:
+        self.answer = None
+        await self._dispatch(msg)
+
+    async def _dispatch(self, msg: Message) -> None:
         event = QMPEvent.from_message(msg)
         if event is None:
             _wire_log.debug("malformed event dropped: %r", msg)
@@ -158,16 +190,20 @@ class QMPClient:
         address: str | os.PathLike[str] | socket.socket,
         *,
         timeout: float | None = CONNECT_TIMEOUT,  # noqa: ASYNC109 - bounds the handshake, typed error
+        ask: str | None = None,
     ) -> None:
         """Connect, read the greeting and negotiate capabilities, all within ``timeout``.
 
         ``address`` is a UNIX socket path, or an already-connected socket, which the client
-        then owns (and closes, also when connecting fails).
+        then owns (and closes, also when connecting fails). ``ask`` names a command without
+        arguments sent together with the negotiation, so that both cost one round trip; its
+        reply is :meth:`take_answer`'s.
         """
         if self._state is not _State.NEW:
             raise QMPConnectionError(
                 f"{self.name}: a client connects once; this one is {self._state.value}"
             )
+        self._wire.ask = ask
         self._state = _State.CONNECTING
         target = address if isinstance(address, socket.socket) else os.fspath(address)
         self._where = f"QMP socket {target if isinstance(target, str) else target.fileno()}"
@@ -196,6 +232,22 @@ class QMPClient:
         if self._recorder is not None:
             self._recorder.greeting(self._greeting)
         self._watcher = asyncio.create_task(self._watch(), name=f"{self.name}: connection watch")
+
+    def take_answer(self, command: str) -> Any:
+        """The ``return`` value of ``command`` asked while connecting (``connect(ask=…)``),
+        once, and only while it is current; else None (then ask QEMU).
+
+        QEMU reports a change of its state with an event, so an answer about its state holds
+        until the next event: one arriving after the answer makes it stale. A refusal is
+        not kept either: asking again gives it as a :class:`QMPCommandError`.
+        """
+        if self._wire.ask != command:
+            return None
+        reply, self._wire.answer = self._wire.answer, None
+        if reply is None or "return" not in reply:
+            return None
+        self._record(command, None, {"reply": reply["return"]})
+        return reply["return"]
 
     async def execute(
         self,
@@ -402,13 +454,15 @@ class _Connecting:
         client: QMPClient,
         address: str | os.PathLike[str] | socket.socket,
         timeout: float | None,
+        ask: str | None,
     ) -> None:
         self._client = client
         self._address = address
         self._timeout = timeout
+        self._ask = ask
 
     async def _open(self) -> QMPClient:
-        await self._client.connect(self._address, timeout=self._timeout)
+        await self._client.connect(self._address, timeout=self._timeout, ask=self._ask)
         return self._client
 
     def __await__(self) -> Generator[Any, None, QMPClient]:
@@ -427,13 +481,14 @@ def connect_qmp(
     timeout: float | None = CONNECT_TIMEOUT,
     name: str = "qmp",
     recorder: Recorder | None = None,
+    ask: str | None = None,
 ) -> _Connecting:
     """Connect to a QMP monitor: ``client = await connect_qmp(path)``, or
     ``async with connect_qmp(path) as client: …`` (closed on leaving the block).
 
-    See :meth:`QMPClient.connect` for ``address`` and ``timeout``.
+    See :meth:`QMPClient.connect` for ``address``, ``timeout`` and ``ask``.
     """
-    return _Connecting(QMPClient(name=name, recorder=recorder), address, timeout)
+    return _Connecting(QMPClient(name=name, recorder=recorder), address, timeout, ask)
 
 
 def _connect_error(where: str, exc: ConnectError) -> QMPError:

@@ -78,7 +78,10 @@ async def test_busy_monitors_are_not_waited_on(monitors: Monitors) -> None:
             "monitor 1 connected",
             "monitor 2 connected",
         }
-        assert [command for command, _ in monitors.backend.received] == ["qmp_capabilities"]
+        # the run state is asked with the negotiation, for the reconciling after a connect
+        assert [command for command, _ in monitors.backend.received] == [
+            "qmp_capabilities", "query-status"
+        ]  # fmt: skip
     finally:
         await client.aclose()
 

@@ -209,3 +209,83 @@ async def test_unconnected_client_refuses_commands() -> None:
     with pytest.raises(QMPConnectionError, match="not connected"):
         await client.execute("query-status")
     await client.aclose()
+
+
+# -- a command asked with the handshake -------------------------------------------------------
+PAUSED = {"status": "paused", "running": False}
+
+
+def answer_in_order(server: FakeQMPServer, *, event_first: str | None = None) -> None:
+    """``qmp_capabilities`` is answered only once ``query-status`` has arrived (so a client
+    that waits for the first reply before sending the second never connects), and
+    ``query-status`` after it, as QEMU would; ``event_first`` is sent just before that."""
+    asked, negotiated = asyncio.Event(), asyncio.Event()
+
+    async def capabilities(arguments: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.wait_for(asked.wait(), 2)
+        negotiated.set()
+        return {"return": {}}
+
+    async def status(arguments: dict[str, Any]) -> dict[str, Any]:
+        asked.set()
+        await negotiated.wait()
+        if event_first is not None:
+            await server.emit(event_first)
+        return {"return": PAUSED}
+
+    server.handlers["qmp_capabilities"] = capabilities
+    server.handlers["query-status"] = status
+
+
+async def test_an_asked_command_travels_with_the_negotiation(server: FakeQMPServer) -> None:
+    answer_in_order(server)
+    async with connect_qmp(server.path, ask="query-status", timeout=5) as client:
+        assert client.take_answer("query-name") is None  # not what was asked: kept
+        assert client.take_answer("query-status") == PAUSED
+        assert client.take_answer("query-status") is None  # given once
+        assert await client.execute("query-status") == PAUSED
+    assert [command for command, _ in server.received] == [
+        "qmp_capabilities", "query-status", "query-status"
+    ]  # fmt: skip
+
+
+async def test_an_event_after_the_answer_makes_it_stale(server: FakeQMPServer) -> None:
+    answer_in_order(server)
+    async with connect_qmp(server.path, ask="query-status", timeout=5) as client:
+        with client.events("STOP") as stops:
+            await server.emit("STOP")
+            await stops.get()
+        assert client.take_answer("query-status") is None
+
+
+async def test_an_event_before_the_answer_is_delivered_and_the_answer_kept(
+    server: FakeQMPServer,
+) -> None:
+    answer_in_order(server, event_first="RESUME")
+    client = QMPClient()
+    with client.events() as seen:  # subscribed before connecting
+        await client.connect(server.path, ask="query-status", timeout=5)
+        assert (await seen.get()).name == "RESUME"
+        assert client.take_answer("query-status") == PAUSED
+    await client.aclose()
+
+
+async def test_a_refused_ask_leaves_no_answer_and_the_client_usable(
+    server: FakeQMPServer,
+) -> None:
+    async with connect_qmp(server.path, ask="query-nothing", timeout=5) as client:
+        assert client.take_answer("query-nothing") is None
+        with pytest.raises(QMPCommandError, match="CommandNotFound"):
+            await client.execute("query-nothing")
+        assert await client.execute("echo", {"ok": 1}) == {"ok": 1}
+
+
+async def test_a_refused_negotiation_with_an_ask_is_a_protocol_error(
+    server: FakeQMPServer,
+) -> None:
+    async def refuse(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"error": {"class": "GenericError", "desc": "no"}}
+
+    server.handlers["qmp_capabilities"] = refuse
+    with pytest.raises(QMPProtocolError, match="qmp_capabilities refused"):
+        await connect_qmp(server.path, ask="query-status", timeout=5)
