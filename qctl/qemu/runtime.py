@@ -46,7 +46,7 @@ from qctl.qemu.process import QEMUProcess
 from qctl.qemu.release import HostSide, release_entry, release_ledger
 from qctl.qemu.runstate import RunState, after_event
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import Status, StatusRenderer, StoredStatus, read_status, read_stored_status
+from qctl.qemu.status import Status, StatusRenderer, StoredStatus, read_stored_status
 from qctl.qemu.txn import ABORT_POLL, LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
 from qctl.qemu.writer import StatusWriter
 from qctl.qmp import QMPClient
@@ -359,8 +359,10 @@ class DomainRuntime:
             if now is None or now == stamp:
                 continue
             stamp = now
-            with contextlib.suppress(StateError):
-                attached = _attached(read_status(self.directory).ledger)
+            if now == self._stamp:
+                continue  # this runtime's own write: its attaches were published already
+            with contextlib.suppress(StateError):  # the ledger is all it needs: no XML parsed
+                attached = _attached(read_stored_status(self.directory).ledger)
                 for alias in sorted(attached - self._seen_attached):
                     self.hub.publish(DeviceAdded(None, alias))
                 self._seen_attached = attached | (self._seen_attached & _attached(self.ledger))
@@ -405,7 +407,7 @@ class DomainRuntime:
         stamp = status_stamp(self.directory)
         if stamp is None:
             return  # someone else released it
-        ledger = self.ledger if stamp == self._stamp else read_status(self.directory).ledger
+        ledger = self.ledger if stamp == self._stamp else read_stored_status(self.directory).ledger
         failures = await release_ledger(ledger, await self.host_side())
         for failure in failures:
             log.warning("domain %s: %s", self.name, failure)

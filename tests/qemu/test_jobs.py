@@ -32,6 +32,9 @@ from qctl import (
     parse_domain,
 )
 from qctl.host import Netlink
+from qctl.qemu import runtime
+from qctl.qemu.state import DomainDir
+from qctl.qemu.status import StoredStatus, read_stored_status
 
 DATA = Path(__file__).parent / "data"
 CAPS = QEMUCaps.from_json((DATA / "argv" / "qemu-7.2.caps.json").read_text())
@@ -244,6 +247,25 @@ async def test_events_show_attaches_made_by_other_processes(rig: Rig) -> None:
                 if isinstance(event, DeviceAdded):
                     break
     assert event.alias == live.alias
+
+
+async def test_the_books_watch_skips_this_handles_own_writes(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading the status file again for a write the handle made itself would cost a listener
+    # a file read at every hot-plug step (and once cost a parse of both definitions).
+    reads: list[Path] = []
+    real = read_stored_status
+
+    def counted(directory: DomainDir) -> StoredStatus:
+        reads.append(directory.path)
+        return real(directory)
+
+    monkeypatch.setattr(runtime, "read_stored_status", counted)
+    with rig.dom.events():
+        await rig.dom.attach_device("<interface type='user'><model type='virtio'/></interface>")
+        await asyncio.sleep(3 * runtime.BOOKS_POLL)
+    assert reads == []
 
 
 async def test_an_undo_that_fails_leaves_the_device_uncertain_with_what_it_holds(
