@@ -9,10 +9,12 @@
 - :mod:`.sysfs`: :class:`Sysfs`, the injectable sysfs root and writer;
 - :mod:`.pci`: :class:`PCIDevice`, the VFIO assignment checks, :func:`bind_vfio` and
   :func:`rebind` for ``managed='yes'`` devices;
+- :mod:`.filesystem`: :func:`in_memory`, whether a path is on tmpfs or ramfs;
 - :mod:`.sriov`: :class:`VirtualFunction` discovery (:func:`list_vfs`, :func:`find_vf`) and
   VF admin MAC/VLAN save, apply and restore.
 """
 
+from .filesystem import in_memory
 from .link import VLAN_MAX, LinkControl, LinkInfo, VFConfig, netlink_error
 from .linkstat import LinkStats, link_stats
 from .netlink import Netlink
@@ -73,6 +75,7 @@ __all__ = [
     "create_tap",
     "delete_tap",
     "find_vf",
+    "in_memory",
     "link_stats",
     "list_vfs",
     "netlink_error",

@@ -33,7 +33,7 @@ from typing import Any
 from qctl.caps import CapsCache, QEMUCaps
 from qctl.conf import DomainDef, DomainType, format_xml
 from qctl.errors import JobAbortedError, StateError
-from qctl.host import LinkControl, Netlink
+from qctl.host import LinkControl, Netlink, in_memory
 from qctl.qemu.claims import devices_in_use
 from qctl.qemu.command import Features
 from qctl.qemu.events import DeviceAdded, DomainEvent, EventHub, from_qmp
@@ -124,7 +124,9 @@ class DomainRuntime:
         # The status file is rewritten at every hot-plug step: see :meth:`save`.
         self._renderer = StatusRenderer()
         self._snapshot: tuple[DomainDef, str] | None = None
-        self._writer = StatusWriter(directory.status_file, self._render, self._written)
+        self._writer = StatusWriter(
+            directory.status_file, self._render, self._written, inline=in_memory(directory.path)
+        )
 
     def __repr__(self) -> str:
         return f"<DomainRuntime {self.name} pid={self.process.pid}>"

@@ -7,6 +7,11 @@ at a time per domain, and coalesces: changes made while a write is under way go 
 together in the next one. A step that depends on its change being on disk awaits
 :meth:`StatusWriter.flush`, which returns once a write that began after the change has
 finished; other domains' jobs go on meanwhile.
+
+A status file on a file system that keeps files in memory (tmpfs, as ``/run`` is on most
+hosts) is written in the event loop itself: there it is a copy in memory that never waits on
+a device, and handing it to a thread would cost several times the write
+(:func:`~qctl.host.in_memory`).
 """
 
 from __future__ import annotations
@@ -26,15 +31,19 @@ __all__ = ["StatusWriter"]
 class StatusWriter:
     """Writes ``render()`` to ``path`` in a thread whenever :meth:`changed` says so, and
     calls ``written(info)`` (on the loop) after each write, with the new file's ``stat``
-    (taken in the thread too: on a busy disk a ``stat`` waits behind other writes)."""
+    (taken in the thread too: on a busy disk a ``stat`` waits behind other writes). With
+    ``inline`` (the file is on tmpfs or ramfs) the writes are made in the loop instead."""
 
     def __init__(
         self,
         path: Path,
         render: Callable[[], bytes],
         written: Callable[[os.stat_result], None],
+        *,
+        inline: bool = False,
     ) -> None:
         self._path = path
+        self._inline = inline
         self._render = render
         self._on_written = written
         self._version = 0  # bumped by every change
@@ -64,7 +73,10 @@ class StatusWriter:
             version = self._version
             data = self._render()  # on the loop: the books are the loop's
             try:
-                info = await asyncio.shield(asyncio.to_thread(_write, self._path, data))
+                if self._inline:
+                    info = _write(self._path, data)
+                else:
+                    info = await asyncio.shield(asyncio.to_thread(_write, self._path, data))
             except OSError as exc:  # handed to whoever flushes, as what it is
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 what = "no space left" if full else f"cannot write ({exc.strerror})"

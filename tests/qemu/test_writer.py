@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from fakeqemu import FakeLauncher
 from support import unique
 
+import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
 from qctl import Domain, QEMUCaps, StateError, parse_domain
 from qctl.qemu.writer import StatusWriter
@@ -54,6 +56,7 @@ async def test_a_failed_write_is_raised_by_flush(tmp_path: Path) -> None:
 async def test_a_slow_disk_on_one_domain_does_not_delay_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(runtime_module, "in_memory", lambda path: False)  # a disk, wherever
     launcher = FakeLauncher()
     slow = await Domain.start(
         parse_domain(DOMAIN.format(name=unique("slow"))),
@@ -86,3 +89,28 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
         await fast.stop(force=True)
     assert slow_took >= 1.0  # it did wait for its own disk…
     assert fast_took < 0.5, fast_took  # …and the other domain did not
+
+
+@pytest.mark.parametrize("memory", [True, False], ids=["tmpfs", "disk"])
+async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: bool
+) -> None:
+    monkeypatch.setattr(runtime_module, "in_memory", lambda path: memory)
+    threads: list[int] = []
+    real = writer_module._write
+
+    def spy(path: Path, data: bytes) -> Any:
+        threads.append(threading.get_ident())
+        return real(path, data)
+
+    monkeypatch.setattr(writer_module, "_write", spy)
+    dom = await Domain.start(
+        parse_domain(DOMAIN.format(name=unique("mem"))),
+        caps=CAPS, state_root=tmp_path, launcher=FakeLauncher(),
+    )  # fmt: skip
+    try:
+        await dom.attach_device(USER_NIC)
+    finally:
+        await dom.stop(force=True)
+    assert threads
+    assert {thread == threading.get_ident() for thread in threads} == {memory}
