@@ -14,7 +14,6 @@ QEMU has the whole timeout on each, and no qemu.qmp session is started just to b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -59,10 +58,10 @@ async def _first_to_speak(
 ) -> socket.socket:
     """A socket connected to the first monitor with its greeting waiting to be read."""
     loop = asyncio.get_running_loop()
-    attempts = [asyncio.create_task(_speaks(path), name=f"greeting on {path}") for path in paths]
-    winner: socket.socket | None = None
+    attempts = [_Attempt(loop, path) for path in paths]
+    winner: _Attempt | None = None
     try:
-        pending: set[asyncio.Task[socket.socket]] = set(attempts)
+        pending = {attempt.outcome for attempt in attempts}
         while pending and winner is None:
             left = None if deadline is None else max(deadline - loop.time(), 0.0)
             done, pending = await asyncio.wait(
@@ -70,62 +69,73 @@ async def _first_to_speak(
             )
             if not done:
                 break
-            winner = next((a.result() for a in attempts if _succeeded(a)), None)
+            winner = next((a for a in attempts if a.spoke), None)
         if winner is not None:
-            return winner
-        failures = [a.exception() for a in attempts if a.done() and not a.cancelled()]
+            return winner.sock
+        failures = [a.outcome.exception() for a in attempts if a.outcome.done()]
         if failures and failures[0] is not None:
             raise failures[0]
         where = f"QMP socket{'s' if len(paths) > 1 else ''} {', '.join(paths)}"
         raise QMPTimeoutError(f"{where}: no QMP greeting within {budget:g}s")
     finally:
         for attempt in attempts:
-            attempt.cancel()
-        await asyncio.wait(attempts)
-        for attempt in attempts:
-            if _succeeded(attempt) and attempt.result() is not winner:
-                attempt.result().close()
+            if attempt is not winner:
+                attempt.close()
 
 
-def _succeeded(attempt: asyncio.Task[socket.socket]) -> bool:
-    return attempt.done() and not attempt.cancelled() and attempt.exception() is None
+class _Attempt:
+    """One monitor tried: connected at once (a UNIX socket connects or fails without
+    waiting), then watched until it has something to read, which it leaves unread.
 
-
-async def _speaks(path: str) -> socket.socket:
-    """Connect to ``path`` and wait until the monitor sends something (left unread).
-
-    :raise QMPConnectionError: no such socket, refused, or closed without a word.
+    ``outcome`` is done with None once the monitor has spoken, or with the
+    :class:`QMPConnectionError` that ended the attempt (no such socket, refused, its queue
+    full, closed without a word).
     """
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-    try:
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, path: str) -> None:
+        self._loop = loop
+        self._path = path
+        self._watched = False
+        self.outcome: asyncio.Future[None] = loop.create_future()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            await loop.sock_connect(sock, path)
-            await _readable(loop, sock)
-            first = sock.recv(1, socket.MSG_PEEK)
+            self.sock.connect(path)
+        except OSError as exc:  # EAGAIN: the monitor's queue is full; it is as good as busy
+            self._fail(exc.strerror or str(exc))
+            return
+        loop.add_reader(self.sock.fileno(), self._readable)
+        self._watched = True
+
+    @property
+    def spoke(self) -> bool:
+        """Whether the monitor has sent something (its greeting)."""
+        return self.outcome.done() and self.outcome.exception() is None
+
+    def close(self) -> None:
+        """Stop watching and close the socket (an attempt that lost, or was cut short)."""
+        self._unwatch()
+        self.sock.close()
+        if not self.outcome.done():
+            self.outcome.cancel()
+        elif not self.outcome.cancelled():
+            self.outcome.exception()  # a loser's failure is not news: marked as seen
+
+    def _readable(self) -> None:
+        self._unwatch()
+        try:
+            first = self.sock.recv(1, socket.MSG_PEEK)
         except OSError as exc:
-            raise QMPConnectionError(f"QMP socket {path}: {exc.strerror or exc}") from exc
-        if not first:
-            raise QMPConnectionError(
-                f"QMP socket {path}: closed before the QMP handshake completed"
-            )
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+            self._fail(exc.strerror or str(exc))
+            return
+        if first:
+            self.outcome.set_result(None)
+        else:
+            self._fail("closed before the QMP handshake completed")
 
+    def _fail(self, why: str) -> None:
+        self.outcome.set_exception(QMPConnectionError(f"QMP socket {self._path}: {why}"))
 
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Wait until ``sock`` has data (or an end of file, or an error) to read."""
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(sock.fileno(), wake)
-    try:
-        await ready
-    finally:
-        with contextlib.suppress(ValueError, OSError):
-            loop.remove_reader(sock.fileno())
+    def _unwatch(self) -> None:
+        if self._watched:
+            self._watched = False
+            self._loop.remove_reader(self.sock.fileno())
