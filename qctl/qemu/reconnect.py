@@ -44,13 +44,15 @@ async def open_runtime(
     :class:`StateError` raised.
     """
     directory = root.domain(name)
+    # The stamp before the read: a write in between makes the books look older than they
+    # are (re-read at the first job), never newer (which would keep them stale).
+    stamp = status_stamp(directory)
     try:
         status = read_stored_status(directory)  # the definitions are parsed when needed
     except StateError:
         if cut_short(directory):
             await _reap(directory)
         raise
-    stamp = status_stamp(directory)
     process = launcher.adopt(status.identity, directory.log_file)
     client = await _connect_unless_exiting(directory, process)
     if client is None:
