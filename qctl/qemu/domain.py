@@ -86,6 +86,7 @@ def _runtime(
         netlink=netlink,
         host_paths=paths,
         caps=caps,
+        stamp=started.stamp,
     )
 
 

@@ -17,10 +17,10 @@ from qctl.qemu.network import NetworkStore
 from qctl.qemu.orphan import cut_short, reap_cut_start
 from qctl.qemu.process import Launcher, QEMUProcess
 from qctl.qemu.release import release_all
-from qctl.qemu.runtime import DomainRuntime, status_stamp
+from qctl.qemu.runtime import DomainRuntime
 from qctl.qemu.startup import connect_free_monitor
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import read_status, read_stored_status
+from qctl.qemu.status import read_status, read_stored_status, status_stamp
 from qctl.qemu.txn import take_lock
 from qctl.qmp import QMPClient
 

@@ -46,32 +46,27 @@ from qctl.qemu.process import QEMUProcess
 from qctl.qemu.release import HostSide, release_entry, release_ledger
 from qctl.qemu.runstate import RunState, after_event
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import Status, StatusRenderer, StoredStatus, read_stored_status
+from qctl.qemu.status import (
+    Stamp,
+    Status,
+    StatusRenderer,
+    StoredStatus,
+    read_stored_status,
+    stamp_of,
+    status_stamp,
+)
 from qctl.qemu.txn import ABORT_POLL, LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
 from qctl.qemu.writer import StatusWriter
 from qctl.qmp import QMPClient
 from qctl.types import PCIAddress
 
-__all__ = ["DomainRuntime", "status_stamp"]
+__all__ = ["DomainRuntime"]
 
 log = logging.getLogger(__name__)
 
 _EVENT_QUEUE = 1024
 #: how often a handle with listeners looks for attaches other processes made (seconds)
 BOOKS_POLL = 0.25
-
-
-def status_stamp(directory: DomainDir) -> tuple[int, int, int] | None:
-    """What identifies the status file's current version (None when it is gone)."""
-    try:
-        info = directory.status_file.stat()
-    except FileNotFoundError:
-        return None
-    return _stamp_of(info)
-
-
-def _stamp_of(info: os.stat_result) -> tuple[int, int, int]:
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 class DomainRuntime:
@@ -88,7 +83,7 @@ class DomainRuntime:
         netlink: LinkControl | None = None,
         host_paths: HostPaths | None = None,
         caps: QEMUCaps | None = None,
-        stamp: tuple[int, int, int] | None = None,
+        stamp: Stamp | None,
     ) -> None:
         # The definitions of a status file read back are parsed on first use (see
         # :class:`StoredStatus`); a start hands them over parsed.
@@ -119,8 +114,10 @@ class DomainRuntime:
         self._book_watch: asyncio.Task[None] | None = None
         self._seen_attached: set[str] = set()
         self._releasing: asyncio.Task[None] | None = None
-        # What the status file looked like when ``status`` was read.
-        self._stamp = stamp if stamp is not None else status_stamp(directory)
+        # What the status file looked like when ``status`` was read or written (taken
+        # before the read, or under the lock of the write: never newer than the books; None
+        # when unknown, and then the first job reads the file again).
+        self._stamp = stamp
         # The status file is rewritten at every hot-plug step: see :meth:`save`.
         self._renderer = StatusRenderer()
         self._snapshot: tuple[DomainDef, str] | None = None
@@ -246,7 +243,7 @@ class DomainRuntime:
         return self._renderer.render(status, live_xml=self._snapshot[1])
 
     def _written(self, info: os.stat_result) -> None:
-        self._stamp = _stamp_of(info)
+        self._stamp = stamp_of(info)
 
     def refresh(self) -> None:
         """Take up the books another qctl process wrote since this runtime last did.

@@ -58,7 +58,7 @@ from qctl.qemu.plan import features_from_caps, plan
 from qctl.qemu.prepare import PreparedHost, prepare_interfaces
 from qctl.qemu.process import Launcher, QEMUProcess
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import Status, write_status
+from qctl.qemu.status import Stamp, Status, write_status
 from qctl.qemu.txn import take_lock, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 from qctl.qmp import QMPClient, connect_first, connect_qmp
@@ -78,12 +78,14 @@ CONNECT_TIMEOUT = 10.0
 
 @dataclass(slots=True)
 class Launched:
-    """A started domain: its state directory, process, monitor connection and status."""
+    """A started domain: its state directory, process, monitor connection and status (and
+    the stamp of the status file as written, under the start's lock)."""
 
     directory: DomainDir
     process: QEMUProcess
     client: QMPClient
     status: Status
+    stamp: Stamp
 
 
 async def _prepare_vfio_devices(
@@ -351,7 +353,7 @@ async def launch(
             live=live,
             ledger=initial_ledger(prepared.domain, prepared, notes),
         )
-        await asyncio.to_thread(write_status, directory, status)
+        stamp = await asyncio.to_thread(write_status, directory, status)
         clear_start(directory)
         if not incoming:
             await monitor.resume()
@@ -366,7 +368,7 @@ async def launch(
     if own_link is not None:
         await own_link.aclose()
     log.info("started %s (pid %d)", planned.name, process.pid)
-    return Launched(directory, process, client, status)
+    return Launched(directory, process, client, status, stamp)
 
 
 async def connect_free_monitor(directory: DomainDir) -> QMPClient:

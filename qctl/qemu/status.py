@@ -12,6 +12,7 @@ the file.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,11 +28,14 @@ from qctl.qemu.txn import JobRecord
 
 __all__ = [
     "STATUS_VERSION",
+    "Stamp",
     "Status",
     "StatusRenderer",
     "StoredStatus",
     "read_status",
     "read_stored_status",
+    "stamp_of",
+    "status_stamp",
     "write_status",
 ]
 
@@ -98,10 +102,33 @@ class StatusRenderer:
         return f'{text[:-1]},"ledger":[{entries}]}}'.encode()
 
 
-def write_status(directory: DomainDir, status: Status) -> None:
+def write_status(directory: DomainDir, status: Status) -> Stamp:
     """Atomically and durably replace the domain's status file (a one-off write: a running
-    domain's runtime writes through its own renderer, off the event loop)."""
+    domain's runtime writes through its own renderer, off the event loop); returns the
+    written file's stamp (taken at once, so under whatever lock the caller holds)."""
     atomic_write(directory.status_file, StatusRenderer().render(status))
+    stamp = status_stamp(directory)
+    if stamp is None:
+        raise StateError(f"status file {directory.status_file} vanished as it was written")
+    return stamp
+
+
+#: what identifies one version of a status file: inode, size, modification time (ns)
+Stamp = tuple[int, int, int]
+
+
+def status_stamp(directory: DomainDir) -> Stamp | None:
+    """What identifies the status file's current version (None when it is gone)."""
+    try:
+        info = directory.status_file.stat()
+    except FileNotFoundError:
+        return None
+    return stamp_of(info)
+
+
+def stamp_of(info: os.stat_result) -> Stamp:
+    """The stamp of a status file whose ``stat`` is ``info``."""
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 @dataclass(slots=True)

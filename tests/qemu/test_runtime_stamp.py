@@ -1,18 +1,21 @@
-"""open_runtime (Domain.connect): the books a new handle starts from are never taken for
-newer than they are, so a write another process makes while it connects is read before
-the handle's first job."""
+"""The stamp a handle keeps of the status file is never newer than its books (a start takes
+it under the start's lock, a connect before reading), so a write another process makes
+while a handle is being made is read before the handle's first job."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakeqemu import FakeLauncher
 from support import unique
 
 from qctl import Domain, QEMUCaps, parse_domain
-from qctl.qemu import reconnect
+from qctl.qemu import domain, reconnect
+from qctl.qemu.runtime import DomainRuntime
+from qctl.qemu.startup import Launched
 from qctl.qemu.state import DomainDir, atomic_write
 from qctl.qemu.status import StoredStatus, read_stored_status
 
@@ -22,6 +25,13 @@ DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory
   <os><type arch='x86_64' machine='q35'>hvm</type></os>
   <devices><controller type='pci' index='1' model='pcie-root-port'/></devices></domain>"""
 USER_NIC = "<interface type='user'><model type='virtio'/></interface>"
+
+
+def forget_devices(directory: DomainDir) -> None:
+    """What another process's job might write: a ledger without the devices."""
+    data = json.loads(directory.status_file.read_bytes())
+    data["ledger"] = []
+    atomic_write(directory.status_file, json.dumps(data).encode())
 
 
 async def test_a_write_made_while_connecting_is_read_at_the_next_refresh(
@@ -37,10 +47,7 @@ async def test_a_write_made_while_connecting_is_read_at_the_next_refresh(
 
         def raced(directory: DomainDir) -> StoredStatus:
             stored = read_stored_status(directory)
-            # another process's job lands right after the read: the device is gone
-            data = json.loads(directory.status_file.read_bytes())
-            data["ledger"] = []
-            atomic_write(directory.status_file, json.dumps(data).encode())
+            forget_devices(directory)  # another process's job lands right after the read
             return stored
 
         monkeypatch.setattr(reconnect, "read_stored_status", raced)
@@ -50,3 +57,24 @@ async def test_a_write_made_while_connecting_is_read_at_the_next_refresh(
             assert len(other.ledger) == 0  # the write it had not seen
     finally:
         await owner.stop(force=True)
+
+
+async def test_a_write_made_right_after_a_start_is_read_at_the_next_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = domain._runtime
+
+    def raced(started: Launched, *args: Any) -> DomainRuntime:
+        forget_devices(started.directory)  # another process's job, once the lock is free
+        return real(started, *args)
+
+    monkeypatch.setattr(domain, "_runtime", raced)
+    nic = parse_domain(DOMAIN.format(name=unique("start")).replace(
+        "</devices>", "<interface type='user'><model type='virtio'/></interface></devices>"
+    ))  # fmt: skip
+    dom = await Domain.start(nic, caps=CAPS, state_root=tmp_path, launcher=FakeLauncher())
+    try:
+        dom.runtime.refresh()
+        assert len(dom.ledger) == 0
+    finally:
+        await dom.stop(force=True)
