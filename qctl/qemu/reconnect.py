@@ -58,16 +58,20 @@ async def open_runtime(
     if client is None:
         await _release_dead(directory, root, netlink, host_paths)
     assert client is not None
-    return DomainRuntime(
-        status=status,
-        directory=directory,
-        process=process,
-        client=client,
-        root=root,
-        netlink=netlink,
-        host_paths=host_paths,
-        stamp=stamp,
-    )
+    try:
+        return DomainRuntime(
+            status=status,
+            directory=directory,
+            process=process,
+            client=client,
+            root=root,
+            netlink=netlink,
+            host_paths=host_paths,
+            stamp=stamp,
+        )
+    except BaseException:
+        await client.aclose()
+        raise
 
 
 async def _reap(directory: DomainDir) -> None:

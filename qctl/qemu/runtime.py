@@ -122,7 +122,7 @@ class DomainRuntime:
         self._renderer = StatusRenderer()
         self._snapshot: tuple[DomainDef, str] | None = None
         self._writer = StatusWriter(
-            directory.status_file, self._render, self._written, inline=in_memory(directory.path)
+            directory.status_file, self._render, self._written, inline=_in_memory(directory)
         )
 
     def __repr__(self) -> str:
@@ -358,10 +358,14 @@ class DomainRuntime:
             if now is None or now == stamp:
                 continue
             stamp = now
-            if now == self._stamp:
-                continue  # this runtime's own write: its attaches were published already
-            with contextlib.suppress(StateError):  # the ledger is all it needs: no XML parsed
-                attached = _attached(read_stored_status(self.directory).ledger)
+            with contextlib.suppress(StateError):
+                # The version this runtime holds (its own write, or one a job's refresh took
+                # up, which may carry another process's attach) needs no reading; another is
+                # read for its ledger only, no XML parsed.
+                ledger = (
+                    self.ledger if now == self._stamp else read_stored_status(self.directory).ledger
+                )
+                attached = _attached(ledger)
                 for alias in sorted(attached - self._seen_attached):
                     self.hub.publish(DeviceAdded(None, alias))
                 self._seen_attached = attached | (self._seen_attached & _attached(self.ledger))
@@ -438,6 +442,15 @@ class DomainRuntime:
         self.lock.close()
         if self._own_netlink is not None:
             await self._own_netlink.aclose()
+
+
+def _in_memory(directory: DomainDir) -> bool:
+    """Whether the status file is on tmpfs or ramfs; False when that cannot be told (the
+    directory gone meanwhile): the thread path, whose write then reports what is wrong."""
+    try:
+        return in_memory(directory.path)
+    except OSError:
+        return False
 
 
 def _attached(ledger: Ledger) -> set[str]:

@@ -108,16 +108,22 @@ class _Wire(_QEMUClient):
         try:
             await self._send(self.make_execute_msg("qmp_capabilities", arguments=arguments))
             await self._send(self.make_execute_msg(self.ask))
-            reply = await self._recv()
+            reply = await self._next_reply()
             if "return" not in reply:
                 raise ProtocolError(f"qmp_capabilities refused: {reply}")
-            answer = await self._recv()
-            while "event" in answer:
-                await self._dispatch(answer)
-                answer = await self._recv()
+            answer = await self._next_reply()
         except ProtocolError as exc:
             raise NegotiationError("Negotiation failed", exc) from exc
         self.answer = answer
+
+    async def _next_reply(self) -> Message:
+        """The next message that is not an event; events on the way (QEMU may send one as
+        soon as it is in command mode) go to the subscribers."""
+        message = await self._recv()
+        while "event" in message:
+            await self._dispatch(message)
+            message = await self._recv()
+        return message
 
     async def _event_dispatch(self, msg: Message) -> None:
         self.answer = None
@@ -238,12 +244,15 @@ class QMPClient:
         once, and only while it is current; else None (then ask QEMU).
 
         QEMU reports a change of its state with an event, so an answer about its state holds
-        until the next event: one arriving after the answer makes it stale. A refusal is
+        until the next event: one arriving after the answer makes it stale, as does any
+        command sent since (it may change the state) and the connection ending. A refusal is
         not kept either: asking again gives it as a :class:`QMPCommandError`.
         """
         if self._wire.ask != command:
             return None
         reply, self._wire.answer = self._wire.answer, None
+        if self._state is not _State.OPEN or self._wire.runstate is not Runstate.RUNNING:
+            return None
         if reply is None or "return" not in reply:
             return None
         self._record(command, None, {"reply": reply["return"]})
@@ -264,6 +273,7 @@ class QMPClient:
         :raise QMPConnectionError: the connection is closed, or ended before the reply.
         """
         self._check_open(command)
+        self._wire.answer = None  # the command may change what it said
         try:
             async with asyncio.timeout(timeout):
                 reply = await self._wire.execute(command, arguments)

@@ -58,9 +58,11 @@ async def _first_to_speak(
 ) -> socket.socket:
     """A socket connected to the first monitor with its greeting waiting to be read."""
     loop = asyncio.get_running_loop()
-    attempts = [_Attempt(loop, path) for path in paths]
+    attempts: list[_Attempt] = []
     winner: _Attempt | None = None
     try:
+        for path in paths:  # one by one: those made are closed if the next cannot be
+            attempts.append(_Attempt(loop, path))
         pending = {attempt.outcome for attempt in attempts}
         while pending and winner is None:
             left = None if deadline is None else max(deadline - loop.time(), 0.0)
@@ -99,11 +101,15 @@ class _Attempt:
         self.outcome: asyncio.Future[None] = loop.create_future()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            self.sock.connect(path)
-        except OSError as exc:  # EAGAIN: the monitor's queue is full; it is as good as busy
-            self._fail(exc.strerror or str(exc))
-            return
-        loop.add_reader(self.sock.fileno(), self._readable)
+            try:
+                self.sock.connect(path)
+            except OSError as exc:  # EAGAIN: the monitor's queue is full: as good as busy
+                self._fail(exc.strerror or str(exc), exc)
+                return
+            loop.add_reader(self.sock.fileno(), self._readable)
+        except BaseException:
+            self.sock.close()
+            raise
         self._watched = True
 
     @property
@@ -125,15 +131,17 @@ class _Attempt:
         try:
             first = self.sock.recv(1, socket.MSG_PEEK)
         except OSError as exc:
-            self._fail(exc.strerror or str(exc))
+            self._fail(exc.strerror or str(exc), exc)
             return
         if first:
             self.outcome.set_result(None)
         else:
             self._fail("closed before the QMP handshake completed")
 
-    def _fail(self, why: str) -> None:
-        self.outcome.set_exception(QMPConnectionError(f"QMP socket {self._path}: {why}"))
+    def _fail(self, why: str, cause: OSError | None = None) -> None:
+        error = QMPConnectionError(f"QMP socket {self._path}: {why}")
+        error.__cause__ = cause
+        self.outcome.set_exception(error)
 
     def _unwatch(self) -> None:
         if self._watched:

@@ -249,6 +249,25 @@ async def test_events_show_attaches_made_by_other_processes(rig: Rig) -> None:
     assert event.alias == live.alias
 
 
+async def test_an_attach_by_another_process_is_shown_after_the_listeners_own_job(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The listener's own job takes the other process's write up (refresh) and writes over it
+    # before the watch looks: the version the watch then sees is the listener's own.
+    monkeypatch.setattr(runtime, "BOOKS_POLL", 1.0)  # both writes land before it looks
+    with rig.dom.events() as stream:
+        async with Domain.connect(rig.dom.name, state_root=rig.state) as other:
+            theirs = await other.attach_device(
+                "<interface type='user'><model type='virtio'/></interface>"
+            )
+        await rig.dom.suspend()  # a job of the listener's: it refreshes, then writes
+        async with asyncio.timeout(5):
+            async for event in stream:
+                if isinstance(event, DeviceAdded):
+                    break
+    assert isinstance(event, DeviceAdded) and event.alias == theirs.alias
+
+
 async def test_the_books_watch_skips_this_handles_own_writes(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,7 @@ from support import unique
 import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
 from qctl import Domain, QEMUCaps, StateError, parse_domain
+from qctl.qemu.state import DomainDir
 from qctl.qemu.writer import StatusWriter
 
 DATA = Path(__file__).parent / "data"
@@ -114,3 +115,9 @@ async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
         await dom.stop(force=True)
     assert threads
     assert {thread == threading.get_ident() for thread in threads} == {memory}
+
+
+def test_a_directory_gone_meanwhile_is_written_through_a_thread(tmp_path: Path) -> None:
+    # statfs fails for a state directory removed while a handle is made: the thread path,
+    # whose write then says what is wrong, rather than an OSError out of the constructor
+    assert runtime_module._in_memory(DomainDir(tmp_path / "gone")) is False

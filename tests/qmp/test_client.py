@@ -215,14 +215,19 @@ async def test_unconnected_client_refuses_commands() -> None:
 PAUSED = {"status": "paused", "running": False}
 
 
-def answer_in_order(server: FakeQMPServer, *, event_first: str | None = None) -> None:
+def answer_in_order(
+    server: FakeQMPServer, *, event_first: str | None = None, event_early: str | None = None
+) -> None:
     """``qmp_capabilities`` is answered only once ``query-status`` has arrived (so a client
     that waits for the first reply before sending the second never connects), and
-    ``query-status`` after it, as QEMU would; ``event_first`` is sent just before that."""
+    ``query-status`` after it, as QEMU would; ``event_first`` is sent just before that,
+    ``event_early`` before the reply to ``qmp_capabilities``."""
     asked, negotiated = asyncio.Event(), asyncio.Event()
 
     async def capabilities(arguments: dict[str, Any]) -> dict[str, Any]:
         await asyncio.wait_for(asked.wait(), 2)
+        if event_early is not None:
+            await server.emit(event_early)
         negotiated.set()
         return {"return": {}}
 
@@ -270,6 +275,18 @@ async def test_an_event_before_the_answer_is_delivered_and_the_answer_kept(
     await client.aclose()
 
 
+async def test_an_event_before_the_negotiation_reply_is_delivered(
+    server: FakeQMPServer,
+) -> None:
+    answer_in_order(server, event_early="STOP")
+    client = QMPClient()
+    with client.events() as seen:
+        await client.connect(server.path, ask="query-status", timeout=5)
+        assert (await seen.get()).name == "STOP"
+        assert client.take_answer("query-status") == PAUSED
+    await client.aclose()
+
+
 async def test_a_refused_ask_leaves_no_answer_and_the_client_usable(
     server: FakeQMPServer,
 ) -> None:
@@ -289,3 +306,17 @@ async def test_a_refused_negotiation_with_an_ask_is_a_protocol_error(
     server.handlers["qmp_capabilities"] = refuse
     with pytest.raises(QMPProtocolError, match="qmp_capabilities refused"):
         await connect_qmp(server.path, ask="query-status", timeout=5)
+
+
+async def test_a_command_sent_since_makes_the_answer_stale(server: FakeQMPServer) -> None:
+    answer_in_order(server)
+    async with connect_qmp(server.path, ask="query-status", timeout=5) as client:
+        await client.execute("echo", {"x": 1})
+        assert client.take_answer("query-status") is None
+
+
+async def test_no_answer_once_the_connection_has_ended(server: FakeQMPServer) -> None:
+    answer_in_order(server)
+    client = await connect_qmp(server.path, ask="query-status", timeout=5)
+    await client.aclose()
+    assert client.take_answer("query-status") is None

@@ -4,6 +4,7 @@ cancelled or closed; timeouts and failures reported as typed errors."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import AsyncIterator, Callable
 
@@ -11,7 +12,7 @@ import pytest
 from fakeqmp import FakeQMPServer
 
 from qctl.errors import QMPConnectionError, QMPTimeoutError
-from qctl.qmp import connect_first
+from qctl.qmp import connect_first, first
 
 #: a bound for what must not wait at all: far below any timeout the attempts are given
 PROMPTLY = 5.0
@@ -152,3 +153,28 @@ async def test_cancelling_closes_every_attempt(monitors: Monitors) -> None:
 async def test_no_address_is_refused() -> None:
     with pytest.raises(ValueError, match="no monitor address given"):
         await connect_first([])
+
+
+async def test_an_attempt_that_cannot_be_made_leaves_the_others_closed(
+    monitors: Monitors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        await monitors.add("silent")
+    made = 0
+    real = first._Attempt
+
+    def attempt(loop: asyncio.AbstractEventLoop, path: str) -> first._Attempt:
+        nonlocal made
+        made += 1
+        if made == 3:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(loop, path)
+
+    monkeypatch.setattr(first, "_Attempt", attempt)
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    watched = len(selector.get_map())
+    with pytest.raises(OSError, match="Too many open files"):
+        await connect_first(monitors.paths, timeout=LONG_TIMEOUT)
+    assert len(selector.get_map()) == watched  # no reader left behind
+    async with asyncio.timeout(PROMPTLY):
+        await wait_until(lambda: monitors.open_connections() == 0)
