@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -153,6 +154,8 @@ class NetworkStore:
         return self._read(strict=strict)
 
     def _read(self, *, strict: bool) -> list[Allocation]:
+        if not strict and not os.path.lexists(self._allocations_file):
+            return []  # nothing ever taken from a pool (one lstat, not the checked walk)
         raw = self.root.read(_FOLDER, _ALLOCATIONS)
         if raw is None:
             return []

@@ -110,3 +110,15 @@ def test_cli_reports_a_damaged_file_in_one_line(store: NetworkStore, tmp_path: P
         )
     assert json.loads(path.read_text()) == [{"network": []}]  # left for the user to repair
     assert os.path.exists(store.path / "vfs.xml")
+
+
+def test_no_allocations_file_is_no_allocation_without_the_checked_walk(
+    store: NetworkStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def walked(*args: object) -> bytes:
+        raise AssertionError("the state root was walked for a file that does not exist")
+
+    monkeypatch.setattr(store.root, "read", walked)
+    assert store.allocations() == []  # what every connect's reconciling asks
+    with pytest.raises(AssertionError):  # strict: the checked read, which vouches for the tree
+        store.allocations(strict=True)
