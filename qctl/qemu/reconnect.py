@@ -123,11 +123,10 @@ async def _release_dead(
 async def _connect_unless_exiting(directory: DomainDir, process: QEMUProcess) -> QMPClient | None:
     """A monitor connection to a running QEMU, or None when QEMU has exited.
 
-    A QEMU being killed closes its sockets before it turns into a zombie: a refused
+    A monitor that answers is proof enough that QEMU runs; only a failure asks after the
+    process. A QEMU being killed closes its sockets before it turns into a zombie: a refused
     connection gives it a moment to finish exiting before it counts as unreachable.
     """
-    if not process.alive():
-        return None
     try:
         return await connect_free_monitor(directory)
     except StateError:
