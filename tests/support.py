@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
-from qctl import Console
+from qctl import Console, QEMUCaps
 from qctl.qemu.process import is_alive, process_identity
 
 if TYPE_CHECKING:
@@ -35,7 +35,19 @@ QEMU_VERSIONS: dict[str, str] = {
     "qemu10.0": str(REPO_ROOT / ".cache" / "qemu-10.0" / "usr" / "bin" / QEMU_BINARY),
 }
 
+#: a domain for the fake QEMU (tests/fakeqemu.py): q35, one empty root port to hot-plug into
+FAKE_DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices><controller type='pci' index='1' model='pcie-root-port'/></devices></domain>"""
+USER_NIC = "<interface type='user'><model type='virtio'/></interface>"
+
 _counter = itertools.count()
+
+
+def recorded_caps() -> QEMUCaps:
+    """The capabilities recorded from QEMU 7.2, for domains of the fake QEMU."""
+    path = REPO_ROOT / "tests" / "qemu" / "data" / "argv" / "qemu-7.2.caps.json"
+    return QEMUCaps.from_json(path.read_text())
 
 
 def run_qctl(

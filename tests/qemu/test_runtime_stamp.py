@@ -10,21 +10,16 @@ from typing import Any
 
 import pytest
 from fakeqemu import FakeLauncher
-from support import unique
+from support import FAKE_DOMAIN, USER_NIC, recorded_caps, unique
 
-from qctl import Domain, QEMUCaps, parse_domain
+from qctl import Domain, parse_domain
 from qctl.qemu import domain, reconnect
 from qctl.qemu.runtime import DomainRuntime
 from qctl.qemu.startup import Launched
 from qctl.qemu.state import DomainDir, atomic_write
 from qctl.qemu.status import StoredStatus, read_stored_status
 
-DATA = Path(__file__).parent / "data"
-CAPS = QEMUCaps.from_json((DATA / "argv" / "qemu-7.2.caps.json").read_text())
-DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices><controller type='pci' index='1' model='pcie-root-port'/></devices></domain>"""
-USER_NIC = "<interface type='user'><model type='virtio'/></interface>"
+CAPS = recorded_caps()
 
 
 def forget_devices(directory: DomainDir) -> None:
@@ -39,7 +34,7 @@ async def test_a_write_made_while_connecting_is_read_at_the_next_refresh(
 ) -> None:
     state = tmp_path / "state"
     owner = await Domain.start(
-        parse_domain(DOMAIN.format(name=unique("conn"))),
+        parse_domain(FAKE_DOMAIN.format(name=unique("conn"))),
         caps=CAPS, state_root=state, launcher=FakeLauncher(),
     )  # fmt: skip
     try:
@@ -69,7 +64,7 @@ async def test_a_write_made_right_after_a_start_is_read_at_the_next_refresh(
         return real(started, *args)
 
     monkeypatch.setattr(domain, "_runtime", raced)
-    nic = parse_domain(DOMAIN.format(name=unique("start")).replace(
+    nic = parse_domain(FAKE_DOMAIN.format(name=unique("start")).replace(
         "</devices>", "<interface type='user'><model type='virtio'/></interface></devices>"
     ))  # fmt: skip
     dom = await Domain.start(nic, caps=CAPS, state_root=tmp_path, launcher=FakeLauncher())

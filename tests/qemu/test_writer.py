@@ -12,20 +12,15 @@ from typing import Any
 
 import pytest
 from fakeqemu import FakeLauncher
-from support import unique
+from support import FAKE_DOMAIN, USER_NIC, recorded_caps, unique
 
 import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
-from qctl import Domain, QEMUCaps, StateError, parse_domain
+from qctl import Domain, StateError, parse_domain
 from qctl.qemu.state import DomainDir
 from qctl.qemu.writer import StatusWriter
 
-DATA = Path(__file__).parent / "data"
-CAPS = QEMUCaps.from_json((DATA / "argv" / "qemu-7.2.caps.json").read_text())
-DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
-  <devices><controller type='pci' index='1' model='pcie-root-port'/></devices></domain>"""
-USER_NIC = "<interface type='user'><model type='virtio'/></interface>"
+CAPS = recorded_caps()
 
 
 async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> None:
@@ -60,11 +55,11 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
     monkeypatch.setattr(runtime_module, "in_memory", lambda path: False)  # a disk, wherever
     launcher = FakeLauncher()
     slow = await Domain.start(
-        parse_domain(DOMAIN.format(name=unique("slow"))),
+        parse_domain(FAKE_DOMAIN.format(name=unique("slow"))),
         caps=CAPS, state_root=tmp_path / "a", launcher=launcher,
     )
     fast = await Domain.start(
-        parse_domain(DOMAIN.format(name=unique("fast"))),
+        parse_domain(FAKE_DOMAIN.format(name=unique("fast"))),
         caps=CAPS, state_root=tmp_path / "b", launcher=launcher,
     )
     real = writer_module.atomic_write
@@ -106,7 +101,7 @@ async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
 
     monkeypatch.setattr(writer_module, "_write", spy)
     dom = await Domain.start(
-        parse_domain(DOMAIN.format(name=unique("mem"))),
+        parse_domain(FAKE_DOMAIN.format(name=unique("mem"))),
         caps=CAPS, state_root=tmp_path, launcher=FakeLauncher(),
     )  # fmt: skip
     try:
