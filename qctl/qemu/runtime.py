@@ -211,8 +211,8 @@ class DomainRuntime:
         self.state = state
 
     async def save(self, *, snapshot: bool = False, durable: bool = True) -> None:
-        """Write the books (off the event loop, see :mod:`~qctl.qemu.writer`); with
-        ``durable``, return once they are on disk.
+        """Write the books (in a thread, on tmpfs in the loop: see :mod:`~qctl.qemu.writer`);
+        with ``durable``, return once they are on disk.
 
         The live XML in the file is a snapshot that may lag behind: rendering the whole
         domain costs more than a hot-plug step, and the ledger already says which devices

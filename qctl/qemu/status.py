@@ -104,7 +104,7 @@ class StatusRenderer:
 
 def write_status(directory: DomainDir, status: Status) -> Stamp:
     """Atomically and durably replace the domain's status file (a one-off write: a running
-    domain's runtime writes through its own renderer, off the event loop); returns the
+    domain's runtime writes through its own renderer and writer); returns the
     written file's stamp (taken at once, so under whatever lock the caller holds)."""
     atomic_write(directory.status_file, StatusRenderer().render(status))
     stamp = status_stamp(directory)
