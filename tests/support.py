@@ -16,15 +16,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import pytest
+from fakeqemu import FakeLauncher
 
-from qctl import Console, QEMUCaps
+from qctl import Console, Domain, Launcher, QEMUCaps, parse_domain
 from qctl.qemu.process import is_alive, process_identity
-
-if TYPE_CHECKING:
-    from qctl import Domain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QEMU_BINARY = "qemu-system-x86_64"
@@ -48,6 +46,17 @@ def recorded_caps() -> QEMUCaps:
     """The capabilities recorded from QEMU 7.2, for domains of the fake QEMU."""
     path = REPO_ROOT / "tests" / "qemu" / "data" / "argv" / "qemu-7.2.caps.json"
     return QEMUCaps.from_json(path.read_text())
+
+
+async def start_fake(state_root: Path, prefix: str, *, launcher: Launcher | None = None) -> Domain:
+    """A :data:`FAKE_DOMAIN` named ``prefix`` plus a unique suffix, started on the fake QEMU
+    (``launcher``'s, or a new one's)."""
+    return await Domain.start(
+        parse_domain(FAKE_DOMAIN.format(name=unique(prefix))),
+        caps=recorded_caps(),
+        state_root=state_root,
+        launcher=launcher if launcher is not None else FakeLauncher(),
+    )
 
 
 def run_qctl(

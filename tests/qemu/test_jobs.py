@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from fakeqemu import FakeLauncher, FakeQEMU
-from support import open_fd_count, unique, wait_until
+from support import open_fd_count, recorded_caps, unique, wait_until
 
 from qctl import (
     DeviceAdded,
@@ -25,7 +25,6 @@ from qctl import (
     Domain,
     JobAbortedError,
     OtherEvent,
-    QEMUCaps,
     RunState,
     StateError,
     abort_job,
@@ -36,8 +35,7 @@ from qctl.qemu import runtime
 from qctl.qemu.state import DomainDir
 from qctl.qemu.status import StoredStatus, read_stored_status
 
-DATA = Path(__file__).parent / "data"
-CAPS = QEMUCaps.from_json((DATA / "argv" / "qemu-7.2.caps.json").read_text())
+CAPS = recorded_caps()
 DOMAIN = """<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>64</memory>

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from fakeqemu import FakeLauncher, FakeQEMU
 from host.fakesysfs import FakeSysfs, FakeVFNetlink
-from support import unique, when_listening
+from support import recorded_caps, unique, when_listening
 
 from qctl import (
     Domain,
@@ -39,7 +39,6 @@ from qctl import (
     MigrationError,
     NetworkStore,
     PCIAddress,
-    QEMUCaps,
     ResourceBusyError,
     RunState,
     StateRoot,
@@ -53,8 +52,7 @@ from qctl.qemu.claims import devices_held
 from qctl.qemu.ledger import LedgerEntry
 from qctl.qemu.status import read_status
 
-DATA = Path(__file__).parent / "data"
-CAPS = QEMUCaps.from_json((DATA / "argv" / "qemu-7.2.caps.json").read_text())
+CAPS = recorded_caps()
 MAC = "52:54:00:70:00:05"
 POOL = "sriov"
 TIMEOUT = 10.0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fakeqemu import FakeLauncher
-from support import FAKE_DOMAIN, USER_NIC, recorded_caps, unique
+from support import FAKE_DOMAIN, USER_NIC, recorded_caps, start_fake, unique
 
 from qctl import Domain, parse_domain
 from qctl.qemu import domain, reconnect
@@ -33,10 +33,7 @@ async def test_a_write_made_while_connecting_is_read_at_the_next_refresh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = tmp_path / "state"
-    owner = await Domain.start(
-        parse_domain(FAKE_DOMAIN.format(name=unique("conn"))),
-        caps=CAPS, state_root=state, launcher=FakeLauncher(),
-    )  # fmt: skip
+    owner = await start_fake(state, "conn")
     try:
         await owner.attach_device(USER_NIC)
 

@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 from fakeqemu import FakeLauncher
-from support import FAKE_DOMAIN, USER_NIC, recorded_caps, unique
+from support import USER_NIC, start_fake
 
 import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
-from qctl import Domain, StateError, parse_domain
+from qctl import StateError
 from qctl.qemu.state import DomainDir
 from qctl.qemu.writer import StatusWriter
-
-CAPS = recorded_caps()
 
 
 async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> None:
@@ -54,14 +52,8 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
 ) -> None:
     monkeypatch.setattr(runtime_module, "in_memory", lambda path: False)  # a disk, wherever
     launcher = FakeLauncher()
-    slow = await Domain.start(
-        parse_domain(FAKE_DOMAIN.format(name=unique("slow"))),
-        caps=CAPS, state_root=tmp_path / "a", launcher=launcher,
-    )
-    fast = await Domain.start(
-        parse_domain(FAKE_DOMAIN.format(name=unique("fast"))),
-        caps=CAPS, state_root=tmp_path / "b", launcher=launcher,
-    )
+    slow = await start_fake(tmp_path / "a", "slow", launcher=launcher)
+    fast = await start_fake(tmp_path / "b", "fast", launcher=launcher)
     real = writer_module.atomic_write
 
     def delayed(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
@@ -100,10 +92,7 @@ async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
         return real(path, data)
 
     monkeypatch.setattr(writer_module, "_write", spy)
-    dom = await Domain.start(
-        parse_domain(FAKE_DOMAIN.format(name=unique("mem"))),
-        caps=CAPS, state_root=tmp_path, launcher=FakeLauncher(),
-    )  # fmt: skip
+    dom = await start_fake(tmp_path, "mem")
     try:
         await dom.attach_device(USER_NIC)
     finally:
