@@ -359,13 +359,9 @@ class DomainRuntime:
                 continue
             stamp = now
             with contextlib.suppress(StateError):
-                # The version this runtime holds (its own write, or one a job's refresh took
-                # up, which may carry another process's attach) needs no reading; another is
-                # read for its ledger only, no XML parsed.
-                ledger = (
-                    self.ledger if now == self._stamp else read_stored_status(self.directory).ledger
-                )
-                attached = _attached(ledger)
+                # The version this runtime holds may carry another process's attach too
+                # (a job's refresh took it up): compared like any other.
+                attached = _attached(self._ledger_at(now))
                 for alias in sorted(attached - self._seen_attached):
                     self.hub.publish(DeviceAdded(None, alias))
                 self._seen_attached = attached | (self._seen_attached & _attached(self.ledger))
@@ -396,6 +392,11 @@ class DomainRuntime:
             self._releasing = asyncio.ensure_future(self._release())
         await asyncio.shield(self._releasing)
 
+    def _ledger_at(self, stamp: Stamp) -> Ledger:
+        """The ledger of the status file's version ``stamp``: this runtime's own when it is
+        the version it holds, else read (the ledger only, no XML parsed)."""
+        return self.ledger if stamp == self._stamp else read_stored_status(self.directory).ledger
+
     async def _release(self) -> None:
         """The books are taken from the status file as it is now (another process may have
         changed them, or already released them: then there is nothing to do). Every entry
@@ -410,7 +411,7 @@ class DomainRuntime:
         stamp = status_stamp(self.directory)
         if stamp is None:
             return  # someone else released it
-        ledger = self.ledger if stamp == self._stamp else read_stored_status(self.directory).ledger
+        ledger = self._ledger_at(stamp)
         failures = await release_ledger(ledger, await self.host_side())
         for failure in failures:
             log.warning("domain %s: %s", self.name, failure)
