@@ -8,8 +8,9 @@ error. Standard library only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import ClassVar
+
+from qctl.record import record
 
 __all__ = ["OBJECT_NAME_RULE", "IfName", "MACAddress", "PCIAddress", "is_object_name"]
 
@@ -30,7 +31,7 @@ def is_object_name(name: str) -> bool:
     return _OBJECT_NAME_RE.fullmatch(name) is not None
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@record(order=True)
 class MACAddress:
     """A unicast Ethernet MAC address, kept as six bytes; ``str()`` is lower-case ``aa:bb:…``."""
 
@@ -60,7 +61,7 @@ class MACAddress:
         return ":".join(f"{b:02x}" for b in self.octets)
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@record(order=True)
 class PCIAddress:
     """A PCI address ``domain:bus:slot.function`` with the limits PCI sets on each part."""
 
@@ -95,7 +96,7 @@ class PCIAddress:
 _IFNAME_MAX = 15  # IFNAMSIZ - 1
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@record(order=True)
 class IfName:
     """A Linux network interface name: 1–15 bytes, no ``/``, no whitespace, not ``.``/``..``."""
 

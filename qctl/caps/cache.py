@@ -41,6 +41,7 @@ from qctl.caps.hostfact import TUN_PATH, VHOST_NET_PATH, host_facts
 from qctl.caps.model import HostFacts, QEMUCaps
 from qctl.caps.probe import PROBE_TIMEOUT, probe, resolve_binary
 from qctl.errors import ProcessError, QctlError
+from qctl.record import record
 from qctl.version import __version__
 
 __all__ = ["CACHE_FORMAT", "CapsCache", "Fingerprint", "default_cache_dir", "probe_many"]
@@ -60,7 +61,7 @@ def default_cache_dir() -> Path:
     return root / "qctl" / "caps"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record
 class Fingerprint:
     """What must not have changed for a cache entry to stay valid."""
 
@@ -75,7 +76,7 @@ class Fingerprint:
     kvm: bool
 
 
-@dataclasses.dataclass(slots=True)
+@record(frozen=False)
 class _Shared:
     """One probe in flight and how many lookups wait for it."""
 
@@ -84,7 +85,7 @@ class _Shared:
     waiters: int = 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record
 class _Memo:
     """The caps this process last read or probed for one entry file, and what they hold for."""
 

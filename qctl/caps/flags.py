@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, Protocol
+
+from qctl.record import record
 
 __all__ = [
     "DETECTION",
@@ -81,7 +82,7 @@ class Facts(Protocol):
     def command_line_options(self) -> frozenset[str]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Command:
     """The QMP command ``name`` exists."""
 
@@ -92,7 +93,7 @@ class Command:
         return self.name in caps.commands
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     """QEMU can emit the QMP event ``name``."""
 
@@ -103,7 +104,7 @@ class Event:
         return self.name in caps.events
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QOMType:
     """The QOM type (device, object) ``name`` is compiled in."""
 
@@ -114,7 +115,7 @@ class QOMType:
         return self.name in caps.qom_types
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeviceProperty:
     """Device type ``device`` has the property ``name``."""
 
@@ -126,7 +127,7 @@ class DeviceProperty:
         return self.name in caps.device_properties.get(self.device, {})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SchemaPath:
     """The QAPI schema path ``path`` resolves (see :mod:`qctl.caps.schema`)."""
 
@@ -137,7 +138,7 @@ class SchemaPath:
         return self.path in caps.schema_paths
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KVM:
     """KVM is ``present`` (the host has it) or ``enabled`` (QEMU uses it), per ``query-kvm``."""
 
@@ -148,7 +149,7 @@ class KVM:
         return caps.kvm_enabled if self.state == "enabled" else caps.kvm_present
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommandLineOption:
     """``query-command-line-options`` lists option group ``option`` (with ``parameter``).
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+from qctl.record import record
 
 __all__ = ["QEMUInstall", "locate_install"]
 
@@ -34,7 +35,7 @@ _DATA_DIRS = ("share/qemu", "share/seabios", "lib/ipxe/qemu")
 MODULE_DIR_VARIABLE = "QEMU_MODULE_DIR"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QEMUInstall:
     """The data directories (``-L``) and module directory one QEMU binary must be given."""
 

@@ -21,11 +21,12 @@ from types import MappingProxyType
 from typing import Any
 
 from qctl.caps.flags import Capability, detect
+from qctl.record import record
 
 __all__ = ["HostFacts", "MachineType", "QEMUCaps"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MachineType:
     """A machine type (``pc-q35-7.2``), its short alias (``q35``), whether it is the default."""
 
@@ -34,7 +35,7 @@ class MachineType:
     is_default: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostFacts:
     """Host facts that decide choices but are not QEMU's: which device nodes qctl can open.
 

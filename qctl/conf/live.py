@@ -6,20 +6,21 @@ the device it has one, and the live types say so, so callers need no ``alias or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import overload
 
 from qctl.conf.model import HostdevDef, InterfaceDef
+from qctl.record import record
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class LiveInterface(InterfaceDef):
     """An ``<interface>`` of a running domain."""
 
     alias: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class LiveHostdev(HostdevDef):
     """A ``<hostdev>`` of a running domain."""
 

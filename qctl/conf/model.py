@@ -24,10 +24,11 @@ fields or devices to each other live in :mod:`qctl.conf.validate`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from uuid import UUID
 
+from qctl.record import record
 from qctl.types import IfName, MACAddress, PCIAddress
 
 __all__ = [
@@ -237,7 +238,7 @@ _MEMORY_UNITS: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class RawXML:
     """A piece of XML the model does not know (an element or a comment), kept verbatim.
 
@@ -252,7 +253,7 @@ class RawXML:
     line: int | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ElementDef:
     """What every definition of an XML element carries besides its own fields: the unknown
     parts kept for the round trip, and where it came from."""
@@ -269,7 +270,7 @@ class ElementDef:
         return next((line for path, line in self.child_lines if path == child), self.line)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MemoryDef:
     """``<memory unit=…>N</memory>``: the amount as written, and its size in KiB.
 
@@ -295,7 +296,7 @@ class MemoryDef:
         return -(-self.value * scale // 1024)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VCPUDef:
     """``<vcpu current=…>N</vcpu>``: the maximum vCPU count and how many start online."""
 
@@ -303,7 +304,7 @@ class VCPUDef:
     current: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class USBAddress:
     """A host USB device by position: ``<address type='usb' bus=… device=…/>``."""
 
@@ -318,7 +319,7 @@ class USBAddress:
         return f"{self.bus:03d}:{self.device:03d}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class OSDef(ElementDef):
     """``<os>``: ``<type arch machine>hvm</type>`` and direct kernel boot."""
 
@@ -330,7 +331,7 @@ class OSDef(ElementDef):
     cmdline: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ControllerDef(ElementDef):
     """``<controller type='pci' index=… model=…>`` with its guest address and alias."""
 
@@ -340,7 +341,7 @@ class ControllerDef(ElementDef):
     address: PCIAddress | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DriveAddress:
     """``<address type='drive' controller bus target unit/>``: a disk's place on its
     controller."""
@@ -351,7 +352,7 @@ class DriveAddress:
     unit: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class DiskControllerDef(ElementDef):
     """``<controller type='sata|scsi' index=… model=…>``: a controller that disks hang on.
 
@@ -365,7 +366,7 @@ class DiskControllerDef(ElementDef):
     address: PCIAddress | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class SerialDef(ElementDef):
     """``<serial type='file|pty|unix|null'>``.
 
@@ -379,7 +380,7 @@ class SerialDef(ElementDef):
     alias: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class DiskDef(ElementDef):
     """``<disk type='file|block' device='disk|cdrom'>``: one guest disk.
 
@@ -417,7 +418,7 @@ class DiskDef(ElementDef):
         return None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class InterfaceDriverDef(ElementDef):
     """``<driver name queues rx_queue_size tx_queue_size>`` of an interface."""
 
@@ -427,7 +428,7 @@ class InterfaceDriverDef(ElementDef):
     tx_queue_size: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class InterfaceSourceDef(ElementDef):
     """``<source>`` of an interface: a bridge, a network pool, or the host device to pass.
 
@@ -443,7 +444,7 @@ class InterfaceSourceDef(ElementDef):
     product: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class TeamingDef:
     """``<teaming type persistent>``: virtio failover; ``persistent`` names the virtio alias."""
 
@@ -451,7 +452,7 @@ class TeamingDef:
     persistent: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class VLANTagDef:
     """``<tag id nativeMode>`` of a ``<vlan>``."""
 
@@ -459,7 +460,7 @@ class VLANTagDef:
     native_mode: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class VLANDef(ElementDef):
     """``<vlan trunk>``: the VLAN tags of an interface or a network pool.
 
@@ -471,7 +472,7 @@ class VLANDef(ElementDef):
     trunk: bool | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class InterfaceDef(ElementDef):
     """``<interface type=…>``: one guest NIC.
 
@@ -518,7 +519,7 @@ class InterfaceDef(ElementDef):
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class HostdevDef(ElementDef):
     """``<hostdev mode='subsystem' type='pci' managed=…>``: a host PCI function passed through.
 
@@ -558,7 +559,7 @@ def device_tag(item: DeviceDef | RawXML) -> str:
     return item.tag if isinstance(item, RawXML) else _DEVICE_TAGS[type(item)]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class DevicesDef(ElementDef):
     """``<devices>``: the emulator, then every device in document order, known or not."""
 
@@ -566,7 +567,7 @@ class DevicesDef(ElementDef):
     items: tuple[DeviceDef | RawXML, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class DomainDef(ElementDef):
     """``<domain type=…>``: one virtual machine.
 
@@ -616,7 +617,7 @@ class DomainDef(ElementDef):
         return tuple(d for d in self.devices.items if isinstance(d, SerialDef))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ForwardDef(ElementDef):
     """``<forward mode=…>`` of a pool: a bridge, or a set of host devices to hand out.
 
@@ -630,7 +631,7 @@ class ForwardDef(ElementDef):
     addresses: tuple[PCIAddress, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class NetworkDef(ElementDef):
     """``<network>``: a named pool that ``<interface type='network'>`` draws from."""
 

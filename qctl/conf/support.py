@@ -16,7 +16,6 @@ the reason (the README's table is made from these). Whatever is in neither is re
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from qctl.conf.model import (
     ElementDef,
@@ -26,6 +25,7 @@ from qctl.conf.model import (
     RawXML,
     VLANDef,
 )
+from qctl.record import record
 
 __all__ = [
     "HOSTDEV_PARTS",
@@ -105,7 +105,7 @@ _IGNORABLE = ("#comment", "#pi")
 _VIRTIO_ONLY_DRIVER = ("queues", "rx_queue_size", "tx_queue_size")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Unsupported:
     """One refused part: where (relative element path and line) and what."""
 

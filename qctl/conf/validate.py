@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from qctl.conf.model import (
     FAILOVER_STANDIN_MODELS,
@@ -52,6 +52,7 @@ from qctl.conf.model import (
 from qctl.conf.support import unsupported_parts
 from qctl.conf.xml import read_xml
 from qctl.errors import ConfigError, ValidationError
+from qctl.record import record
 from qctl.types import OBJECT_NAME_RULE, PCIAddress, is_object_name
 
 __all__ = [
@@ -89,7 +90,7 @@ def _in_line_order(found: list[ValidationError]) -> list[ValidationError]:
     return sorted(found, key=lambda problem: (problem.line is None, problem.line or 0))
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class Review:
     """What is wrong with a definition (``errors``) and what is doubtful (``warnings``),
     each in line order."""

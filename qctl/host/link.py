@@ -12,8 +12,9 @@ whose ``errno`` is the kernel's error number; :func:`netlink_error` builds that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
+
+from qctl.record import record
 
 from ..errors import NetlinkError
 from ..types import MACAddress
@@ -25,7 +26,7 @@ VLAN_MAX = 4095
 """The highest 802.1Q VLAN id (0 means "no VLAN")."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LinkInfo:
     """One network interface as the kernel reported it at the time of the request.
 
@@ -46,7 +47,7 @@ class LinkInfo:
     operstate: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VFConfig:
     """The administrative settings an SR-IOV PF holds for one of its VFs.
 

@@ -11,8 +11,9 @@ differ, and sysfs would show another namespace's link of the same name, or none)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from qctl.record import record
 
 from ..errors import HostError
 from .oserror import errno_text
@@ -27,7 +28,7 @@ _RX_COLUMNS = 8
 _USED = {0: "bytes", 1: "packets", 2: "errs", 3: "drop"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LinkStats:
     """The kernel's counters of one link (named as ``virsh domifstat`` names them)."""
 

@@ -44,9 +44,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from qctl.record import record
 
 from ..errors import HostError, ResourceBusyError, SysfsError, UnsupportedError, add_rollback_note
 from ..types import PCIAddress
@@ -460,7 +461,7 @@ def _rebind(device: PCIDevice, driver: str | None) -> None:
 # -- asyncio front ---------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class _Outcome(Generic[_T]):
     """How a blocking call ended, and whether our task was cancelled meanwhile."""
 

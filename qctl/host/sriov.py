@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import errno
 import logging
-from dataclasses import dataclass
+
+from qctl.record import record
 
 from ..errors import HostError, NetlinkError, add_rollback_note
 from ..types import MACAddress, PCIAddress
@@ -57,7 +58,7 @@ _ZERO_MAC = MACAddress(bytes(6))
 _ALT_ZERO_MAC = MACAddress(bytes([0x02, 0, 0, 0, 0, 0]))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VirtualFunction:
     """SR-IOV VF number ``index`` of the PF whose network interface is ``pf``."""
 
@@ -69,7 +70,7 @@ class VirtualFunction:
         return f"VF {self.index} of {self.pf} ({self.address})"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SavedVFConfig:
     """A VF's admin MAC and VLAN before qctl changed them: what to restore on release.
 

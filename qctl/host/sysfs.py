@@ -14,9 +14,11 @@ Failures become :class:`qctl.errors.SysfsError` naming the file and the errno, e
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Protocol
+
+from qctl.record import record
 
 from ..errors import SysfsError
 from .oserror import errno_text
@@ -53,7 +55,7 @@ class KernelSysfsWriter:
             raise OSError(5, f"short write ({written} of {len(raw)} bytes)", str(path))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Sysfs:
     """A sysfs tree: its ``root`` (``/sys``) and the ``writer`` that changes it.
 

@@ -38,9 +38,10 @@ import os
 import socket
 import struct
 from collections.abc import Generator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+
+from qctl.record import record
 
 from ..errors import HostError, NetlinkError, ResourceBusyError, UnsupportedError, add_rollback_note
 from ..types import IfName, MACAddress
@@ -88,7 +89,7 @@ def tap_mac(guest_mac: MACAddress) -> MACAddress:
     return guest_mac.with_first_byte(0xFA if guest_mac.octets[0] == 0xFE else 0xFE)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TapRequest:
     """What :func:`create_tap` should build.
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
+
+from qctl.record import record
 
 from ..errors import HostError, UnsupportedError, add_rollback_note
 from .oserror import errno_text
@@ -49,7 +50,7 @@ VhostMode = Literal["vhost", "qemu"]
 """The interface's ``<driver name=…>``: ``vhost`` requires vhost-net, ``qemu`` refuses it."""
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class VhostChoice:
     """The outcome of :func:`choose_vhost`.
 

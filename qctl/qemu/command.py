@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from qctl.conf import ControllerModel, DomainDef, DomainType, InterfaceType
 from qctl.qemu.chardev import serial_chardev, serial_device_props
@@ -28,11 +27,12 @@ from qctl.qemu.nic import (
     usb_controller_props,
 )
 from qctl.qemu.placement import root_port_props
+from qctl.record import record
 
 __all__ = ["Features", "build_command", "format_props"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Features:
     """What the builder needs to know about the QEMU binary, taken from its capabilities."""
 

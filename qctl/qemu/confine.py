@@ -31,12 +31,12 @@ import contextlib
 import os
 import pwd
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.caps import Capability, QEMUCaps
 from qctl.conf import DomainDef, SerialType
 from qctl.errors import HostError, UnsupportedError
+from qctl.record import record
 
 __all__ = [
     "DEFAULT_QEMU_USER",
@@ -69,7 +69,7 @@ _Stack = contextlib.ExitStack | contextlib.AsyncExitStack
 _FIRST_FDSET = 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Confinement:
     """How QEMU is confined: the user it drops to (name, uid, gid), how, and the sandbox."""
 
@@ -80,7 +80,7 @@ class Confinement:
     sandbox: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PassedFile:
     """A file qctl opened for QEMU: its fd (a number, or a name in a dry run) and fd set."""
 

@@ -36,7 +36,6 @@ import dataclasses
 import itertools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.caps import CapsCache, QEMUCaps
@@ -49,6 +48,7 @@ from qctl.qemu.nic import NICResources
 from qctl.qemu.plan import MACSource, features_from_caps, located, plan, random_mac
 from qctl.qemu.prepare import bridge_of, needs_tap, record_choice, vhost_mode
 from qctl.qemu.state import StateRoot
+from qctl.record import record
 
 __all__ = [
     "DEFAULT_BINARY",
@@ -69,7 +69,7 @@ DRY_RUN_MONITOR = "fd=monitorfd"
 """The QMP chardev backend of a dry run: the listening socket qctl would pass, by name."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DryRun:
     """A dry run's outcome: the live definition a start would record, and its argv."""
 

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, ClassVar, Self
 
 from qctl.errors import StateError
 from qctl.qmp import QMPEvent
+from qctl.record import record
 
 __all__ = [
     "DeviceAdded",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DomainEvent:
     """Something that happened to a domain; ``timestamp`` is QEMU's (None for qctl's own)."""
 
@@ -56,14 +57,14 @@ class DomainEvent:
         return self.QEMU_NAME
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeviceAdded(DomainEvent):
     """qctl finished attaching the device ``alias``."""
 
     alias: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeviceRemoved(DomainEvent):
     """QEMU removed the device ``alias`` (DEVICE_DELETED)."""
 
@@ -72,7 +73,7 @@ class DeviceRemoved(DomainEvent):
     alias: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UnplugRejected(DomainEvent):
     """The guest refused to release the device ``alias`` (DEVICE_UNPLUG_GUEST_ERROR)."""
 
@@ -81,7 +82,7 @@ class UnplugRejected(DomainEvent):
     alias: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NICRxFilterChanged(DomainEvent):
     """The guest changed the RX filter (MAC, multicast list) of NIC ``alias``."""
 
@@ -90,7 +91,7 @@ class NICRxFilterChanged(DomainEvent):
     alias: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Shutdown(DomainEvent):
     """QEMU is shutting down; ``guest`` says whether the guest asked for it."""
 
@@ -100,7 +101,7 @@ class Shutdown(DomainEvent):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OtherEvent(DomainEvent):
     """Any other QEMU event, by name, with its data."""
 

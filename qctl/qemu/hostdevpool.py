@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from qctl.conf import (
     DeviceDef,
@@ -27,12 +27,13 @@ from qctl.conf import (
 from qctl.errors import HostError, StateError
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.plan import located
+from qctl.record import record
 from qctl.types import PCIAddress
 
 __all__ = ["PooledDomain", "hostdev_pool", "pool_interface", "take_pool_devices"]
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class PooledDomain:
     """The domain with its pool interfaces rewritten, and each one's allocation by alias."""
 

@@ -3,15 +3,16 @@ and whether QEMU runs confined."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from qctl.host import TUN_PATH, VHOST_NET_PATH, Sysfs
 from qctl.qemu.confine import VFIO_DIR
+from qctl.record import record
 
 __all__ = ["HostPaths"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostPaths:
     """Device nodes and the sysfs tree the host side uses (tests point them elsewhere), and
     how QEMU is confined on this host."""

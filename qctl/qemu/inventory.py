@@ -9,18 +9,18 @@ held cannot be known, so nothing is released (``qctl stop --force NAME`` does th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.errors import StateError
 from qctl.qemu.process import QEMUProcess
 from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.status import read_status
+from qctl.record import record
 
 __all__ = ["DomainState", "discard_damaged", "list_domain_states"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DomainState:
     """A domain with a state directory: its QEMU's pid, whether QEMU runs, and ``problem``,
     why its status file cannot be used (None when it can)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.errors import StateError
@@ -20,6 +19,7 @@ from qctl.qemu.runstate import RunState
 from qctl.qemu.state import DomainDir, StateRoot, atomic_write
 from qctl.qemu.summary import read_summary
 from qctl.qemu.txn import ABORT_POLL, JobRecord
+from qctl.record import record
 
 __all__ = ["ABORT_TIMEOUT", "DomainInfo", "abort_job", "list_domains", "read_job"]
 
@@ -27,7 +27,7 @@ __all__ = ["ABORT_TIMEOUT", "DomainInfo", "abort_job", "list_domains", "read_job
 ABORT_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DomainInfo:
     """A line of ``qctl list``: a domain with a state directory, its QEMU, run state and job.
 

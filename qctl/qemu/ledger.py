@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
+
+from qctl.record import record
 
 __all__ = ["DeviceKind", "EntryState", "Ledger", "LedgerEntry", "SavedVF"]
 
@@ -38,7 +39,7 @@ class DeviceKind(enum.StrEnum):
     HOSTDEV_INTERFACE = "hostdev-interface"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SavedVF:
     """An SR-IOV VF's admin settings before qctl changed them, to restore on release."""
 
@@ -48,7 +49,7 @@ class SavedVF:
     vlan: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LedgerEntry:
     """One device and every host resource it holds."""
 

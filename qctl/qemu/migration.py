@@ -37,13 +37,13 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from qctl.conf import DomainDef, InterfaceDef, InterfaceType, TeamingType
 from qctl.errors import MigrationError, QMPCommandError, QMPError
 from qctl.qemu.ledger import EntryState, LedgerEntry
 from qctl.qemu.monitor import MigrationInfo, Monitor
 from qctl.qmp import QMPEvent
+from qctl.record import record
 
 __all__ = [
     "CAPABILITIES",
@@ -80,7 +80,7 @@ _TCP = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})$")
 ProgressSink = Callable[["MigrationProgress"], None]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MigrationProgress:
     """One look at a running migration: QEMU's status, RAM bytes transferred, remaining
     and total, RAM passes so far, the dirty rate (pages/s), throughput (Mbit/s), the
@@ -114,7 +114,7 @@ class MigrationProgress:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MigrationOutcome:
     """A completed migration: wall time seen by qctl (s), QEMU's total time and guest
     downtime (ms), bytes sent, RAM passes, and the failover primaries unplugged."""
@@ -127,7 +127,7 @@ class MigrationOutcome:
     unplugged: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FailoverPair:
     """A failover pair by alias: the virtio standby and the transient primary."""
 

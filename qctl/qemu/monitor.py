@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from qctl.errors import QMPCommandError
 from qctl.qmp import QMPClient
+from qctl.record import record
 
 __all__ = ["MigrationInfo", "Monitor", "is_not_found", "is_unplug_in_progress"]
 
@@ -196,7 +196,7 @@ class Monitor:
         return MigrationInfo.from_reply(await self.client.execute("query-migrate"))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MigrationInfo:
     """``query-migrate``'s answer as values; QEMU leaves out what does not apply yet.
 

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from qctl.errors import ConfigError, ResourceBusyError, StateError
 from qctl.host import Sysfs, list_vfs
 from qctl.qemu.orphan import start_under_way
 from qctl.qemu.state import StateRoot
+from qctl.record import record
 from qctl.types import OBJECT_NAME_RULE, is_object_name
 
 __all__ = ["Allocation", "NetworkStore", "VFLister"]
@@ -50,7 +51,7 @@ _ALLOCATIONS = "allocations.json"
 VFLister = Callable[[str], list[str]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Allocation:
     """A pool device held by one domain's interface."""
 

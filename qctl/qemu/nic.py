@@ -9,11 +9,10 @@ syntax wants them (fd numbers and names are strings, as libvirt passes them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from qctl.conf import DomainDef, HostdevDef, InterfaceDef, InterfaceType, canonical_model
 from qctl.errors import UnsupportedError
 from qctl.qemu.placement import bus_id, netdev_id
+from qctl.record import record
 
 __all__ = [
     "USB_BUS",
@@ -44,7 +43,7 @@ USB_BUS = "usb.0"
 USB_PORTS = 2
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NICResources:
     """What the host side prepared for one NIC: how QEMU finds its fds.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from qctl.conf import (
     DeviceDef,
@@ -39,6 +39,7 @@ from qctl.host import (
     create_tap,
 )
 from qctl.qemu.plan import located
+from qctl.record import record
 from qctl.types import IfName
 
 __all__ = [
@@ -58,7 +59,7 @@ NetworkLookup = Callable[[str], NetworkDef]
 _VNET_HDR_MODELS = frozenset({"virtio", "virtio-transitional", "virtio-non-transitional", "e1000e"})
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class NICPlan:
     """What was prepared for one interface: its tap and vhost-net fds, held until QEMU has them."""
 
@@ -99,7 +100,7 @@ class NICPlan:
             self.vhost.close()
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class PreparedHost:
     """The prepared NICs of a domain, by alias, and the live domain recording the choices."""
 

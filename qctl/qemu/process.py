@@ -25,11 +25,11 @@ import stat
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from qctl.errors import ProcessError
+from qctl.record import record
 
 __all__ = [
     "Launcher",
@@ -56,7 +56,7 @@ def log_tail(path: Path, limit: int = _TAIL_BYTES) -> str:
         return ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProcessIdentity:
     """A PID plus its start time (clock ticks since boot): unique across PID reuse."""
 

@@ -9,7 +9,6 @@ Every step tolerates "already gone", so releasing twice, or after a crash, is sa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from qctl.errors import QctlError
 from qctl.host import LinkControl, Netlink, PCIDevice, Sysfs, delete_tap
@@ -17,12 +16,13 @@ from qctl.qemu.confine import VFIO_DIR, take_back_vfio_group
 from qctl.qemu.ledger import Ledger, LedgerEntry
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.vfio import release_vfio
+from qctl.record import record
 from qctl.types import PCIAddress
 
 __all__ = ["HostSide", "release_all", "release_entry", "release_ledger"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostSide:
     """Where released resources go back to: netlink, sysfs and the network pools, and the
     domain whose books these are."""

@@ -26,7 +26,6 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.caps import QEMUCaps, locate_install
@@ -62,6 +61,7 @@ from qctl.qemu.status import Stamp, Status, write_status
 from qctl.qemu.txn import take_lock, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
 from qctl.qmp import QMPClient, connect_first, connect_qmp
+from qctl.record import record
 from qctl.types import PCIAddress
 
 __all__ = [
@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class Launched:
     """A started domain: its state directory, process, monitor connection and status (and
     the stamp of the status file as written, under the start's lock)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from qctl.conf import DomainDef, format_xml, parse_domain
 from qctl.errors import QctlError, StateError
@@ -25,6 +24,7 @@ from qctl.qemu.runstate import RunState
 from qctl.qemu.state import DomainDir, atomic_write
 from qctl.qemu.summary import STATUS_VERSION, summary_of
 from qctl.qemu.txn import JobRecord
+from qctl.record import record
 
 __all__ = [
     "STATUS_VERSION",
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class Status:
     """The content of a domain's status file."""
 
@@ -131,7 +131,7 @@ def stamp_of(info: os.stat_result) -> Stamp:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class StoredStatus:
     """A status file as read, its two definitions not parsed yet: parsing them is most of
     what reading costs, and a connect that only queries QEMU or reconciles an empty ledger

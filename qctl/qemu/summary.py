@@ -4,7 +4,6 @@ for lxml nor for the definitions (:mod:`~qctl.qemu.status` reads the whole file)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from qctl.errors import StateError
@@ -13,13 +12,14 @@ from qctl.qemu.process import ProcessIdentity
 from qctl.qemu.runstate import RunState
 from qctl.qemu.state import DomainDir
 from qctl.qemu.txn import JobRecord
+from qctl.record import record
 
 __all__ = ["STATUS_VERSION", "StatusSummary", "read_summary", "summary_of"]
 
 STATUS_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatusSummary:
     """What cross-domain lookups need of a status file, read without parsing any XML."""
 

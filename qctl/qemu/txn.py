@@ -18,13 +18,13 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from qctl.errors import StateError, add_rollback_note
 from qctl.qemu.process import ProcessIdentity, is_alive, process_identity
 from qctl.qemu.state import DomainDir, FileLock, HeldOpenLock
+from qctl.record import record
 
 __all__ = [
     "ABORT_POLL",
@@ -102,7 +102,7 @@ async def take_lock(directory: DomainDir) -> FileLock:
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JobRecord:
     """The job under way on a domain, as the status file shows it to other processes.
 

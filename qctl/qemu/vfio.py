@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from qctl.conf import HostdevDef, InterfaceDef
 from qctl.errors import UnsupportedError
@@ -37,6 +36,7 @@ from qctl.host import (
     save_vf_config,
 )
 from qctl.qemu.ledger import LedgerEntry, SavedVF
+from qctl.record import record
 from qctl.types import MACAddress, PCIAddress
 
 __all__ = ["VFIODevice", "prepare_vfio", "release_vfio"]
@@ -44,7 +44,7 @@ __all__ = ["VFIODevice", "prepare_vfio", "release_vfio"]
 Note = Callable[..., Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VFIODevice:
     """What :func:`prepare_vfio` needs to know of a device definition."""
 

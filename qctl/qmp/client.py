@@ -31,7 +31,6 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Self, cast
 
@@ -50,6 +49,7 @@ from qctl.errors import (
 )
 from qctl.qmp.event import DEFAULT_EVENT_QUEUE, EventSubscription, QMPEvent
 from qctl.qmp.record import Recorder
+from qctl.record import record
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -70,7 +70,7 @@ _log = logging.getLogger(__name__)
 _wire_log = logging.getLogger("qctl.qmp.wire")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AddedFd:
     """Where ``add-fd`` put a passed fd: its fd set and the fd number inside QEMU."""
 

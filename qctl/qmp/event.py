@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Self
 
 from qctl.errors import QMPConnectionError
+from qctl.record import record
 
 __all__ = ["DEFAULT_EVENT_QUEUE", "EventSubscription", "QMPEvent"]
 
@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_EVENT_QUEUE", "EventSubscription", "QMPEvent"]
 DEFAULT_EVENT_QUEUE = 256
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QMPEvent:
     """One QMP event: its name, its ``data`` member (empty when absent) and QEMU's timestamp.
 

@@ -11,13 +11,13 @@ import asyncio
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from qctl.errors import ConsoleError
 from qctl.qemu.console import RECENT_LINES, Console
 from qctl.qemu.domain import Domain
 from qctl.qemu.process import log_tail
+from qctl.record import record
 
 __all__ = ["BOOT_FAILURE", "NICS", "READY", "Guest", "NICReport", "guest_dir", "guest_xml"]
 
@@ -77,7 +77,7 @@ def _parse_nics(text: str) -> NICReport:
     return nics
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Guest:
     """A booted domain and its serial console, as the plugin's fixtures give them."""
 

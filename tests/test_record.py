@@ -1,0 +1,126 @@
+"""``@record`` behaves as the frozen, slotted dataclass it replaces, and compiles lazily."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+from dataclasses import field
+
+import pytest
+
+from qctl.record import record
+
+
+@record
+class Point:
+    x: int
+    y: int = 0
+    tags: tuple[str, ...] = ()
+    note: str = field(default="", compare=False, repr=False)
+
+
+@record(kw_only=True)
+class Named:
+    name: str
+    items: list[int] = field(default_factory=list)
+
+
+@record
+class Checked:
+    value: int
+    double: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.value < 0:
+            raise ValueError("negative")
+        object.__setattr__(self, "double", self.value * 2)
+
+
+@record
+class Child(Point):
+    z: int = 0
+
+
+@record(order=True)
+class Version:
+    major: int
+    minor: int = 0
+
+
+@record(frozen=False)
+class Counter:
+    count: int = 0
+
+
+def test_a_record_is_a_frozen_slotted_dataclass() -> None:
+    p = Point(1, 2, ("a",), note="n")
+    assert dataclasses.is_dataclass(p)
+    assert [f.name for f in dataclasses.fields(p)] == ["x", "y", "tags", "note"]
+    assert dataclasses.asdict(p) == {"x": 1, "y": 2, "tags": ("a",), "note": "n"}
+    assert dataclasses.replace(p, y=5) == Point(1, 5, ("a",))
+    assert not hasattr(p, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.x = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del p.x
+    assert Point.__match_args__ == ("x", "y", "tags", "note")
+
+
+def test_equality_hash_and_repr_follow_the_fields_that_take_part() -> None:
+    assert Point(1) == Point(1, 0, (), note="ignored: compare=False")
+    assert hash(Point(1)) == hash(Point(1, note="other"))
+    assert Point(1) != Point(2)
+    assert Point(1) != Child(1)  # another class is never equal, as with dataclasses
+    assert repr(Point(1, 2)) == "Point(x=1, y=2, tags=())"
+    assert repr(Named(name="a")) == "Named(name='a', items=[])"
+    assert len({Point(1), Point(1), Point(2)}) == 2
+
+
+def test_init_takes_what_dataclasses_would() -> None:
+    assert Named(name="a").items == []
+    assert Named(name="a").items is not Named(name="b").items
+    assert Named(name="a", items=[1]).items == [1]
+    with pytest.raises(TypeError):
+        Named("a")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Point()  # type: ignore[call-arg]
+    assert Checked(3).double == 6
+    with pytest.raises(ValueError, match="negative"):
+        Checked(-1)
+    assert Child(1, 2, z=3) == Child(x=1, y=2, tags=(), z=3)
+    assert Child(1, 2, (), "", 3).z == 3
+
+
+def test_init_is_compiled_on_first_construction_only() -> None:
+    @record
+    class Fresh:
+        a: int
+
+    stub = Fresh.__init__
+    assert Fresh(1).a == 1
+    assert Fresh.__init__ is not stub
+    assert Fresh.__init__.__qualname__.endswith("Fresh.__init__")
+
+
+def test_order_compares_fields_in_order() -> None:
+    assert Version(1, 2) < Version(1, 10) <= Version(1, 10) < Version(2)
+    ordered = [Version(1), Version(1, 5), Version(2)]
+    assert sorted(reversed(ordered)) == ordered
+    with pytest.raises(TypeError):
+        _ = Version(1) < Point(1)  # type: ignore[operator]
+
+
+def test_a_mutable_record_assigns_and_is_unhashable() -> None:
+    c = Counter()
+    c.count += 1
+    assert c == Counter(1)
+    with pytest.raises(TypeError):
+        hash(c)
+
+
+def test_frozen_records_pickle_and_copy() -> None:
+    p = Child(1, 2, ("t",), "n", 4)
+    for clone in (pickle.loads(pickle.dumps(p)), copy.copy(p), copy.deepcopy(p)):
+        assert clone == p
+        assert clone.note == "n"
