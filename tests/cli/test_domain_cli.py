@@ -7,6 +7,7 @@ branch's exit code, never a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import guest_domain_xml, run_qctl, unique
+from support import guest_domain_xml, run_qctl, unique, wait_for_nics
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
@@ -26,13 +27,25 @@ SPARE_PORTS = "\n".join(
 qctl = run_qctl
 
 
+def guest_reports(console: Path, mac: str | None = None) -> None:
+    """Wait (at most 60 s) for the guest's console to report its NICs — ``mac`` among them
+    when given: a guest still booting does not answer an unplug request yet."""
+
+    async def wait() -> None:
+        async with asyncio.timeout(60):
+            await wait_for_nics(console, lambda nics: mac is None or mac in nics)
+
+    asyncio.run(wait())
+
+
 def test_lifecycle_and_hotplug_through_the_command_line(
     guest_paths: tuple[Path, Path], tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     name = unique("cli")
     domain = tmp_path / "domain.xml"
-    domain.write_text(guest_domain_xml(name, SPARE_PORTS, console=tmp_path / "serial.log"))
+    console = tmp_path / "serial.log"
+    domain.write_text(guest_domain_xml(name, SPARE_PORTS, console=console))
     nic = tmp_path / "nic.xml"
     nic.write_text(
         "<interface type='user'><mac address='52:54:00:30:00:01'/>"
@@ -70,8 +83,10 @@ def test_lifecycle_and_hotplug_through_the_command_line(
         assert listener.stderr is not None
         assert "listening for events" in listener.stderr.readline()
 
+        guest_reports(console)  # booted: it will answer the unplug request below
         attached = qctl("attach-device", name, str(nic), state=state).stdout
         assert "ua-cli0" in attached and "52:54:00:30:00:01" in attached
+        guest_reports(console, "52:54:00:30:00:01")
         assert "ua-cli0" in qctl("dumpxml", name, state=state).stdout  # live by default
         assert "ua-cli0" not in qctl("dumpxml", name, "--inactive", state=state).stdout
 
