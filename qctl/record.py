@@ -111,8 +111,14 @@ def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
         }
     else:
         methods["__hash__"] = None  # mutable and compared by value: unhashable, as dataclasses
+    own = {name for name in methods if name in cls.__dict__}
+    if cls.__dict__.get("__hash__", 0) is None and "__eq__" in cls.__dict__:
+        own.discard("__hash__")  # Python's implicit None beside an __eq__, not the class's own
+    if frozen and own & {"__setattr__", "__delattr__"}:
+        raise TypeError(f"frozen record {cls.__qualname__} defines __setattr__ or __delattr__")
     for name, method in methods.items():
-        setattr(cls, name, method)
+        if name not in own:  # what the class body defines stays, as with dataclasses
+            setattr(cls, name, method)
 
 
 def _key(names: list[str]) -> Callable[[Any], Any]:

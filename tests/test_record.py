@@ -124,3 +124,31 @@ def test_frozen_records_pickle_and_copy() -> None:
     for clone in (pickle.loads(pickle.dumps(p)), copy.copy(p), copy.deepcopy(p)):
         assert clone == p
         assert clone.note == "n"
+
+
+def test_methods_the_class_defines_are_kept() -> None:
+    @record
+    class Shown:
+        a: int
+
+        def __repr__(self) -> str:
+            return "shown"
+
+    assert repr(Shown(1)) == "shown"
+
+    @record
+    class Equal:
+        a: int
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    assert Equal(1) == Equal(2) and hash(Equal(1)) == hash(Equal(1))
+    with pytest.raises(TypeError, match="defines __setattr__"):
+
+        @record
+        class Mutating:
+            a: int
+
+            def __setattr__(self, name: str, value: object) -> None:
+                object.__setattr__(self, name, value)
