@@ -23,6 +23,7 @@ Standard library only; imports nothing from qctl.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform, overload
@@ -33,6 +34,11 @@ _T = TypeVar("_T")
 
 _NO_VALUE = object()
 """The default that stands for "call the field's default_factory" in a compiled __init__."""
+
+_FROZEN_MARK = "__record_frozen__"
+"""The class attribute that says whether a record is frozen. Its ``__dataclass_params__``
+says ``frozen=False`` (records ask dataclasses for no method at all), so a plain
+``@dataclass(frozen=True)`` cannot subclass a record: make the subclass a record."""
 
 
 @overload
@@ -58,13 +64,47 @@ def record(
     keyword-only fields with ``kw_only=True``, ordered by its fields with ``order=True``."""
 
     def make(cls: type[_T]) -> type[_T]:
+        _check_bases(cls, frozen=frozen)
         made: type[_T] = dataclasses.dataclass(
             cls, init=False, repr=False, eq=False, kw_only=kw_only, slots=True
         )
+        _check_fields(made)
         _add_methods(made, frozen=frozen, order=order)
+        setattr(made, _FROZEN_MARK, frozen)
         return made
 
     return make if cls is None else make(cls)
+
+
+def _check_bases(cls: type[Any], *, frozen: bool) -> None:
+    """Refuse what dataclasses refuses: a frozen record under a mutable one, or the reverse."""
+    for base in cls.__mro__[1:]:
+        based = base.__dict__.get(_FROZEN_MARK)
+        if based is not None and based != frozen:
+            kind = ("frozen", "non-frozen") if frozen else ("non-frozen", "frozen")
+            raise TypeError(
+                f"cannot inherit {kind[0]} record {cls.__qualname__} from a {kind[1]} one"
+            )
+
+
+def _check_fields(cls: type[Any]) -> None:
+    """Refuse at decoration what the compiled ``__init__`` would trip on later: a field
+    without a default after one with a default, and ``InitVar`` pseudo-fields."""
+    every = {f.name for f in dataclasses.fields(cls)}
+    pseudo = [name for name in cls.__dataclass_fields__ if name not in every]
+    if any("InitVar" in str(cls.__dataclass_fields__[name].type) for name in pseudo):
+        raise TypeError(f"record {cls.__qualname__}: InitVar fields are not supported")
+    defaulted = ""
+    for f in dataclasses.fields(cls):
+        if not f.init or f.kw_only:
+            continue
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            defaulted = f.name
+        elif defaulted:
+            raise TypeError(
+                f"record {cls.__qualname__}: field {f.name!r} without a default follows "
+                f"{defaulted!r}, which has one"
+            )
 
 
 def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
@@ -79,6 +119,7 @@ def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
         setattr(cls, "__init__", compiled)  # noqa: B010 (mypy refuses assigning a method)
         compiled(self, *args, **kwargs)
 
+    @reprlib.recursive_repr()
     def __repr__(self: Any) -> str:
         parts = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
         return f"{type(self).__qualname__}({parts})"
@@ -112,6 +153,8 @@ def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
     else:
         methods["__hash__"] = None  # mutable and compared by value: unhashable, as dataclasses
     own = {name for name in methods if name in cls.__dict__}
+    if order and own & {"__lt__", "__le__", "__gt__", "__ge__"}:
+        raise TypeError(f"record {cls.__qualname__} has order=True and defines its own ordering")
     if cls.__dict__.get("__hash__", 0) is None and "__eq__" in cls.__dict__:
         own.discard("__hash__")  # Python's implicit None beside an __eq__, not the class's own
     if frozen and own & {"__setattr__", "__delattr__"}:
@@ -121,11 +164,15 @@ def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
             setattr(cls, name, method)
 
 
-def _key(names: list[str]) -> Callable[[Any], Any]:
-    """A fast getter of the values of ``names`` (a tuple of them; the value alone for one)."""
-    if not names:
-        return lambda _self: ()
-    return attrgetter(*names)
+def _key(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """A fast getter of the tuple of the values of ``names`` (a tuple even for one name, so
+    that comparing two records checks identity first, as a dataclass's tuples do)."""
+    if len(names) > 1:
+        return attrgetter(*names)
+    if names:
+        [name] = names
+        return lambda self: (getattr(self, name),)
+    return lambda _self: ()
 
 
 def _order(key: Callable[[Any], Any]) -> dict[str, Callable[[Any, object], Any]]:
@@ -158,35 +205,37 @@ def _refuse_delattr(self: object, name: str) -> None:
 def _compile_init(cls: type[Any]) -> Callable[..., None]:
     """The ``__init__`` of ``cls``: its init fields as parameters (keyword-only ones after
     ``*``), each stored with ``object.__setattr__``; factories called when no value is
-    given; fields outside ``__init__`` set from their default; then ``__post_init__``."""
-    scope: dict[str, Any] = {"_set": object.__setattr__, "_NO_VALUE": _NO_VALUE}
+    given; fields outside ``__init__`` set from their default; then ``__post_init__``.
+    Its own names are dunder names no field can be given, ``self`` included."""
+    scope: dict[str, Any] = {"__record_set__": object.__setattr__, "__record_none__": _NO_VALUE}
     positional: list[str] = []
     keyword: list[str] = []
     body: list[str] = []
     for f in dataclasses.fields(cls):
         has_factory = f.default_factory is not dataclasses.MISSING
+        factory, default = f"__record_factory_{f.name}__", f"__record_default_{f.name}__"
         if has_factory:
-            scope[f"_factory_{f.name}"] = f.default_factory
+            scope[factory] = f.default_factory
         if f.default is not dataclasses.MISSING:
-            scope[f"_default_{f.name}"] = f.default
+            scope[default] = f.default
         if not f.init:
             if has_factory:
-                body.append(f"_set(self, {f.name!r}, _factory_{f.name}())")
+                body.append(f"__record_set__(__record_self__, {f.name!r}, {factory}())")
             elif f.default is not dataclasses.MISSING:
-                body.append(f"_set(self, {f.name!r}, _default_{f.name})")
+                body.append(f"__record_set__(__record_self__, {f.name!r}, {default})")
             continue
         if has_factory:
-            parameter = f"{f.name}=_NO_VALUE"
-            value = f"_factory_{f.name}() if {f.name} is _NO_VALUE else {f.name}"
+            parameter = f"{f.name}=__record_none__"
+            value = f"{factory}() if {f.name} is __record_none__ else {f.name}"
         else:
             has_default = f.default is not dataclasses.MISSING
-            parameter = f"{f.name}=_default_{f.name}" if has_default else f.name
+            parameter = f"{f.name}={default}" if has_default else f.name
             value = f.name
         (keyword if f.kw_only else positional).append(parameter)
-        body.append(f"_set(self, {f.name!r}, {value})")
+        body.append(f"__record_set__(__record_self__, {f.name!r}, {value})")
     if hasattr(cls, "__post_init__"):
-        body.append("self.__post_init__()")
-    parameters = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
+        body.append("__record_self__.__post_init__()")
+    parameters = ", ".join(["__record_self__", *positional, *(["*", *keyword] if keyword else [])])
     lines = "\n".join(f"    {line}" for line in body or ["pass"])
     namespace: dict[str, Any] = {}
     exec(f"def __init__({parameters}):\n{lines}\n", scope, namespace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
-from dataclasses import field
+from dataclasses import InitVar, field
 
 import pytest
 
@@ -152,3 +152,63 @@ def test_methods_the_class_defines_are_kept() -> None:
 
             def __setattr__(self, name: str, value: object) -> None:
                 object.__setattr__(self, name, value)
+
+
+def test_what_dataclasses_refuses_is_refused_when_the_class_is_made() -> None:
+    with pytest.raises(TypeError, match="without a default follows"):
+
+        @record
+        class Late(Point):
+            w: int  # type: ignore[misc]
+
+    with pytest.raises(TypeError, match="non-frozen record"):
+
+        @record(frozen=False)
+        class Thawed(Point):  # type: ignore[misc]
+            w: int = 0
+
+    with pytest.raises(TypeError, match="InitVar"):
+
+        @record
+        class Scaled:
+            a: int
+            scale: InitVar[int] = 1
+
+    with pytest.raises(TypeError, match="its own ordering"):
+
+        @record(order=True)
+        class Ordered:
+            a: int
+
+            def __lt__(self, other: object) -> bool:  # type: ignore[misc]
+                return False
+
+
+def test_field_names_the_compiled_init_uses_itself_are_free() -> None:
+    @record
+    class Odd:
+        self: int
+        _set: int = 0
+        _NO_VALUE: int = 0
+
+    odd = Odd(1, 2, 3)
+    assert (odd.self, odd._set, odd._NO_VALUE) == (1, 2, 3)
+
+
+def test_one_field_records_compare_as_dataclasses_do() -> None:
+    @record
+    class Reading:
+        value: float
+
+    nan = Reading(float("nan"))
+    assert nan == nan  # a tuple compares the identical value as equal, as dataclasses do
+
+
+def test_repr_of_a_record_that_contains_itself() -> None:
+    @record(frozen=False)
+    class Box:
+        items: list[object] = field(default_factory=list)
+
+    box = Box()
+    box.items.append(box)
+    assert repr(box).endswith("Box(items=[...])")
