@@ -44,6 +44,31 @@ def shell(command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# -- leaving without the interpreter's teardown ----------------------------------------------
+def test_the_console_script_leaves_with_its_output_whole_and_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    script = Path(sys.executable).with_name("qctl")
+    domain = str(EXAMPLES / "domain-basic.xml")
+    for command in ([str(script)], QCTL):
+        # a large output through a pipe, written out in full before the process ends
+        formatted = subprocess.run(
+            [*command, "format", "--json", domain], capture_output=True, text=True, timeout=120
+        )
+        assert formatted.returncode == 0 and json.loads(formatted.stdout)["name"]
+        helped = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+        assert helped.returncode == 0 and helped.stderr == ""
+        assert "attach-device" in helped.stdout
+        wrong = subprocess.run([*command, "no-such-verb"], capture_output=True, text=True)
+        assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+        missing = subprocess.run(
+            [*command, "list", "--state-dir", str(tmp_path / "nowhere")],
+            capture_output=True,
+            text=True,
+        )
+        assert missing.returncode == 8 and missing.stderr.startswith("qctl: ")
+
+
 # -- closed pipes ----------------------------------------------------------------------------
 @pytest.mark.qemu
 def test_a_reader_that_went_away_ends_the_command_quietly(qemu_binary: str) -> None:
