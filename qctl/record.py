@@ -9,9 +9,10 @@ of a command's start-up, paid for classes the command never builds.
 A record is still a real dataclass — ``dataclasses.fields``, ``replace``, ``asdict`` and
 ``is_dataclass`` work, and type checkers read it as one (``dataclass_transform``) — but:
 
-- ``__init__`` is compiled on the first construction of the class, from the same fields
-  dataclasses would use (defaults, ``default_factory``, ``init=False``, ``kw_only``,
-  ``__post_init__``), so a class never built is never compiled;
+- ``__init__`` is shared: it binds the arguments with a loop over the fields (defaults,
+  ``default_factory``, ``init=False``, ``kw_only``, ``__post_init__``, as dataclasses
+  would) for the first constructions of a class, then compiles the class's own from the
+  same fields, so a class a command builds a few times is never compiled;
 - equality, hashing, ordering and ``repr`` are shared functions over the fields that take
   part (``compare``, ``hash``, ``repr``), with no compilation at all;
 - a frozen record refuses assignment and deletion (``FrozenInstanceError``) as a frozen
@@ -34,6 +35,11 @@ _T = TypeVar("_T")
 
 _NO_VALUE = object()
 """The default that stands for "call the field's default_factory" in a compiled __init__."""
+
+_COMPILE_AFTER = 32
+"""How many constructions of a record class the shared ``__init__`` binds (a loop over the
+fields, slower per call) before the class's own is compiled (about 0.1 ms once): a command
+that builds a class a few times never pays for compiling it."""
 
 _FROZEN_MARK = "__record_frozen__"
 """The class attribute that says whether a record is frozen. Its ``__dataclass_params__``
@@ -114,7 +120,14 @@ def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
     hashed = _key([f.name for f in every if (f.compare if f.hash is None else f.hash)])
     shown = tuple(f.name for f in every if f.repr)
 
+    positional = tuple(f.name for f in every if f.init and not f.kw_only)
+    calls = 0
+
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < _COMPILE_AFTER and _bind(self, every, positional, args, kwargs):
+            return
         compiled = _compile_init(cls)
         setattr(cls, "__init__", compiled)  # noqa: B010 (mypy refuses assigning a method)
         compiled(self, *args, **kwargs)
@@ -162,6 +175,48 @@ def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
     for name, method in methods.items():
         if name not in own:  # what the class body defines stays, as with dataclasses
             setattr(cls, name, method)
+
+
+def _bind(
+    self: Any,
+    every: tuple[dataclasses.Field[Any], ...],
+    positional: tuple[str, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> bool:
+    """Store the fields of a well-formed call of a record's ``__init__``, then call
+    ``__post_init__``; False, having stored nothing, for a call it does not bind — too many
+    positional arguments, a missing, unknown or repeated one — so that the compiled
+    ``__init__`` raises the exact ``TypeError``."""
+    if len(args) > len(positional):
+        return False
+    given = dict(zip(positional, args, strict=False))
+    values = []
+    taken = 0
+    for f in every:
+        if f.name in given:
+            if f.name in kwargs:
+                return False
+            value = given[f.name]
+        elif f.init and f.name in kwargs:
+            value = kwargs[f.name]
+            taken += 1
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        elif f.init:
+            return False
+        else:
+            continue  # outside __init__, without a default: left for __post_init__
+        values.append((f.name, value))
+    if taken != len(kwargs):
+        return False
+    for name, value in values:
+        object.__setattr__(self, name, value)
+    if hasattr(self, "__post_init__"):
+        self.__post_init__()
+    return True
 
 
 def _key(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:

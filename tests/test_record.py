@@ -9,7 +9,7 @@ from dataclasses import InitVar, field
 
 import pytest
 
-from qctl.record import record
+from qctl.record import _bind, _compile_init, record
 
 
 @record
@@ -92,15 +92,64 @@ def test_init_takes_what_dataclasses_would() -> None:
     assert Child(1, 2, (), "", 3).z == 3
 
 
-def test_init_is_compiled_on_first_construction_only() -> None:
+def test_init_is_compiled_after_the_first_constructions() -> None:
     @record
     class Fresh:
         a: int
 
-    stub = Fresh.__init__
-    assert Fresh(1).a == 1
-    assert Fresh.__init__ is not stub
+    shared = Fresh.__init__
+    assert [Fresh(n).a for n in range(31)] == list(range(31))
+    assert Fresh.__init__ is shared
+    assert Fresh(31).a == 31  # the 32nd compiles
+    assert Fresh.__init__ is not shared
     assert Fresh.__init__.__qualname__.endswith("Fresh.__init__")
+    assert Fresh(32) == Fresh(a=32)
+
+
+CALLS: list[tuple[type[object], tuple[object, ...], dict[str, object]]] = [
+    (Point, (1,), {}),
+    (Point, (1, 2, ("a",)), {"note": "n"}),
+    (Point, (), {"x": 1, "y": 2}),
+    (Point, (), {}),
+    (Point, (1,), {"x": 1}),
+    (Point, (1, 2, (), "", 5), {}),
+    (Point, (1,), {"z": 1}),
+    (Named, (), {"name": "a"}),
+    (Named, ("a",), {}),
+    (Named, (), {"name": "a", "items": [1]}),
+    (Checked, (3,), {}),
+    (Checked, (-1,), {}),
+    (Checked, (1,), {"double": 2}),
+    (Child, (1, 2), {"z": 3}),
+    (Child, (1, 2, (), "", 3), {}),
+    (Child, (), {"x": 1, "y": 2, "tags": (), "note": "", "z": 3, "w": 4}),
+    (Version, (1,), {}),
+    (Counter, (), {}),
+    (Counter, (1, 2), {}),
+]
+
+
+def _outcome(cls: type[object], init: object) -> tuple[str, object]:
+    made = object.__new__(cls)
+    try:
+        done = init(made)  # type: ignore[operator]
+    except (TypeError, ValueError) as exc:
+        return "raised", type(exc)
+    return ("declined", None) if done is False else ("made", made)
+
+
+@pytest.mark.parametrize(("cls", "args", "kwargs"), CALLS)
+def test_the_shared_and_the_compiled_init_agree(
+    cls: type[object], args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    every = dataclasses.fields(cls)  # type: ignore[arg-type]
+    positional = tuple(f.name for f in every if f.init and not f.kw_only)
+    shared = _outcome(cls, lambda made: _bind(made, every, positional, args, kwargs))
+    compiled = _outcome(cls, lambda made: _compile_init(cls)(made, *args, **kwargs))
+    if shared[0] == "declined":
+        assert compiled == ("raised", TypeError)  # the compiled one says what is wrong
+    else:
+        assert shared == compiled
 
 
 def test_order_compares_fields_in_order() -> None:
