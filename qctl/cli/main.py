@@ -13,6 +13,7 @@ SIGPIPE.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib
 import logging
@@ -99,7 +100,8 @@ def entry() -> NoReturn:
         sys.stdout.flush()
     except BrokenPipeError:
         code = _reader_gone()
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # stderr's reader gone too: nobody left to tell
+        sys.stderr.flush()
     os._exit(code)
 
 
