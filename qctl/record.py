@@ -121,12 +121,13 @@ def _add_methods(cls: type[Any], *, frozen: bool, order: bool) -> None:
     shown = tuple(f.name for f in every if f.repr)
 
     positional = tuple(f.name for f in every if f.init and not f.kw_only)
+    post_init = hasattr(cls, "__post_init__")  # decided once, as dataclasses does
     calls = 0
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         nonlocal calls
         calls += 1
-        if calls < _COMPILE_AFTER and _bind(self, every, positional, args, kwargs):
+        if calls < _COMPILE_AFTER and _bind(self, every, positional, post_init, args, kwargs):
             return
         compiled = _compile_init(cls)
         setattr(cls, "__init__", compiled)  # noqa: B010 (mypy refuses assigning a method)
@@ -181,40 +182,42 @@ def _bind(
     self: Any,
     every: tuple[dataclasses.Field[Any], ...],
     positional: tuple[str, ...],
+    post_init: bool,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> bool:
     """Store the fields of a well-formed call of a record's ``__init__``, then call
-    ``__post_init__``; False, having stored nothing, for a call it does not bind — too many
-    positional arguments, a missing, unknown or repeated one — so that the compiled
-    ``__init__`` raises the exact ``TypeError``."""
+    ``__post_init__`` when the record has one; False, having run nothing, for a call it
+    does not bind — too many positional arguments, a missing, unknown or repeated one —
+    so that the compiled ``__init__`` raises the exact ``TypeError``."""
     if len(args) > len(positional):
         return False
     given = dict(zip(positional, args, strict=False))
-    values = []
+    if not given.keys().isdisjoint(kwargs):
+        return False
     taken = 0
     for f in every:
+        if f.name in given or not f.init:
+            continue
+        if f.name in kwargs:
+            taken += 1
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            return False  # a required argument is missing
+    if taken != len(kwargs):
+        return False  # a keyword names no field of __init__
+    for f in every:  # the call is well-formed: now defaults and factories, in field order
         if f.name in given:
-            if f.name in kwargs:
-                return False
             value = given[f.name]
         elif f.init and f.name in kwargs:
             value = kwargs[f.name]
-            taken += 1
         elif f.default is not dataclasses.MISSING:
             value = f.default
         elif f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
-        elif f.init:
-            return False
         else:
             continue  # outside __init__, without a default: left for __post_init__
-        values.append((f.name, value))
-    if taken != len(kwargs):
-        return False
-    for name, value in values:
-        object.__setattr__(self, name, value)
-    if hasattr(self, "__post_init__"):
+        object.__setattr__(self, f.name, value)
+    if post_init:
         self.__post_init__()
     return True
 

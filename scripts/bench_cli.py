@@ -14,9 +14,10 @@ cache), then ``--runs`` times (at least 9); the median is judged:
   (``--live``) of the same NIC on the same guest run by libvirt. Each detach waits for the
   guest to let the NIC go (qctl ``--wait 30``; virsh waits for DEVICE_DELETED itself); between
   operations, untimed, the guest's serial console must report the NIC present or gone.
-  Both guests run at once and the cycles alternate (qctl, virsh, qctl, …); the ratio judged
-  is the median of each pair's ratio, so a drift in the machine's speed (this machine's
-  whole-process times wander by 30% within minutes) cannot favour either side.
+  Both guests run at once and the cycles alternate (qctl and virsh, then virsh and qctl, …);
+  the ratio judged is the median of each pair's ratio, so neither a drift in the machine's
+  speed (whole-process times here wander by 30% within minutes) nor going first can favour
+  either side.
 
 libvirt is not part of a fresh machine and no test needs it: without it the virsh column
 says "virsh not installed" and the ratio is not judged. ``--install-libvirt`` installs it
@@ -162,11 +163,18 @@ async def cycles(
     work: Path, state: Path, console: Console, libvirt: Libvirt | None, count: int
 ) -> list[tuple[float, float | None]]:
     """``count`` timed cycles after a warm-up one: (qctl, virsh) wall times, the two taken in
-    turn so that a drift in the machine's speed touches both sides of each pair alike."""
+    turn, qctl first in one pair and second in the next, so that neither a drift in the
+    machine's speed nor going first favours a side."""
     pairs: list[tuple[float, float | None]] = []
     for cycle in range(count + 1):  # the first is the warm-up
-        ours = await qctl_cycle(work, state, console, cycle)
-        theirs = None if libvirt is None else await virsh_cycle(libvirt, cycle)
+        if libvirt is None:
+            ours, theirs = await qctl_cycle(work, state, console, cycle), None
+        elif cycle % 2:
+            ours = await qctl_cycle(work, state, console, cycle)
+            theirs = await virsh_cycle(libvirt, cycle)
+        else:
+            theirs = await virsh_cycle(libvirt, cycle)
+            ours = await qctl_cycle(work, state, console, cycle)
         if cycle:
             pairs.append((ours, theirs))
     return pairs
@@ -196,48 +204,62 @@ def install_libvirt() -> None:
 
 
 async def bench(args: argparse.Namespace) -> bool:
+    reason = "skipped (--no-libvirt)" if args.no_libvirt else libvirt_unavailable()
     work = Path(tempfile.mkdtemp(prefix="qctl-bench-cli-", dir=tmpfs_dir()))
+    try:
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+        try:
+            return await measure(work, args, reason)
+        finally:
+            run(["ip", "link", "del", BRIDGE], check=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def measure(work: Path, args: argparse.Namespace, reason: str | None) -> bool:
+    """Boot qctl's guest (and libvirt's, when there is libvirt), print the tables; each
+    guest is stopped however this ends."""
     state = work / "state"
     console = Console(work / "serial.log")
     domain = work / "domain.xml"
     domain.write_text(domain_xml(console.path))
-    reason = "skipped (--no-libvirt)" if args.no_libvirt else libvirt_unavailable()
-    libvirt = Libvirt(work) if reason is None else None
-    run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "link", "set", BRIDGE, "up"])
+    await awall([QCTL, "start", str(domain), "--state-dir", str(state)])
     try:
-        run(["ip", "link", "set", BRIDGE, "up"])
-        await awall([QCTL, "start", str(domain), "--state-dir", str(state)])
         await console.booted()
         ok = await startup_table(state, args.runs)
-        if libvirt is not None:
-            await libvirt.start()
-            say(f"guest up under libvirt {libvirt.version}; timing qctl and virsh in turn")
-        else:
-            say("timing attach-device + detach-device")
-        pairs = await cycles(work, state, console, libvirt, args.cycles)
-        print(f"\nattach-device + detach-device, median of {args.cycles} cycles after a warm-up")
-        print(f"  qctl   {statistics.median(q for q, _ in pairs) * 1000:8.1f} ms")
-        if libvirt is not None:
-            theirs = [v for _, v in pairs if v is not None]
-            ratio = statistics.median(q / v for q, v in pairs if v is not None)
-            met = ratio <= MAX_RATIO
-            ok = ok and met
-            print(f"  virsh  {statistics.median(theirs) * 1000:8.1f} ms")
-            print(
-                f"  qctl/virsh = {ratio:.2f}, the median of the {len(theirs)} pairs' ratios "
-                f"(target <= {MAX_RATIO}) {'ok' if met else 'MISSED'}"
-            )
-        else:
-            installed = shutil.which("virsh") is not None
-            print(f"  virsh  {f'not judged: {reason}' if installed else 'virsh not installed'}")
-        return ok
+        libvirt = None if reason is not None else Libvirt(work)
+        try:
+            if libvirt is not None:
+                await libvirt.start()
+                say(f"guest up under libvirt {libvirt.version}; timing qctl and virsh in turn")
+            else:
+                say("timing attach-device + detach-device")
+            pairs = await cycles(work, state, console, libvirt, args.cycles)
+        finally:
+            if libvirt is not None:
+                await libvirt.aclose()
     finally:
-        if libvirt is not None:
-            await libvirt.aclose()
         stop = [QCTL, "stop", NAME, "--force", "--state-dir", str(state)]
-        await asyncio.to_thread(subprocess.run, stop, capture_output=True, check=False)
-        run(["ip", "link", "del", BRIDGE], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        stopped = await asyncio.to_thread(subprocess.run, stop, capture_output=True, text=True)
+        if stopped.returncode != 0:
+            say(f"qctl stop failed, QEMU may still run: {stopped.stderr.strip()}")
+    print(f"\nattach-device + detach-device, median of {args.cycles} cycles after a warm-up")
+    print(f"  qctl   {statistics.median(q for q, _ in pairs) * 1000:8.1f} ms")
+    if libvirt is not None:
+        theirs = [v for _, v in pairs if v is not None]
+        ratio = statistics.median(q / v for q, v in pairs if v is not None)
+        met = ratio <= MAX_RATIO
+        ok = ok and met
+        print(f"  virsh  {statistics.median(theirs) * 1000:8.1f} ms")
+        print(
+            f"  qctl/virsh = {ratio:.2f}, the median of the {len(theirs)} pairs' ratios "
+            f"(target <= {MAX_RATIO}) {'ok' if met else 'MISSED'}"
+        )
+    else:
+        installed = shutil.which("virsh") is not None
+        print(f"  virsh  {f'not judged: {reason}' if installed else 'virsh not installed'}")
+    return ok
 
 
 def main() -> int:

@@ -144,7 +144,8 @@ def test_the_shared_and_the_compiled_init_agree(
 ) -> None:
     every = dataclasses.fields(cls)  # type: ignore[arg-type]
     positional = tuple(f.name for f in every if f.init and not f.kw_only)
-    shared = _outcome(cls, lambda made: _bind(made, every, positional, args, kwargs))
+    post_init = hasattr(cls, "__post_init__")
+    shared = _outcome(cls, lambda made: _bind(made, every, positional, post_init, args, kwargs))
     compiled = _outcome(cls, lambda made: _compile_init(cls)(made, *args, **kwargs))
     if shared[0] == "declined":
         assert compiled == ("raised", TypeError)  # the compiled one says what is wrong
@@ -261,3 +262,21 @@ def test_repr_of_a_record_that_contains_itself() -> None:
     box = Box()
     box.items.append(box)
     assert repr(box).endswith("Box(items=[...])")
+
+
+def test_a_call_that_does_not_bind_runs_no_factory() -> None:
+    made: list[int] = []
+
+    def factory() -> int:
+        made.append(1)
+        return len(made)
+
+    @record(kw_only=True)
+    class Counted:
+        a: int = field(default_factory=factory)
+        b: int
+
+    with pytest.raises(TypeError):
+        Counted()  # type: ignore[call-arg]
+    assert made == []
+    assert Counted(b=1).a == 1

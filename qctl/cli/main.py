@@ -93,15 +93,18 @@ def entry() -> NoReturn:
         if done.code is None or isinstance(done.code, int):
             code = done.code or 0
         else:
-            print(done.code, file=sys.stderr)
+            if sys.stderr is not None:
+                print(done.code, file=sys.stderr)
             code = 1
     logging.shutdown()
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: qctl was started with stdout closed
+            sys.stdout.flush()
     except BrokenPipeError:
         code = _reader_gone()
     with contextlib.suppress(OSError):  # stderr's reader gone too: nobody left to tell
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
     os._exit(code)
 
 
