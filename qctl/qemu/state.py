@@ -207,8 +207,10 @@ def open_private_file(
 _temp_names = itertools.count()
 
 
-def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
-    """Atomically replace ``name`` in directory ``dir_fd`` with ``data`` (see the module)."""
+def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> os.stat_result:
+    """Atomically replace ``name`` in directory ``dir_fd`` with ``data`` (see the module);
+    returns the new file's ``stat``, taken from the file written (not from the name, which
+    another writer may have replaced already)."""
     tmp = f".{name}.{os.getpid()}.{next(_temp_names)}"
     fd = os.open(
         tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
@@ -220,6 +222,7 @@ def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            written = os.fstat(fd)
         finally:
             os.close(fd)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -228,10 +231,12 @@ def _write_at(dir_fd: int, name: str, data: bytes, mode: int) -> None:
             os.unlink(tmp, dir_fd=dir_fd)
         raise
     os.fsync(dir_fd)
+    return written
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that no reader ever sees a partial file.
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> os.stat_result:
+    """Replace ``path`` with ``data`` so that no reader ever sees a partial file; returns
+    the ``stat`` of the file written.
 
     The temporary file's name is unique to this process and call (pid and a counter), so
     concurrent writers never share one; plain ``os`` calls keep this cheap, since a running
@@ -240,7 +245,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """
     dir_fd = os.open(path.parent, _DIR_FLAGS)
     try:
-        _write_at(dir_fd, path.name, data, mode)
+        return _write_at(dir_fd, path.name, data, mode)
     finally:
         os.close(dir_fd)
 

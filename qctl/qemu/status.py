@@ -104,13 +104,9 @@ class StatusRenderer:
 
 def write_status(directory: DomainDir, status: Status) -> Stamp:
     """Atomically and durably replace the domain's status file (a one-off write: a running
-    domain's runtime writes through its own renderer and writer); returns the
-    written file's stamp (taken at once, so under whatever lock the caller holds)."""
-    atomic_write(directory.status_file, StatusRenderer().render(status))
-    stamp = status_stamp(directory)
-    if stamp is None:
-        raise StateError(f"status file {directory.status_file} vanished as it was written")
-    return stamp
+    domain's runtime writes through its own renderer and writer); returns the stamp of the
+    file written (so under whatever lock the caller holds)."""
+    return stamp_of(atomic_write(directory.status_file, StatusRenderer().render(status)))
 
 
 #: what identifies one version of a status file: inode, size, modification time (ns)

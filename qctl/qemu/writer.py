@@ -74,9 +74,9 @@ class StatusWriter:
             data = self._render()  # on the loop: the books are the loop's
             try:
                 if self._inline:
-                    info = _write(self._path, data)
+                    info = atomic_write(self._path, data)
                 else:
-                    info = await asyncio.shield(asyncio.to_thread(_write, self._path, data))
+                    info = await asyncio.shield(asyncio.to_thread(atomic_write, self._path, data))
             except OSError as exc:  # handed to whoever flushes, as what it is
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 what = "no space left" if full else f"cannot write ({exc.strerror})"
@@ -96,9 +96,3 @@ class StatusWriter:
         if task is not None and not task.done():
             await asyncio.shield(task)
         self.closed = True
-
-
-def _write(path: Path, data: bytes) -> os.stat_result:
-    """Replace the file (in the writer's thread) and say what the new one looks like."""
-    atomic_write(path, data)
-    return os.stat(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from support import USER_NIC, start_fake
 import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
 from qctl import StateError
-from qctl.qemu.state import DomainDir
+from qctl.qemu.state import DomainDir, atomic_write
 from qctl.qemu.writer import StatusWriter
 
 
@@ -54,12 +55,12 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
     launcher = FakeLauncher()
     slow = await start_fake(tmp_path / "a", "slow", launcher=launcher)
     fast = await start_fake(tmp_path / "b", "fast", launcher=launcher)
-    real = writer_module.atomic_write
+    real = atomic_write  # what the writer module calls, patched there below
 
-    def delayed(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
+    def delayed(path: Path, data: bytes, *args: Any, **kwargs: Any) -> os.stat_result:
         if path == slow.directory.status_file:
             time.sleep(1.0)  # in the writer's thread: a disk that takes a second
-        real(path, data, *args, **kwargs)
+        return real(path, data, *args, **kwargs)
 
     monkeypatch.setattr(writer_module, "atomic_write", delayed)
     try:
@@ -85,13 +86,13 @@ async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
 ) -> None:
     monkeypatch.setattr(runtime_module, "in_memory", lambda path: memory)
     threads: list[int] = []
-    real = writer_module._write
+    real = atomic_write  # what the writer module calls, patched there below
 
-    def spy(path: Path, data: bytes) -> Any:
+    def spy(path: Path, data: bytes) -> os.stat_result:
         threads.append(threading.get_ident())
         return real(path, data)
 
-    monkeypatch.setattr(writer_module, "_write", spy)
+    monkeypatch.setattr(writer_module, "atomic_write", spy)
     dom = await start_fake(tmp_path, "mem")
     try:
         await dom.attach_device(USER_NIC)
