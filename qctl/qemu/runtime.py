@@ -38,6 +38,7 @@ from qctl.qemu.claims import devices_in_use
 from qctl.qemu.command import Features
 from qctl.qemu.events import DeviceAdded, DomainEvent, EventHub, from_qmp
 from qctl.qemu.hostpaths import HostPaths
+from qctl.qemu.journal import Update
 from qctl.qemu.ledger import EntryState, Ledger, LedgerEntry
 from qctl.qemu.monitor import Monitor
 from qctl.qemu.network import NetworkStore
@@ -118,11 +119,15 @@ class DomainRuntime:
         # before the read, or under the lock of the write: never newer than the books; None
         # when unknown, and then the first job reads the file again).
         self._stamp = stamp
-        # The status file is rewritten at every hot-plug step: see :meth:`save`.
+        # The status file (or its journal) is written at every hot-plug step: see :meth:`save`.
         self._renderer = StatusRenderer()
         self._snapshot: tuple[DomainDef, str] | None = None
         self._writer = StatusWriter(
-            directory.status_file, self._render, self._written, inline=_in_memory(directory)
+            directory.status_file,
+            self._render,
+            self._written,
+            failed=self._renderer.reset,
+            inline=_in_memory(directory),
         )
 
     def __repr__(self) -> str:
@@ -228,7 +233,7 @@ class DomainRuntime:
         if durable:
             await self._writer.flush()
 
-    def _render(self) -> bytes:
+    def _render(self) -> Update:
         if self._snapshot is None:
             self._snapshot = (self.live, format_xml(self.live))
         status = Status(
@@ -240,10 +245,10 @@ class DomainRuntime:
             state=self.state,
             job=self.job_record,
         )
-        return self._renderer.render(status, live_xml=self._snapshot[1])
+        return self._renderer.update(status, live_xml=self._snapshot[1])
 
-    def _written(self, info: os.stat_result) -> None:
-        self._stamp = stamp_of(info)
+    def _written(self, status: os.stat_result, journal: os.stat_result | None) -> None:
+        self._stamp = stamp_of(status, journal)
 
     def refresh(self) -> None:
         """Take up the books another qctl process wrote since this runtime last did.
@@ -258,6 +263,7 @@ class DomainRuntime:
         self._live, self.ledger = None, self._stored.ledger
         self._stamp = stamp
         self._snapshot = None  # the snapshot rendered here may show an older domain
+        self._renderer.reset()  # the file on disk is not the one rendered here last
 
     # -- jobs --------------------------------------------------------------------------------
     @contextlib.asynccontextmanager

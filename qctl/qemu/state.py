@@ -7,6 +7,7 @@ Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl``
       domains/NAME/            0700, one per running domain
         qmp.sock, qmp-N.sock   0600, QEMU's monitors (one client each)
         status.json            live XML + ledger, written atomically
+        status.journal         hot-plug steps since (:mod:`~qctl.qemu.journal`)
         qemu.log               QEMU's stderr
         console.sock           the serial console's socket (QEMU listens; input)
         console.log            everything the guest wrote on its serial console
@@ -25,6 +26,7 @@ read create nothing.
 
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the
 old file and the directory fsynced, so a reader (or a crash) only ever sees a whole file.
+A journal is appended to instead (:func:`append_to`); its reader drops a torn last line.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from qctl.errors import StateError
+from qctl.qemu.journal import JOURNAL_NAME, merge
 from qctl.qemu.process import ProcessIdentity, is_alive
 from qctl.types import OBJECT_NAME_RULE, is_object_name
 
@@ -51,6 +54,7 @@ __all__ = [
     "FileLock",
     "HeldOpenLock",
     "StateRoot",
+    "append_to",
     "atomic_write",
     "default_state_root",
     "lock_file",
@@ -250,6 +254,29 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> os.stat_result:
         os.close(dir_fd)
 
 
+def append_to(path: Path, data: bytes, *, sync: bool) -> os.stat_result:
+    """Append ``data`` to the file ``path`` (created 0600 when missing; only a regular file
+    of ours is written); with ``sync``, return once it is on disk (``fdatasync``, and the
+    directory's fsync when the file was new). Returns the file's ``stat`` after the write."""
+    dir_fd = os.open(path.parent, _DIR_FLAGS)
+    try:
+        fd = open_private_file(dir_fd, path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fdatasync(fd)
+            written = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if sync and written.st_size == len(data):  # a new file: its name must last too
+            os.fsync(dir_fd)
+        return written
+    finally:
+        os.close(dir_fd)
+
+
 def _qemu_lives(dir_fd: int, status: bytes | None) -> bool:
     """Whether a QEMU may still serve this domain: the status file's process runs, or
     something still answers on its first monitor socket."""
@@ -300,6 +327,11 @@ class DomainDir:
     def status_file(self) -> Path:
         """The status file: live XML and ledger."""
         return self.path / "status.json"
+
+    @property
+    def journal_file(self) -> Path:
+        """The status file's journal (:mod:`~qctl.qemu.journal`)."""
+        return self.path / JOURNAL_NAME
 
     @property
     def log_file(self) -> Path:
@@ -372,26 +404,52 @@ class DomainDir:
     def read_status_bytes(self) -> bytes:
         """The status file as it is on disk; StateError when missing or not trusted."""
         with self.opened() as fd:
-            try:
-                file = open_private_file(fd, "status.json", os.O_RDONLY, self.status_file)
-            except FileNotFoundError:
-                raise StateError(f"no domain named {self.name!r} is running") from None
-            except OSError as exc:
-                raise StateError(
-                    f"status file {self.status_file} is unreadable: {exc.strerror}"
-                ) from exc
-            with os.fdopen(file, "rb") as handle:
-                return handle.read()
+            return self._read_status_at(fd)
+
+    def _read_status_at(self, fd: int) -> bytes:
+        try:
+            file = open_private_file(fd, "status.json", os.O_RDONLY, self.status_file)
+        except FileNotFoundError:
+            raise StateError(f"no domain named {self.name!r} is running") from None
+        except OSError as exc:
+            raise StateError(
+                f"status file {self.status_file} is unreadable: {exc.strerror}"
+            ) from exc
+        with os.fdopen(file, "rb") as handle:
+            return handle.read()
+
+    def _read_journal_at(self, fd: int) -> bytes:
+        try:
+            file = open_private_file(fd, JOURNAL_NAME, os.O_RDONLY, self.journal_file)
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            raise StateError(
+                f"status journal {self.journal_file} is unreadable: {exc.strerror}"
+            ) from exc
+        with os.fdopen(file, "rb") as handle:
+            return handle.read()
 
     def read_status(self) -> dict[str, Any]:
-        """The status file's content; StateError when missing, damaged or not trusted."""
-        raw = self.read_status_bytes()
+        """The status file's content with its journal applied; StateError when missing,
+        damaged or not trusted.
+
+        The journal is read first: a status file rewritten after that holds its lines
+        already, and they are then of another generation (see :mod:`~qctl.qemu.journal`).
+        """
+        with self.opened() as fd:
+            journal = self._read_journal_at(fd)
+            raw = self._read_status_at(fd)
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise StateError(f"status file {self.status_file} is unreadable: {exc}") from exc
         if not isinstance(data, dict):
             raise StateError(f"status file {self.status_file} is not a JSON object")
+        try:
+            merge(data, journal)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"status journal {self.journal_file} is damaged: {exc}") from exc
         return data
 
     def qemu_lives(self) -> bool:
@@ -417,8 +475,8 @@ class DomainDir:
 
     def remove(self) -> None:
         """Delete the directory and everything qctl puts in it (idempotent)."""
-        known = {"status.json", "qmp.sock", "qemu.log", "lock", "starting", "qemu.pid", "abort"}
-        known.add("console.log")
+        known = {"status.json", JOURNAL_NAME, "qmp.sock", "qemu.log", "lock", "starting"}
+        known.update(("qemu.pid", "abort", "console.log"))
         known.update(p.name for p in self.qmp_sockets)
         try:
             with self.root.opened("domains") as parent, self.opened() as fd:

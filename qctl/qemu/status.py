@@ -5,8 +5,9 @@ given, a snapshot of the live XML, the ledger, QEMU's run state as last seen, an
 under way (if any), so queries answer from the file alone without waiting for the job.
 The snapshot may lag behind the ledger (see :func:`~qctl.qemu.devices.merge_live`);
 reading the file gives the current live definition. :func:`write_status` replaces it
-atomically; :func:`read_status` rebuilds the values or raises :class:`StateError` naming
-the file.
+atomically; a running domain's hot-plug steps go to its journal (:mod:`~qctl.qemu.journal`,
+through :meth:`StatusRenderer.update`); :func:`read_status` rebuilds the values, journal
+applied, or raises :class:`StateError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from qctl.conf import DomainDef, format_xml, parse_domain
 from qctl.errors import QctlError, StateError
 from qctl.qemu.devices import merge_live
+from qctl.qemu.journal import MAX_BYTES, MAX_LINES, Update, line, new_generation
 from qctl.qemu.ledger import Ledger, LedgerEntry
 from qctl.qemu.process import ProcessIdentity
 from qctl.qemu.runstate import RunState
@@ -54,16 +56,29 @@ class Status:
 
 
 class StatusRenderer:
-    """Renders a domain's status file, re-serializing only what changed since last time.
+    """Renders a domain's status file, or the journal line that brings the file written
+    last up to date (:meth:`update`), re-serializing only what changed since last time.
 
     The definitions' XML is rendered once per version of them, and each ledger entry's
     JSON once per entry (entries are immutable: a step replaces one), so a hot-plug step
-    costs the entry it changed, not the whole ledger.
+    costs the entry it changed, not the whole ledger. What was rendered last is taken to be
+    on disk: call :meth:`reset` when a write failed or another process wrote the file.
     """
 
     def __init__(self) -> None:
         self._xml: dict[str, tuple[DomainDef, str]] = {}
+        #: the entries as last rendered (and so on disk), by alias, in the ledger's order
         self._entries: dict[str, tuple[LedgerEntry, str]] = {}
+        #: the generation of the status file written last; None: the next write is whole
+        self._generation: str | None = None
+        self._base: tuple[DomainDef, str, str, str] | None = None  # config, live XML, job, state
+        self._lines = 0
+        self._bytes = 0
+
+    def reset(self) -> None:
+        """Forget what is on disk: the next :meth:`update` renders the whole file."""
+        self._generation = None
+        self._entries.clear()
 
     def _xml_of(self, key: str, domain: DomainDef, given: str | None) -> str:
         if given is not None:
@@ -78,12 +93,17 @@ class StatusRenderer:
         cached = self._entries.get(entry.alias)
         if cached is None or cached[0] is not entry:
             cached = (entry, json.dumps(entry.to_json(), separators=(",", ":")))
-            self._entries[entry.alias] = cached
         return cached[1]
 
     def render(self, status: Status, *, live_xml: str | None = None) -> bytes:
-        """The status file's bytes. ``live_xml`` may be given already rendered (a
-        snapshot that may lag: see :func:`~qctl.qemu.devices.merge_live`)."""
+        """The whole status file's bytes, of a new journal generation. ``live_xml`` may be
+        given already rendered (a snapshot that may lag: see
+        :func:`~qctl.qemu.devices.merge_live`)."""
+        live = self._xml_of("live", status.live, live_xml)
+        job, state = _job_json(status), status.state.value
+        self._generation = new_generation()
+        self._base = (status.config, live, job, state)
+        self._lines = self._bytes = 0
         head = {
             "version": STATUS_VERSION,
             "name": status.live.name,
@@ -91,15 +111,70 @@ class StatusRenderer:
             "start_time": status.identity.start_time,
             "binary": status.binary,
             "config_xml": self._xml_of("config", status.config, None),
-            "live_xml": self._xml_of("live", status.live, live_xml),
-            "state": status.state.value,
-            "job": status.job.to_json() if status.job is not None else None,
+            "live_xml": live,
+            "state": state,
+            "journal": self._generation,
         }
-        entries = ",".join(self._entry_json(entry) for entry in status.ledger)
-        for alias in set(self._entries) - {e.alias for e in status.ledger}:
-            del self._entries[alias]
+        self._entries = {entry.alias: (entry, self._entry_json(entry)) for entry in status.ledger}
+        entries = ",".join(cached[1] for cached in self._entries.values())
         text = json.dumps(head, separators=(",", ":"))
-        return f'{text[:-1]},"ledger":[{entries}]}}'.encode()
+        return f'{text[:-1]},"job":{job},"ledger":[{entries}]}}'.encode()
+
+    def update(self, status: Status, *, live_xml: str) -> Update:
+        """What brings the file written last to ``status``: a journal line when only the
+        ledger, the job or the run state changed (an empty one when nothing did), else the
+        whole file (:meth:`render`)."""
+        line = self._line(status, live_xml)
+        if line is None:
+            return Update(self.render(status, live_xml=live_xml), append=False)
+        if line:
+            self._lines += 1
+            self._bytes += len(line)
+        return Update(line, append=True)
+
+    def _line(self, status: Status, live_xml: str) -> bytes | None:
+        base = self._base
+        if (
+            self._generation is None
+            or base is None
+            or base[0] is not status.config
+            or base[1] is not live_xml
+            or self._lines >= MAX_LINES
+            or self._bytes >= MAX_BYTES
+        ):
+            return None
+        old = self._entries
+        ledger = status.ledger
+        kept = [alias for alias in old if alias in ledger]
+        drops = [alias for alias in old if alias not in ledger] if len(kept) < len(old) else []
+        entries: dict[str, tuple[LedgerEntry, str]] = {}
+        puts: list[str] = []
+        for entry in status.ledger:
+            cached = old.get(entry.alias)
+            if cached is None or cached[0] is not entry:
+                cached = (entry, self._entry_json(entry))
+                puts.append(cached[1])
+            entries[entry.alias] = cached
+        if list(entries)[: len(kept)] != kept:
+            return None  # an entry moved (dropped and put again): a journal keeps the order
+        job, state = _job_json(status), status.state.value
+        self._entries = entries
+        self._base = (base[0], base[1], job, state)
+        if not puts and not drops and job == base[2] and state == base[3]:
+            return b""
+        return line(
+            self._generation,
+            puts,
+            drops,
+            job=job if job != base[2] else None,
+            state=state if state != base[3] else None,
+        )
+
+
+def _job_json(status: Status) -> str:
+    if status.job is None:
+        return "null"
+    return json.dumps(status.job.to_json(), separators=(",", ":"))
 
 
 def write_status(directory: DomainDir, status: Status) -> Stamp:
@@ -109,8 +184,11 @@ def write_status(directory: DomainDir, status: Status) -> Stamp:
     return stamp_of(atomic_write(directory.status_file, StatusRenderer().render(status)))
 
 
-#: what identifies one version of a status file: inode, size, modification time (ns)
-Stamp = tuple[int, int, int]
+#: what identifies one version of a status file and its journal: inode, size and
+#: modification time (ns) of each (zeros for no journal)
+Stamp = tuple[int, int, int, int, int, int]
+
+_NO_JOURNAL = (0, 0, 0)
 
 
 def status_stamp(directory: DomainDir) -> Stamp | None:
@@ -119,12 +197,19 @@ def status_stamp(directory: DomainDir) -> Stamp | None:
         info = directory.status_file.stat()
     except FileNotFoundError:
         return None
-    return stamp_of(info)
+    try:
+        journal = directory.journal_file.stat()
+    except FileNotFoundError:
+        journal = None
+    return stamp_of(info, journal)
 
 
-def stamp_of(info: os.stat_result) -> Stamp:
-    """The stamp of a status file whose ``stat`` is ``info``."""
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
+def stamp_of(info: os.stat_result, journal: os.stat_result | None = None) -> Stamp:
+    """The stamp of a status file whose ``stat`` is ``info``, and of its journal."""
+    if journal is None:
+        return (info.st_ino, info.st_size, info.st_mtime_ns, *_NO_JOURNAL)
+    return (info.st_ino, info.st_size, info.st_mtime_ns, journal.st_ino, journal.st_size,
+            journal.st_mtime_ns)  # fmt: skip
 
 
 @record(frozen=False)

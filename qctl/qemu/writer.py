@@ -1,51 +1,64 @@
 """A domain's status file, written off the event loop.
 
-Writing the status file atomically and durably (temp file, fsync, rename, fsync of the
-directory) takes a disk round trip; done in the event loop, one domain's fsync would stall
-every other domain's job. :class:`StatusWriter` does the file work in a thread, one write
-at a time per domain, and coalesces: changes made while a write is under way go out
-together in the next one. A step that depends on its change being on disk awaits
+Writing the status file durably takes a disk round trip (a journal line's ``fdatasync``, or
+for the whole file a temp file, fsync, rename and fsync of the directory: see
+:mod:`~qctl.qemu.journal`); done in the event loop, one domain's fsync would stall every
+other domain's job. :class:`StatusWriter` does the file work in a thread, one write at a
+time per domain, and coalesces: changes made while a write is under way go out together in
+the next one. A step that depends on its change being on disk awaits
 :meth:`StatusWriter.flush`, which returns once a write that began after the change has
 finished; other domains' jobs go on meanwhile.
 
 A status file on a file system that keeps files in memory (tmpfs, as ``/run`` is on most
 hosts) is written in the event loop itself: there it is a copy in memory that never waits on
 a device, and handing it to a thread would cost several times the write
-(:func:`~qctl.host.in_memory`).
+(:func:`~qctl.host.in_memory`); its journal lines are not synced (there is no device).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from qctl.errors import StateError
-from qctl.qemu.state import atomic_write
+from qctl.qemu.journal import JOURNAL_NAME, Update
+from qctl.qemu.state import append_to, atomic_write
+
+#: what a write leaves on disk: the status file's ``stat``, and its journal's (None: none)
+Written = tuple[os.stat_result, os.stat_result | None]
 
 __all__ = ["StatusWriter"]
 
 
 class StatusWriter:
-    """Writes ``render()`` to ``path`` in a thread whenever :meth:`changed` says so, and
-    calls ``written(info)`` (on the loop) after each write, with the new file's ``stat``
-    (taken in the thread too: on a busy disk a ``stat`` waits behind other writes). With
-    ``inline`` (the file is on tmpfs or ramfs) the writes are made in the loop instead."""
+    """Writes ``render()`` (the whole status file ``path``, or a line for its journal) in a
+    thread whenever :meth:`changed` says so, and calls ``written(status, journal)`` (on the
+    loop) after each write, with the files' ``stat`` (taken in the thread too: on a busy
+    disk a ``stat`` waits behind other writes). After a failed write it calls ``failed()``
+    (the renderer then renders the whole file next). With ``inline`` (the file is on tmpfs
+    or ramfs) the writes are made in the loop instead."""
 
     def __init__(
         self,
         path: Path,
-        render: Callable[[], bytes],
-        written: Callable[[os.stat_result], None],
+        render: Callable[[], Update],
+        written: Callable[[os.stat_result, os.stat_result | None], None],
         *,
+        failed: Callable[[], None] = lambda: None,
         inline: bool = False,
     ) -> None:
         self._path = path
+        self._journal = path.with_name(JOURNAL_NAME)
         self._inline = inline
         self._render = render
         self._on_written = written
+        self._on_failed = failed
+        self._status: os.stat_result | None = None  # the status file as last written whole
+        self._journal_info: os.stat_result | None = None
         self._version = 0  # bumped by every change
         self._written = 0  # the version the file on disk has
         self._task: asyncio.Task[None] | None = None
@@ -71,13 +84,14 @@ class StatusWriter:
     async def _run(self) -> None:
         while self._written < self._version and not self.closed:
             version = self._version
-            data = self._render()  # on the loop: the books are the loop's
+            update = self._render()  # on the loop: the books are the loop's
             try:
                 if self._inline:
-                    info = atomic_write(self._path, data)
+                    status, journal = self._store(update)
                 else:
-                    info = await asyncio.shield(asyncio.to_thread(atomic_write, self._path, data))
+                    status, journal = await asyncio.shield(asyncio.to_thread(self._store, update))
             except OSError as exc:  # handed to whoever flushes, as what it is
+                self._on_failed()
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 what = "no space left" if full else f"cannot write ({exc.strerror})"
                 self._failure = StateError(f"{what} writing {self._path}; its old content is kept")
@@ -85,10 +99,24 @@ class StatusWriter:
                 async with self._done:
                     self._done.notify_all()
                 return
+            self._status, self._journal_info = status, journal
             self._written = version
-            self._on_written(info)
+            self._on_written(status, journal)
             async with self._done:
                 self._done.notify_all()
+
+    def _store(self, update: Update) -> Written:
+        """Make one write (in the thread, or inline): a journal line, or the whole file and
+        then the old journal's removal (its lines are of the old generation now)."""
+        if not update.append:
+            status = atomic_write(self._path, update.data)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._journal)
+            return status, None
+        assert self._status is not None, "a journal line follows a whole write"
+        if not update.data:
+            return self._status, self._journal_info
+        return self._status, append_to(self._journal, update.data, sync=not self._inline)
 
     async def aclose(self) -> None:
         """Finish the write under way (never cut one short), then stop."""

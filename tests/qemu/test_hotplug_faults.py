@@ -7,7 +7,6 @@ the ledger and the status file as they were, and the live XML matching QEMU.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -64,7 +63,7 @@ async def _snapshot(dom: Domain, netlink: Netlink) -> dict[str, Any]:
         "fds": open_fd_count(),
         "ledger": [e.to_json() for e in dom.ledger],
         "xml": dom.xml(),
-        "status": json.loads(dom.directory.status_file.read_text())["ledger"],
+        "status": dom.directory.read_status()["ledger"],
         "peripherals": await dom.monitor.peripherals(),
         "netdevs": await dom.monitor.netdevs(),
     }

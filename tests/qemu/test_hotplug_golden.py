@@ -14,6 +14,7 @@ Regenerate after an intended change with
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -213,7 +214,7 @@ async def assert_nothing_left(rig: Rig, before: tuple[set[str], set[str], set[st
             assert rig.netlink.config(PF, index) == ORIGINAL
             assert rig.sysfs.override_of(PCIAddress.parse(f"0000:3b:10.{index}")) is None
     assert rig.dom.networks.allocations() == []
-    assert "attaching" not in rig.dom.directory.status_file.read_text()
+    assert "attaching" not in json.dumps(rig.dom.directory.read_status())
 
 
 def snapshot(qemu: FakeQEMU) -> tuple[set[str], set[str], set[str]]:

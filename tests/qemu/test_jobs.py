@@ -149,7 +149,8 @@ async def test_abort_in_the_same_process_and_with_no_job(rig: Rig) -> None:
 
 async def test_a_job_whose_owner_died_is_shown_and_recovered_on_connect(rig: Rig) -> None:
     # A job record left by a process that died (its flock went with it).
-    status = json.loads(rig.dom.directory.status_file.read_text())
+    status = rig.dom.directory.read_status()
+    del status["journal"]  # a whole file of another generation: the journal no longer counts
     status["job"] = {
         "id": "1.1.1",
         "kind": "attach",

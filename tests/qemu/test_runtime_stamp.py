@@ -24,8 +24,9 @@ CAPS = recorded_caps()
 
 def forget_devices(directory: DomainDir) -> None:
     """What another process's job might write: a ledger without the devices."""
-    data = json.loads(directory.status_file.read_bytes())
+    data = directory.read_status()
     data["ledger"] = []
+    del data["journal"]  # a whole file of another generation: the journal no longer counts
     atomic_write(directory.status_file, json.dumps(data).encode())
 
 

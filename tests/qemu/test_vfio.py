@@ -10,6 +10,7 @@ QMP step faked), and everything around it is real.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -121,7 +122,7 @@ async def test_qemu_refusing_the_vf_restores_mac_vlan_and_driver(rig: Rig) -> No
     assert set_calls[0].mac == GUEST_MAC and set_calls[0].vf == 1  # it was really changed…
     assert_vf_as_before(rig, vf, 1)  # …and really put back
     assert len(rig.dom.ledger) == 0
-    assert "hostdev" not in rig.dom.directory.status_file.read_text()
+    assert "hostdev" not in json.dumps(rig.dom.directory.read_status())
     assert not await rig.dom.monitor.peripherals() & {"hostdev0"}
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from support import USER_NIC, start_fake
 import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
 from qctl import StateError
-from qctl.qemu.state import DomainDir, atomic_write
+from qctl.qemu.journal import Update
+from qctl.qemu.state import DomainDir, append_to, atomic_write
 from qctl.qemu.writer import StatusWriter
 
 
@@ -27,11 +29,11 @@ async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> No
     state = {"n": 0}
     renders: list[int] = []
 
-    def render() -> bytes:
+    def render() -> Update:
         renders.append(state["n"])
-        return json.dumps(state).encode()
+        return Update(json.dumps(state).encode(), append=False)
 
-    writer = StatusWriter(path, render, lambda _: None)
+    writer = StatusWriter(path, render, lambda *_: None)
     for n in range(1, 6):  # five changes in a row, no await between them
         state["n"] = n
         writer.changed()
@@ -42,10 +44,17 @@ async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> No
 
 
 async def test_a_failed_write_is_raised_by_flush(tmp_path: Path) -> None:
-    writer = StatusWriter(tmp_path / "missing" / "status.json", lambda: b"{}", lambda _: None)
+    failed: list[bool] = []
+    writer = StatusWriter(
+        tmp_path / "missing" / "status.json",
+        lambda: Update(b"{}", append=False),
+        lambda *_: None,
+        failed=lambda: failed.append(True),
+    )
     writer.changed()
     with pytest.raises(StateError, match="cannot write"):
         await writer.flush()
+    assert failed == [True]  # the renderer is told: its next write is the whole file
 
 
 async def test_a_slow_disk_on_one_domain_does_not_delay_another(
@@ -55,14 +64,17 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
     launcher = FakeLauncher()
     slow = await start_fake(tmp_path / "a", "slow", launcher=launcher)
     fast = await start_fake(tmp_path / "b", "fast", launcher=launcher)
-    real = atomic_write  # what the writer module calls, patched there below
+    def delayed(real: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
+        def write(path: Path, data: bytes, *args: Any, **kwargs: Any) -> os.stat_result:
+            if path.parent == slow.directory.path:
+                time.sleep(1.0)  # in the writer's thread: a disk that takes a second
+            return real(path, data, *args, **kwargs)
 
-    def delayed(path: Path, data: bytes, *args: Any, **kwargs: Any) -> os.stat_result:
-        if path == slow.directory.status_file:
-            time.sleep(1.0)  # in the writer's thread: a disk that takes a second
-        return real(path, data, *args, **kwargs)
+        return write
 
-    monkeypatch.setattr(writer_module, "atomic_write", delayed)
+    # every write of the slow domain, whole or a journal line
+    monkeypatch.setattr(writer_module, "atomic_write", delayed(atomic_write))
+    monkeypatch.setattr(writer_module, "append_to", delayed(append_to))
     try:
         began = time.monotonic()
         slow_attach = asyncio.create_task(slow.attach_device(USER_NIC))
@@ -73,7 +85,7 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
         await slow_attach
         slow_took = time.monotonic() - began
     finally:
-        monkeypatch.setattr(writer_module, "atomic_write", real)
+        monkeypatch.undo()
         await slow.stop(force=True)
         await fast.stop(force=True)
     assert slow_took >= 1.0  # it did wait for its own disk…
@@ -85,21 +97,29 @@ async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: bool
 ) -> None:
     monkeypatch.setattr(runtime_module, "in_memory", lambda path: memory)
-    threads: list[int] = []
-    real = atomic_write  # what the writer module calls, patched there below
+    threads: dict[str, list[int]] = {"whole": [], "line": []}
+    synced: list[bool] = []
 
-    def spy(path: Path, data: bytes) -> os.stat_result:
-        threads.append(threading.get_ident())
-        return real(path, data)
+    def whole(path: Path, data: bytes) -> os.stat_result:
+        threads["whole"].append(threading.get_ident())
+        return atomic_write(path, data)
 
-    monkeypatch.setattr(writer_module, "atomic_write", spy)
+    def line(path: Path, data: bytes, *, sync: bool) -> os.stat_result:
+        threads["line"].append(threading.get_ident())
+        synced.append(sync)
+        return append_to(path, data, sync=sync)
+
+    monkeypatch.setattr(writer_module, "atomic_write", whole)
+    monkeypatch.setattr(writer_module, "append_to", line)
     dom = await start_fake(tmp_path, "mem")
     try:
-        await dom.attach_device(USER_NIC)
+        await dom.attach_device(USER_NIC)  # the whole file first, then the journal
     finally:
         await dom.stop(force=True)
-    assert threads
-    assert {thread == threading.get_ident() for thread in threads} == {memory}
+    assert threads["whole"] and threads["line"]
+    every = threads["whole"] + threads["line"]
+    assert {thread == threading.get_ident() for thread in every} == {memory}
+    assert set(synced) == {not memory}  # a journal in memory is not synced: no device
 
 
 def test_a_directory_gone_meanwhile_is_written_through_a_thread(tmp_path: Path) -> None:

@@ -1,0 +1,164 @@
+"""The status file's journal: a hot-plug step appends what changed, readers apply the lines
+of their status file's generation only, and a torn or stale line is never applied."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support import FAKE_DOMAIN, USER_NIC, start_fake
+
+from qctl import StateError
+from qctl.conf import format_xml, parse_domain
+from qctl.qemu.journal import MAX_LINES, line, merge
+from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
+from qctl.qemu.process import ProcessIdentity
+from qctl.qemu.runstate import RunState
+from qctl.qemu.state import StateRoot, append_to, atomic_write
+from qctl.qemu.status import Status, StatusRenderer, read_stored_status
+
+
+def entry(alias: str, state: EntryState = EntryState.ATTACHED) -> LedgerEntry:
+    return LedgerEntry(alias=alias, kind=DeviceKind.INTERFACE, state=state)
+
+
+def status_of(ledger: Ledger) -> Status:
+    domain = parse_domain(FAKE_DOMAIN.format(name="vm"))
+    return Status(ProcessIdentity(1, 1), "qemu", domain, domain, ledger)
+
+
+def read_back(tmp_path: Path, renderer: StatusRenderer, status: Status) -> Ledger:
+    """Write ``status`` as the renderer says (whole, or a line) and read it back."""
+    directory = StateRoot(tmp_path).domain("vm")
+    directory.make()
+    update = renderer.update(status, live_xml=live_xml(status))
+    if update.append:
+        append_to(directory.journal_file, update.data, sync=True)
+    else:
+        atomic_write(directory.status_file, update.data)
+        directory.journal_file.unlink(missing_ok=True)
+    return read_stored_status(directory).ledger
+
+
+_LIVE: dict[int, str] = {}
+
+
+def live_xml(status: Status) -> str:
+    """The live snapshot, the same string object for the same definition (as the runtime
+    keeps it)."""
+    return _LIVE.setdefault(id(status.live), format_xml(status.live))
+
+
+def test_steps_are_lines_and_read_back_as_the_books(tmp_path: Path) -> None:
+    renderer = StatusRenderer()
+    ledger = Ledger()
+    status = status_of(ledger)
+    steps: list[Callable[[], None]] = [
+        lambda: ledger.put(entry("net0", EntryState.ATTACHING)),
+        lambda: ledger.put(entry("net0")),
+        lambda: ledger.put(entry("net1", EntryState.ATTACHING)),
+        lambda: ledger.put(entry("net2")),
+        lambda: ledger.remove("net1"),
+        lambda: ledger.put(entry("net0", EntryState.DETACHING)),
+    ]
+    read_back(tmp_path, renderer, status)  # the first write is whole
+    journal = StateRoot(tmp_path).domain("vm").journal_file
+    assert not journal.exists()
+    for step in steps:
+        step()
+        assert list(read_back(tmp_path, renderer, status)) == list(ledger)
+    assert journal.read_bytes().count(b"\n") == len(steps)
+
+
+def test_nothing_changed_is_an_empty_line_and_the_job_and_state_travel(tmp_path: Path) -> None:
+    renderer = StatusRenderer()
+    status = status_of(Ledger())
+    read_back(tmp_path, renderer, status)
+    assert renderer.update(status, live_xml=live_xml(status)).data == b""
+    status.state = RunState.PAUSED
+    read_back(tmp_path, renderer, status)
+    assert StateRoot(tmp_path).domain("vm").read_status()["state"] == "paused"
+
+
+@pytest.mark.parametrize("change", ["snapshot", "moved", "long"])
+def test_what_a_line_cannot_say_is_written_whole(change: str) -> None:
+    renderer = StatusRenderer()
+    ledger = Ledger({"a": entry("a"), "b": entry("b")})
+    status = status_of(ledger)
+    renderer.update(status, live_xml=live_xml(status))
+    if change == "snapshot":  # the live XML was rendered again
+        status.live = parse_domain(FAKE_DOMAIN.format(name="vm"))
+    elif change == "moved":  # dropped and put again: now last, which a line cannot say
+        ledger.remove("a")
+        ledger.put(entry("a"))
+    else:
+        for n in range(MAX_LINES):
+            ledger.put(entry(f"n{n}"))
+            assert renderer.update(status, live_xml=live_xml(status)).append
+        ledger.put(entry("last"))
+    assert not renderer.update(status, live_xml=live_xml(status)).append
+
+
+def test_after_a_reset_the_next_write_is_whole() -> None:
+    renderer = StatusRenderer()
+    status = status_of(Ledger())
+    renderer.update(status, live_xml=live_xml(status))
+    renderer.reset()  # a failed write, or another process wrote the file
+    assert not renderer.update(status, live_xml=live_xml(status)).append
+
+
+def test_lines_of_another_generation_and_a_torn_last_line_are_not_applied() -> None:
+    data = {"journal": "g2", "ledger": [{"alias": "a"}], "job": None, "state": "running"}
+    journal = b"".join(
+        [
+            line("g1", ['{"alias":"stale"}'], ["a"]),  # left by a crash before a rewrite
+            line("g2", ['{"alias":"b"}'], [], state="paused"),
+            line("g2", [], ["a"], job='{"id":"1"}'),
+            line("g2", ['{"alias":"torn"}'], [])[:-1],  # its write was cut short
+        ]
+    )
+    merge(data, journal)
+    assert data == {"journal": "g2", "ledger": [{"alias": "b"}], "job": {"id": "1"},
+                    "state": "paused"}  # fmt: skip
+
+
+def test_a_damaged_line_is_a_damaged_status(tmp_path: Path) -> None:
+    directory = StateRoot(tmp_path).domain("vm")
+    directory.make()
+    directory.write_status({"journal": "g", "ledger": []})
+    append_to(directory.journal_file, b"{not json\n", sync=False)
+    with pytest.raises(StateError, match=r"journal .* is damaged"):
+        directory.read_status()
+
+
+def test_a_journal_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    directory = StateRoot(tmp_path).domain("vm")
+    directory.make()
+    directory.write_status({"journal": "g", "ledger": []})
+    decoy = tmp_path / "decoy"
+    decoy.write_bytes(b"")
+    directory.journal_file.symlink_to(decoy)
+    with pytest.raises(StateError, match="symlink"):
+        directory.read_status()
+    with pytest.raises(StateError, match="symlink"):
+        append_to(directory.journal_file, b"{}\n", sync=False)
+    assert decoy.read_bytes() == b""
+
+
+async def test_a_running_domain_s_books_are_its_status_file_and_journal(tmp_path: Path) -> None:
+    dom = await start_fake(tmp_path, "journal")
+    try:
+        live = await dom.attach_device(USER_NIC)
+        assert live.alias is not None
+        directory = dom.directory
+        whole = json.loads(directory.status_file.read_bytes())
+        lines = directory.journal_file.read_bytes().splitlines()
+        assert lines and all(json.loads(raw)["gen"] == whole["journal"] for raw in lines)
+        assert [e.to_json() for e in dom.ledger] == directory.read_status()["ledger"]
+        await dom.detach_device(live.alias)  # a removal renews the snapshot: whole again
+        assert directory.read_status()["journal"] != whole["journal"]
+        assert directory.read_status()["ledger"] == []
+    finally:
+        await dom.stop(force=True)
