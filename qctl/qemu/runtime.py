@@ -233,6 +233,11 @@ class DomainRuntime:
         if durable:
             await self._writer.flush()
 
+    async def _publish(self) -> None:
+        """Write the books; return once other processes read them (not yet synced)."""
+        self._writer.changed()
+        await self._writer.flush(durable=False)
+
     def _render(self) -> Update:
         if self._snapshot is None:
             self._snapshot = (self.live, format_xml(self.live))
@@ -295,10 +300,11 @@ class DomainRuntime:
                 watch.stop()
                 self.job_record = None
                 if not self.released and status_stamp(self.directory) is not None:
-                    # Every write of this job, its commit included, is on disk before the
+                    # Every write of this job, its commit included, is written before the
                     # job returns and the lock is let go: what a caller sees returned is
-                    # what another process reads next.
-                    await to_the_end(self.save())
+                    # what another process reads next. It need not be on disk yet: a
+                    # crash loses at most the commit, which reconciling settles.
+                    await to_the_end(self._publish())
 
     def name_job(self, alias: str) -> None:
         """Say which device the running job works on (once it is known)."""

@@ -60,7 +60,9 @@ class StatusWriter:
         self._status: os.stat_result | None = None  # the status file as last written whole
         self._journal_info: os.stat_result | None = None
         self._version = 0  # bumped by every change
-        self._written = 0  # the version the file on disk has
+        self._written = 0  # the version the files have (what other processes read)
+        self._synced = 0  # the version on disk (what a crash keeps)
+        self._sync_wanted = 0  # the version a flush waits to have on disk
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Condition()
         self._failure: BaseException | None = None
@@ -69,27 +71,44 @@ class StatusWriter:
     def changed(self) -> None:
         """The books changed: write them soon (without waiting)."""
         self._version += 1
+        self._kick()
+
+    def _kick(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"status writer {self._path}")
 
-    async def flush(self) -> None:
-        """Wait until every change made so far is on disk; a failed write raises here."""
+    async def flush(self, *, durable: bool = True) -> None:
+        """Wait until every change made so far is on disk, or without ``durable`` until
+        other processes read it (written, not yet synced: what a crash then loses, the
+        next connect reconciles); a failed write raises here."""
         target = self._version
+        if durable and self._synced < target:
+            self._sync_wanted = max(self._sync_wanted, target)
+            self._kick()
+
+        def done() -> bool:
+            return (self._synced if durable else self._written) >= target
+
         async with self._done:
-            await self._done.wait_for(lambda: self._written >= target or self._failure is not None)
-            if self._failure is not None and self._written < target:
+            await self._done.wait_for(lambda: done() or self._failure is not None)
+            if self._failure is not None and not done():
                 failure, self._failure = self._failure, None
                 raise failure
 
     async def _run(self) -> None:
-        while self._written < self._version and not self.closed:
+        while (self._written < self._version or self._synced < self._sync_wanted) and not (
+            self.closed
+        ):
             version = self._version
+            sync = not self._inline and self._synced < self._sync_wanted
             update = self._render()  # on the loop: the books are the loop's
             try:
                 if self._inline:
-                    status, journal = self._store(update)
+                    status, journal = self._store(update, sync)
                 else:
-                    status, journal = await asyncio.shield(asyncio.to_thread(self._store, update))
+                    status, journal = await asyncio.shield(
+                        asyncio.to_thread(self._store, update, sync)
+                    )
             except OSError as exc:  # handed to whoever flushes, as what it is
                 self._on_failed()
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -101,22 +120,25 @@ class StatusWriter:
                 return
             self._status, self._journal_info = status, journal
             self._written = version
+            if sync or self._inline or not update.append:  # a whole write is synced
+                self._synced = version
             self._on_written(status, journal)
             async with self._done:
                 self._done.notify_all()
 
-    def _store(self, update: Update) -> Written:
-        """Make one write (in the thread, or inline): a journal line, or the whole file and
-        then the old journal's removal (its lines are of the old generation now)."""
+    def _store(self, update: Update, sync: bool) -> Written:
+        """Make one write (in the thread, or inline): a journal line (``fdatasync``ed with
+        ``sync``, which makes the lines before it last too), or the whole file and then the
+        old journal's removal (its lines are of the old generation now)."""
         if not update.append:
             status = atomic_write(self._path, update.data)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._journal)
             return status, None
         assert self._status is not None, "a journal line follows a whole write"
-        if not update.data:
-            return self._status, self._journal_info
-        return self._status, append_to(self._journal, update.data, sync=not self._inline)
+        if not update.data and (not sync or self._journal_info is None):
+            return self._status, self._journal_info  # nothing to write, nothing unsynced
+        return self._status, append_to(self._journal, update.data, sync=sync)
 
     async def aclose(self) -> None:
         """Finish the write under way (never cut one short), then stop."""
