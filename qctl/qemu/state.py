@@ -58,7 +58,9 @@ __all__ = [
     "atomic_write",
     "default_state_root",
     "lock_file",
+    "open_append",
     "open_private_file",
+    "sync_directory",
 ]
 
 #: QMP monitors per domain (see :attr:`DomainDir.qmp_sockets`)
@@ -254,25 +256,39 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> os.stat_result:
         os.close(dir_fd)
 
 
-def append_to(path: Path, data: bytes, *, sync: bool) -> os.stat_result:
-    """Append ``data`` to the file ``path`` (created 0600 when missing; only a regular file
-    of ours is written); with ``sync``, return once it is on disk (``fdatasync``, and the
-    directory's fsync when the file was new). Returns the file's ``stat`` after the write."""
+def open_append(path: Path) -> tuple[int, bool]:
+    """Open the file ``path`` for appending (created 0600 when missing; only a regular file
+    of ours): its fd, and whether it is new (empty), whose name then still has to be made
+    durable (:func:`sync_directory`) before what is appended can be."""
     dir_fd = os.open(path.parent, _DIR_FLAGS)
     try:
         fd = open_private_file(dir_fd, path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, path)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if sync:
-                os.fdatasync(fd)
-            written = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if sync and written.st_size == len(data):  # a new file: its name must last too
-            os.fsync(dir_fd)
-        return written
+    finally:
+        os.close(dir_fd)
+    try:
+        return fd, os.fstat(fd).st_size == 0
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def append_to(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
+    """Append ``data`` to the file open as ``fd`` (:func:`open_append`); with ``sync``,
+    return once it, and all appended before it, is on disk (``fdatasync``). Returns the
+    file's ``stat`` after the write."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if sync:
+        os.fdatasync(fd)
+    return os.fstat(fd)
+
+
+def sync_directory(path: Path) -> None:
+    """Make the names in directory ``path`` durable (``fsync``)."""
+    dir_fd = os.open(path, _DIR_FLAGS)
+    try:
+        os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 

@@ -13,6 +13,8 @@ A status file on a file system that keeps files in memory (tmpfs, as ``/run`` is
 hosts) is written in the event loop itself: there it is a copy in memory that never waits on
 a device, and handing it to a thread would cost several times the write
 (:func:`~qctl.host.in_memory`); its journal lines are not synced (there is no device).
+There a change is written by a callback on the loop's next turn (coalescing what the
+current turn changes), or at once by a flush: no task, nothing to wait for.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from qctl.errors import StateError
 from qctl.qemu.journal import JOURNAL_NAME, Update
-from qctl.qemu.state import append_to, atomic_write
+from qctl.qemu.state import append_to, atomic_write, open_append, sync_directory
 
 #: what a write leaves on disk: the status file's ``stat``, and its journal's (None: none)
 Written = tuple[os.stat_result, os.stat_result | None]
@@ -59,19 +61,28 @@ class StatusWriter:
         self._on_failed = failed
         self._status: os.stat_result | None = None  # the status file as last written whole
         self._journal_info: os.stat_result | None = None
+        #: the journal, open for appending since the last whole write (written only by
+        #: this domain's one write at a time), and whether its name is not yet durable
+        self._journal_fd: int | None = None
+        self._journal_new = False
         self._version = 0  # bumped by every change
         self._written = 0  # the version the files have (what other processes read)
         self._synced = 0  # the version on disk (what a crash keeps)
         self._sync_wanted = 0  # the version a flush waits to have on disk
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Condition()
-        self._failure: BaseException | None = None
+        self._failure: StateError | None = None  # the thread's last write failed
+        self._soon = False  # inline: a write is scheduled for the loop's next turn
         self.closed = False
 
     def changed(self) -> None:
         """The books changed: write them soon (without waiting)."""
         self._version += 1
-        self._kick()
+        if not self._inline:
+            self._kick()
+        elif not self._soon:  # a callback, not a task: an inline write never waits
+            self._soon = True
+            asyncio.get_running_loop().call_soon(self._write_soon)
 
     def _kick(self) -> None:
         if self._task is None or self._task.done():
@@ -82,6 +93,10 @@ class StatusWriter:
         other processes read it (written, not yet synced: what a crash then loses, the
         next connect reconciles); a failed write raises here."""
         target = self._version
+        if self._inline:  # written here and now (a failure raises): nothing to wait for
+            if self._written < target and not self.closed:
+                self._write_inline()
+            return
         if durable and self._synced < target:
             self._sync_wanted = max(self._sync_wanted, target)
             self._kick()
@@ -95,36 +110,54 @@ class StatusWriter:
                 failure, self._failure = self._failure, None
                 raise failure
 
+    def _write_soon(self) -> None:
+        self._soon = False
+        if self._written < self._version and not self.closed:
+            with contextlib.suppress(StateError):  # the next flush writes again, and says
+                self._write_inline()
+
+    def _write_inline(self) -> None:
+        version = self._version
+        update = self._render()
+        try:
+            written = self._store(update, False)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+        self._wrote(version, written, synced=True)  # in memory: nothing to sync
+
     async def _run(self) -> None:
         while (self._written < self._version or self._synced < self._sync_wanted) and not (
             self.closed
         ):
             version = self._version
-            sync = not self._inline and self._synced < self._sync_wanted
+            sync = self._synced < self._sync_wanted
             update = self._render()  # on the loop: the books are the loop's
             try:
-                if self._inline:
-                    status, journal = self._store(update, sync)
-                else:
-                    status, journal = await asyncio.shield(
-                        asyncio.to_thread(self._store, update, sync)
-                    )
+                written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
             except OSError as exc:  # handed to whoever flushes, as what it is
-                self._on_failed()
-                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                what = "no space left" if full else f"cannot write ({exc.strerror})"
-                self._failure = StateError(f"{what} writing {self._path}; its old content is kept")
-                self._failure.__cause__ = exc
+                self._failure = self._failed(exc)
                 async with self._done:
                     self._done.notify_all()
                 return
-            self._status, self._journal_info = status, journal
-            self._written = version
-            if sync or self._inline or not update.append:  # a whole write is synced
-                self._synced = version
-            self._on_written(status, journal)
+            self._wrote(version, written, synced=sync or not update.append)  # whole: synced
             async with self._done:
                 self._done.notify_all()
+
+    def _failed(self, exc: OSError) -> StateError:
+        self._on_failed()
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what = "no space left" if full else f"cannot write ({exc.strerror})"
+        failure = StateError(f"{what} writing {self._path}; its old content is kept")
+        failure.__cause__ = exc
+        return failure
+
+    def _wrote(self, version: int, written: Written, *, synced: bool) -> None:
+        self._failure = None  # this write has what a failed one had
+        self._status, self._journal_info = written
+        self._written = version
+        if synced:
+            self._synced = version
+        self._on_written(*written)
 
     def _store(self, update: Update, sync: bool) -> Written:
         """Make one write (in the thread, or inline): a journal line (``fdatasync``ed with
@@ -132,17 +165,33 @@ class StatusWriter:
         old journal's removal (its lines are of the old generation now)."""
         if not update.append:
             status = atomic_write(self._path, update.data)
+            self._close_journal()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._journal)
             return status, None
         assert self._status is not None, "a journal line follows a whole write"
-        if not update.data and (not sync or self._journal_info is None):
+        if not update.data and (not sync or self._journal_fd is None):
             return self._status, self._journal_info  # nothing to write, nothing unsynced
-        return self._status, append_to(self._journal, update.data, sync=sync)
+        if self._journal_fd is None:  # kept open until the next whole write
+            self._journal_fd, self._journal_new = open_append(self._journal)
+        info = append_to(self._journal_fd, update.data, sync=sync)
+        if sync and self._journal_new:  # the journal's name must last too
+            sync_directory(self._path.parent)
+            self._journal_new = False
+        return self._status, info
+
+    def _close_journal(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
 
     async def aclose(self) -> None:
-        """Finish the write under way (never cut one short), then stop."""
+        """Finish the write under way or due (never cut one short), then stop."""
+        if self._inline and self._written < self._version and not self.closed:
+            with contextlib.suppress(StateError):
+                self._write_inline()
         task = self._task
         if task is not None and not task.done():
             await asyncio.shield(task)
         self.closed = True
+        self._close_journal()

@@ -4,6 +4,7 @@ of their status file's generation only, and a torn or stale line is never applie
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +17,16 @@ from qctl.qemu.journal import MAX_LINES, line, merge
 from qctl.qemu.ledger import DeviceKind, EntryState, Ledger, LedgerEntry
 from qctl.qemu.process import ProcessIdentity
 from qctl.qemu.runstate import RunState
-from qctl.qemu.state import StateRoot, append_to, atomic_write
+from qctl.qemu.state import StateRoot, append_to, atomic_write, open_append
 from qctl.qemu.status import Status, StatusRenderer, read_stored_status
+
+
+def append(path: Path, data: bytes) -> None:
+    fd, _ = open_append(path)
+    try:
+        append_to(fd, data, sync=True)
+    finally:
+        os.close(fd)
 
 
 def entry(alias: str, state: EntryState = EntryState.ATTACHED) -> LedgerEntry:
@@ -35,7 +44,7 @@ def read_back(tmp_path: Path, renderer: StatusRenderer, status: Status) -> Ledge
     directory.make()
     update = renderer.update(status, live_xml=live_xml(status))
     if update.append:
-        append_to(directory.journal_file, update.data, sync=True)
+        append(directory.journal_file, update.data)
     else:
         atomic_write(directory.status_file, update.data)
         directory.journal_file.unlink(missing_ok=True)
@@ -128,7 +137,7 @@ def test_a_damaged_line_is_a_damaged_status(tmp_path: Path) -> None:
     directory = StateRoot(tmp_path).domain("vm")
     directory.make()
     directory.write_status({"journal": "g", "ledger": []})
-    append_to(directory.journal_file, b"{not json\n", sync=False)
+    append(directory.journal_file, b"{not json\n")
     with pytest.raises(StateError, match=r"journal .* is damaged"):
         directory.read_status()
 
@@ -143,7 +152,7 @@ def test_a_journal_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="symlink"):
         directory.read_status()
     with pytest.raises(StateError, match="symlink"):
-        append_to(directory.journal_file, b"{}\n", sync=False)
+        open_append(directory.journal_file)
     assert decoy.read_bytes() == b""
 
 

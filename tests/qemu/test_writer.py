@@ -24,7 +24,8 @@ from qctl.qemu.state import DomainDir, append_to, atomic_write
 from qctl.qemu.writer import StatusWriter
 
 
-async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+async def test_changes_made_during_a_write_go_out_together(tmp_path: Path, inline: bool) -> None:
     path = tmp_path / "status.json"
     state = {"n": 0}
     renders: list[int] = []
@@ -33,7 +34,7 @@ async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> No
         renders.append(state["n"])
         return Update(json.dumps(state).encode(), append=False)
 
-    writer = StatusWriter(path, render, lambda *_: None)
+    writer = StatusWriter(path, render, lambda *_: None, inline=inline)
     for n in range(1, 6):  # five changes in a row, no await between them
         state["n"] = n
         writer.changed()
@@ -43,18 +44,35 @@ async def test_changes_made_during_a_write_go_out_together(tmp_path: Path) -> No
     await writer.aclose()
 
 
-async def test_a_failed_write_is_raised_by_flush(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+async def test_a_failed_write_is_raised_by_flush(tmp_path: Path, inline: bool) -> None:
     failed: list[bool] = []
     writer = StatusWriter(
         tmp_path / "missing" / "status.json",
         lambda: Update(b"{}", append=False),
         lambda *_: None,
         failed=lambda: failed.append(True),
+        inline=inline,
     )
     writer.changed()
+    await asyncio.sleep(0)  # the write due fails, and is kept for the flush
     with pytest.raises(StateError, match="cannot write"):
         await writer.flush()
-    assert failed == [True]  # the renderer is told: its next write is the whole file
+    assert failed  # the renderer is told: its next write is the whole file
+    (tmp_path / "missing").mkdir()
+    await writer.flush()  # written now
+    assert (tmp_path / "missing" / "status.json").read_bytes() == b"{}"
+    await writer.aclose()
+
+
+async def test_an_inline_change_is_written_on_the_loop_s_next_turn(tmp_path: Path) -> None:
+    path = tmp_path / "status.json"
+    writer = StatusWriter(path, lambda: Update(b"{}", append=False), lambda *_: None, inline=True)
+    writer.changed()
+    assert not path.exists()  # not during the turn that changed the books…
+    await asyncio.sleep(0)
+    assert path.read_bytes() == b"{}"  # …but right after it, with nobody flushing
+    await writer.aclose()
 
 
 async def test_a_slow_disk_on_one_domain_does_not_delay_another(
@@ -65,10 +83,11 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
     slow = await start_fake(tmp_path / "a", "slow", launcher=launcher)
     fast = await start_fake(tmp_path / "b", "fast", launcher=launcher)
     def delayed(real: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
-        def write(path: Path, data: bytes, *args: Any, **kwargs: Any) -> os.stat_result:
+        def write(file: Path | int, data: bytes, *args: Any, **kwargs: Any) -> os.stat_result:
+            path = Path(os.readlink(f"/proc/self/fd/{file}")) if isinstance(file, int) else file
             if path.parent == slow.directory.path:
                 time.sleep(1.0)  # in the writer's thread: a disk that takes a second
-            return real(path, data, *args, **kwargs)
+            return real(file, data, *args, **kwargs)
 
         return write
 
@@ -104,10 +123,10 @@ async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
         threads["whole"].append(threading.get_ident())
         return atomic_write(path, data)
 
-    def line(path: Path, data: bytes, *, sync: bool) -> os.stat_result:
+    def line(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
         threads["line"].append(threading.get_ident())
         synced.append(sync)
-        return append_to(path, data, sync=sync)
+        return append_to(fd, data, sync=sync)
 
     monkeypatch.setattr(writer_module, "atomic_write", whole)
     monkeypatch.setattr(writer_module, "append_to", line)
@@ -136,9 +155,9 @@ async def test_a_durable_flush_syncs_what_was_only_written(
 ) -> None:
     calls: list[tuple[bytes, bool]] = []
 
-    def spy(path: Path, data: bytes, *, sync: bool) -> os.stat_result:
+    def spy(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
         calls.append((data, sync))
-        return append_to(path, data, sync=sync)
+        return append_to(fd, data, sync=sync)
 
     monkeypatch.setattr(writer_module, "append_to", spy)
     line = b'{"gen":"g"}\n'
