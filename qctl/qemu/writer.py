@@ -61,10 +61,8 @@ class StatusWriter:
         self._on_failed = failed
         self._status: os.stat_result | None = None  # the status file as last written whole
         self._journal_info: os.stat_result | None = None
-        #: the journal, open for appending since the last whole write (written only by
-        #: this domain's one write at a time), and whether its name is not yet durable
-        self._journal_fd: int | None = None
-        self._journal_new = False
+        #: the journal was made since the last whole write and its name is not yet durable
+        self._journal_unnamed = False
         self._version = 0  # bumped by every change
         self._written = 0  # the version the files have (what other processes read)
         self._synced = 0  # the version on disk (what a crash keeps)
@@ -165,25 +163,23 @@ class StatusWriter:
         old journal's removal (its lines are of the old generation now)."""
         if not update.append:
             status = atomic_write(self._path, update.data)
-            self._close_journal()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._journal)
+            self._journal_unnamed = False
             return status, None
         assert self._status is not None, "a journal line follows a whole write"
-        if not update.data and (not sync or self._journal_fd is None):
+        if not update.data and (not sync or self._journal_info is None):
             return self._status, self._journal_info  # nothing to write, nothing unsynced
-        if self._journal_fd is None:  # kept open until the next whole write
-            self._journal_fd, self._journal_new = open_append(self._journal)
-        info = append_to(self._journal_fd, update.data, sync=sync)
-        if sync and self._journal_new:  # the journal's name must last too
+        fd, new = open_append(self._journal)
+        try:
+            info = append_to(fd, update.data, sync=sync)
+        finally:
+            os.close(fd)
+        self._journal_unnamed |= new
+        if sync and self._journal_unnamed:  # the journal's name must last too
             sync_directory(self._path.parent)
-            self._journal_new = False
+            self._journal_unnamed = False
         return self._status, info
-
-    def _close_journal(self) -> None:
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
-            self._journal_fd = None
 
     async def aclose(self) -> None:
         """Finish the write under way or due (never cut one short), then stop."""
@@ -194,4 +190,3 @@ class StatusWriter:
         if task is not None and not task.done():
             await asyncio.shield(task)
         self.closed = True
-        self._close_journal()
