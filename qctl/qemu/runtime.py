@@ -457,13 +457,23 @@ class DomainRuntime:
             await self._own_netlink.aclose()
 
 
+#: whether a state root's domain directories are on tmpfs or ramfs, by their parent: asked
+#: once per root and process (a ``statfs`` per handle was a tenth of a connect's own work)
+_IN_MEMORY: dict[Path, bool] = {}
+
+
 def _in_memory(directory: DomainDir) -> bool:
     """Whether the status file is on tmpfs or ramfs; False when that cannot be told (the
     directory gone meanwhile): the thread path, whose write then reports what is wrong."""
-    try:
-        return in_memory(directory.path)
-    except OSError:
-        return False
+    where = directory.path.parent
+    known = _IN_MEMORY.get(where)
+    if known is None:
+        try:
+            known = in_memory(directory.path)
+        except OSError:
+            return False
+        _IN_MEMORY[where] = known
+    return known
 
 
 def _attached(ledger: Ledger) -> set[str]:

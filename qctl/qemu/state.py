@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import itertools
 import json
 import os
@@ -100,7 +101,7 @@ def _refusal(path: Path | str, info: os.stat_result, kind: str) -> StateError | 
     return None
 
 
-def _check_ancestor(path: Path, fd: int) -> None:
+def _check_ancestor(path: str, fd: int) -> None:
     """An ancestor of the root must not let anyone else rename or replace what is in it."""
     info = os.fstat(fd)
     if info.st_uid not in (0, os.geteuid()):
@@ -114,7 +115,7 @@ def _check_ancestor(path: Path, fd: int) -> None:
         )
 
 
-def _not_a_directory(parent_fd: int | None, name: str, path: Path) -> StateError:
+def _not_a_directory(parent_fd: int | None, name: str, path: str | Path) -> StateError:
     try:
         info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except OSError:
@@ -123,7 +124,7 @@ def _not_a_directory(parent_fd: int | None, name: str, path: Path) -> StateError
     return StateError(f"refusing state directory {path}: it is {what}")
 
 
-def _open_dir(parent_fd: int | None, name: str, path: Path, *, create: bool) -> int:
+def _open_dir(parent_fd: int | None, name: str, path: str | Path, *, create: bool) -> int:
     """Open directory ``name`` of ``parent_fd`` (never through a symlink) and check it is ours.
 
     With ``create``, a missing directory is made 0700. FileNotFoundError when it is missing
@@ -159,15 +160,18 @@ def _open_dir(parent_fd: int | None, name: str, path: Path, *, create: bool) -> 
 
 
 def _open_root(path: Path, *, create: bool) -> int:
-    """Open the state root ``path`` after checking every directory on the way to it."""
-    path = Path(os.path.abspath(path))
-    parent = Path(os.path.realpath(path.parent))
+    """Open the state root ``path`` after checking every directory on the way to it.
+
+    Paths are plain strings here (only error messages show them): this runs for every
+    read of a domain's state."""
+    absolute = os.path.abspath(path)
+    parent = os.path.realpath(os.path.dirname(absolute))
     fd = os.open("/", _DIR_FLAGS)
     try:
-        walked = Path("/")
-        for part in parent.parts[1:]:
-            _check_ancestor(walked, fd)
-            walked = walked / part
+        walked = ""
+        for part in parent.split("/")[1:] if parent != "/" else ():
+            _check_ancestor(walked or "/", fd)
+            walked = f"{walked}/{part}"
             if create:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o700, dir_fd=fd)
@@ -179,8 +183,8 @@ def _open_root(path: Path, *, create: bool) -> int:
                 raise StateError(f"cannot open {walked}: {exc.strerror}") from exc
             os.close(fd)
             fd = next_fd
-        _check_ancestor(walked, fd)
-        root_fd = _open_dir(fd, path.name, path, create=create)
+        _check_ancestor(walked or "/", fd)
+        root_fd = _open_dir(fd, os.path.basename(absolute), absolute, create=create)
     finally:
         os.close(fd)
     return root_fd
@@ -328,7 +332,7 @@ class DomainDir:
         self.name = path.name
         self.root = root if root is not None else StateRoot(path.parent.parent)
 
-    @property
+    @functools.cached_property
     def qmp_socket(self) -> Path:
         """The first QMP monitor socket QEMU listens on."""
         return self.path / "qmp.sock"
@@ -339,12 +343,12 @@ class DomainDir:
         processes (say ``qctl events`` and ``qctl attach-device``) can work at once."""
         return [self.qmp_socket, *(self.path / f"qmp-{n}.sock" for n in range(1, MONITORS))]
 
-    @property
+    @functools.cached_property
     def status_file(self) -> Path:
         """The status file: live XML and ledger."""
         return self.path / "status.json"
 
-    @property
+    @functools.cached_property
     def journal_file(self) -> Path:
         """The status file's journal (:mod:`~qctl.qemu.journal`)."""
         return self.path / JOURNAL_NAME
@@ -370,7 +374,7 @@ class DomainDir:
         """Where QEMU writes its pid (``-pidfile``)."""
         return self.path / "qemu.pid"
 
-    @property
+    @functools.cached_property
     def abort_file(self) -> Path:
         """Where another process asks the running job to abort (it holds the job's id)."""
         return self.path / "abort"
@@ -632,9 +636,9 @@ class StateRoot:
         one may not be trusted."""
         fd = _open_root(self.path, create=create)
         try:
-            where = self.path
+            where = str(self.path)
             for part in parts:
-                where = where / part
+                where = f"{where}/{part}"
                 next_fd = _open_dir(fd, part, where, create=create)
                 os.close(fd)
                 fd = next_fd
