@@ -427,26 +427,25 @@ class DomainDir:
             return self._read_status_at(fd)
 
     def _read_status_at(self, fd: int) -> bytes:
-        try:
-            file = open_private_file(fd, "status.json", os.O_RDONLY, self.status_file)
-        except FileNotFoundError:
-            raise StateError(f"no domain named {self.name!r} is running") from None
-        except OSError as exc:
-            raise StateError(
-                f"status file {self.status_file} is unreadable: {exc.strerror}"
-            ) from exc
-        with os.fdopen(file, "rb") as handle:
-            return handle.read()
+        data = self._read_at(fd, "status.json", self.status_file, "status file")
+        if data is None:
+            raise StateError(f"no domain named {self.name!r} is running")
+        return data
 
     def _read_journal_at(self, fd: int) -> bytes:
+        data = self._read_at(fd, JOURNAL_NAME, self.journal_file, "status journal")
+        return b"" if data is None else data
+
+    @staticmethod
+    def _read_at(fd: int, name: str, path: Path, what: str) -> bytes | None:
+        """File ``name`` of the directory ``fd``, trusted (see the module); None when
+        missing."""
         try:
-            file = open_private_file(fd, JOURNAL_NAME, os.O_RDONLY, self.journal_file)
+            file = open_private_file(fd, name, os.O_RDONLY, path)
         except FileNotFoundError:
-            return b""
+            return None
         except OSError as exc:
-            raise StateError(
-                f"status journal {self.journal_file} is unreadable: {exc.strerror}"
-            ) from exc
+            raise StateError(f"{what} {path} is unreadable: {exc.strerror}") from exc
         with os.fdopen(file, "rb") as handle:
             return handle.read()
 
