@@ -71,16 +71,23 @@ def line(
 
 def merge(data: dict[str, Any], journal: bytes) -> None:
     """Apply the lines of ``journal`` that belong to status file ``data`` (same generation)
-    to it, in order. A torn last line is dropped; ValueError/TypeError/KeyError when a whole
-    line is damaged (the status is, as for a damaged status file)."""
+    to it, in order. A torn last line is dropped, and so is everything from a line of this
+    generation that does not parse (a crash garbled the journal's unsynced tail: a synced
+    line makes every line before it last); lines of other generations are skipped unread.
+    TypeError/KeyError/AttributeError when a line parses but is not a change (the status is
+    damaged, as for a damaged status file)."""
     generation = data.get("journal")
     if generation is None or not journal:
         return
+    ours = f'{{"gen":{json.dumps(generation)}'.encode()
     entries: dict[str, Any] | None = None
     for raw in journal.split(b"\n")[:-1]:  # what follows the last newline is torn
-        change = json.loads(raw)
-        if change["gen"] != generation:
-            continue
+        if not raw.startswith(ours):
+            continue  # another generation's (left by a crash), never parsed
+        try:
+            change = json.loads(raw)
+        except ValueError:
+            break  # a line a crash cut or garbled: it and what follows were never synced
         if entries is None:
             entries = {entry["alias"]: entry for entry in data["ledger"]}
         for entry in change.get("put", ()):

@@ -89,12 +89,18 @@ class StatusWriter:
     async def flush(self, *, durable: bool = True) -> None:
         """Wait until every change made so far is on disk, or without ``durable`` until
         other processes read it (written, not yet synced: what a crash then loses, the
-        next connect reconciles); a failed write raises here."""
+        next connect reconciles); a failed write raises here, to every flush waiting on
+        it. A flush after a failure writes again. Returns at once once closed."""
         target = self._version
+        if self.closed:
+            return
         if self._inline:  # written here and now (a failure raises): nothing to wait for
-            if self._written < target and not self.closed:
+            if self._written < target:
                 self._write_inline()
             return
+        if self._failure is not None and (self._task is None or self._task.done()):
+            self._failure = None  # the write that failed is over: try again
+            self._kick()
         if durable and self._synced < target:
             self._sync_wanted = max(self._sync_wanted, target)
             self._kick()
@@ -103,10 +109,9 @@ class StatusWriter:
             return (self._synced if durable else self._written) >= target
 
         async with self._done:
-            await self._done.wait_for(lambda: done() or self._failure is not None)
+            await self._done.wait_for(lambda: done() or self._failure is not None or self.closed)
             if self._failure is not None and not done():
-                failure, self._failure = self._failure, None
-                raise failure
+                raise self._failure
 
     def _write_soon(self) -> None:
         self._soon = False
@@ -119,8 +124,11 @@ class StatusWriter:
         update = self._render()
         try:
             written = self._store(update, False)
-        except OSError as exc:
-            raise self._failed(exc) from exc
+        except (OSError, StateError) as exc:
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         self._wrote(version, written, synced=True)  # in memory: nothing to sync
 
     async def _run(self) -> None:
@@ -132,17 +140,26 @@ class StatusWriter:
             update = self._render()  # on the loop: the books are the loop's
             try:
                 written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
-            except OSError as exc:  # handed to whoever flushes, as what it is
+            except (OSError, StateError) as exc:  # handed to every flush waiting, as it is
                 self._failure = self._failed(exc)
                 async with self._done:
                     self._done.notify_all()
                 return
+            except asyncio.CancelledError:
+                # The write goes on in its thread, and whether it fails is never seen:
+                # the renderer takes nothing for granted (the next write is whole).
+                self._on_failed()
+                raise
             self._wrote(version, written, synced=sync or not update.append)  # whole: synced
             async with self._done:
                 self._done.notify_all()
 
-    def _failed(self, exc: OSError) -> StateError:
+    def _failed(self, exc: OSError | StateError) -> StateError:
+        """A failed write: the renderer is told (its next write is whole), and the error
+        said as a StateError naming the file (a refusal to trust the journal already is)."""
         self._on_failed()
+        if isinstance(exc, StateError):
+            return exc
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         what = "no space left" if full else f"cannot write ({exc.strerror})"
         failure = StateError(f"{what} writing {self._path}; its old content is kept")
@@ -188,5 +205,8 @@ class StatusWriter:
                 self._write_inline()
         task = self._task
         if task is not None and not task.done():
-            await asyncio.shield(task)
+            with contextlib.suppress(Exception):  # what failed is the flushes' to say
+                await asyncio.shield(task)
         self.closed = True
+        async with self._done:
+            self._done.notify_all()  # a flush still waiting returns

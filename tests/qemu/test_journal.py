@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import FAKE_DOMAIN, USER_NIC, start_fake
@@ -133,11 +134,24 @@ def test_lines_of_another_generation_and_a_torn_last_line_are_not_applied() -> N
                     "state": "paused"}  # fmt: skip
 
 
-def test_a_damaged_line_is_a_damaged_status(tmp_path: Path) -> None:
+def test_a_garbled_line_ends_what_is_applied_and_a_line_of_the_wrong_shape_is_damage(
+    tmp_path: Path,
+) -> None:
+    data: dict[str, Any] = {"journal": "g", "ledger": [], "job": None, "state": "running"}
+    journal = b"".join(
+        [
+            b"\0\0garbage of an older generation\n",  # skipped unread
+            line("g", ['{"alias":"a"}'], []),
+            b'{"gen":"g","put":[{"ali\0\0\0\n',  # a crash garbled the unsynced tail…
+            line("g", ['{"alias":"b"}'], []),  # …and what follows it was never synced
+        ]
+    )
+    merge(data, journal)
+    assert data["ledger"] == [{"alias": "a"}]
     directory = StateRoot(tmp_path).domain("vm")
     directory.make()
     directory.write_status({"journal": "g", "ledger": []})
-    append(directory.journal_file, b"{not json\n")
+    append(directory.journal_file, b'{"gen":"g","put":[1]}\n')
     with pytest.raises(StateError, match=r"journal .* is damaged"):
         directory.read_status()
 

@@ -171,3 +171,34 @@ async def test_a_durable_flush_syncs_what_was_only_written(
     await writer.flush()  # nothing new to write, but that line must be on disk now
     assert calls == [(line, False), (b"", True)]
     await writer.aclose()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["thread", "inline"])
+async def test_a_journal_refused_fails_every_flush_waiting_and_the_renderer_is_told(
+    tmp_path: Path, inline: bool
+) -> None:
+    path, journal = tmp_path / "status.json", tmp_path / "status.journal"
+    decoy = tmp_path / "decoy"
+    decoy.write_bytes(b"")
+    updates = iter([Update(b"{}", append=False)])
+    failed: list[bool] = []
+
+    def render() -> Update:
+        return next(updates, Update(b'{"gen":"g"}\n', append=True))
+
+    writer = StatusWriter(
+        path, render, lambda *_: None, failed=lambda: failed.append(True), inline=inline
+    )
+    writer.changed()
+    await writer.flush()  # whole: it removes the journal there was
+    await asyncio.sleep(0.01)  # the write scheduled, or the task, has ended
+    journal.symlink_to(decoy)  # planted: never written through
+    writer.changed()
+    flushes = (writer.flush(), writer.flush(durable=False))
+    results = await asyncio.gather(*flushes, return_exceptions=True)
+    assert all(isinstance(r, StateError) and "symlink" in str(r) for r in results), results
+    assert failed and decoy.read_bytes() == b""
+    journal.unlink()
+    await writer.flush()  # written now
+    assert journal.read_bytes() == b'{"gen":"g"}\n'
+    await writer.aclose()
