@@ -548,17 +548,20 @@ async def detach(
                     ) from exc
             # Cancelled with device_del in flight: the entry stays ``detaching``; its
             # event, or the next reconciliation (which asks QEMU again), settles it.
+        pending = wait <= 0 and not removed.future.done()  # no timer set only to expire
         try:
-            async with asyncio.timeout(wait):
-                await removed
+            if not pending:
+                async with asyncio.timeout(wait):
+                    await removed
         except TimeoutError:
-            if not removed.future.done():
-                log.info("domain %s: detach of %s pending", rt.name, alias)
-                return DetachResult.PENDING
+            pending = not removed.future.done()
         except StateError:
             if rt.released:  # QEMU is gone, and with it the device and what it held
                 return DetachResult.DETACHED
             raise
+        if pending:
+            log.info("domain %s: detach of %s pending", rt.name, alias)
+            return DetachResult.PENDING
         event = removed.take()
     if rt.released:
         return DetachResult.DETACHED
