@@ -71,7 +71,7 @@ class StatusRenderer:
         self._entries: dict[str, tuple[LedgerEntry, str]] = {}
         #: the generation of the status file written last; None: the next write is whole
         self._generation: str | None = None
-        self._base: tuple[DomainDef, str, str, str] | None = None  # config, live XML, job, state
+        self._base: _Base | None = None
         self._lines = 0
         self._bytes = 0
 
@@ -100,9 +100,9 @@ class StatusRenderer:
         given already rendered (a snapshot that may lag: see
         :func:`~qctl.qemu.devices.merge_live`)."""
         live = self._xml_of("live", status.live, live_xml)
-        job, state = _job_json(status), status.state.value
+        job, state = _job_json(status.job), status.state.value
         self._generation = new_generation()
-        self._base = (status.config, live, job, state)
+        self._base = _Base(status.config, live, status.job, job, state)
         self._lines = self._bytes = 0
         head = {
             "version": STATUS_VERSION,
@@ -137,8 +137,8 @@ class StatusRenderer:
         if (
             self._generation is None
             or base is None
-            or base[0] is not status.config
-            or base[1] is not live_xml
+            or base.config is not status.config
+            or base.live_xml is not live_xml
             or self._lines >= MAX_LINES
             or self._bytes >= MAX_BYTES
         ):
@@ -149,7 +149,7 @@ class StatusRenderer:
         drops = [alias for alias in old if alias not in ledger] if len(kept) < len(old) else []
         entries: dict[str, tuple[LedgerEntry, str]] = {}
         puts: list[str] = []
-        for entry in status.ledger:
+        for entry in ledger:
             cached = old.get(entry.alias)
             if cached is None or cached[0] is not entry:
                 cached = (entry, self._entry_json(entry))
@@ -157,24 +157,37 @@ class StatusRenderer:
             entries[entry.alias] = cached
         if list(entries)[: len(kept)] != kept:
             return None  # an entry moved (dropped and put again): a journal keeps the order
-        job, state = _job_json(status), status.state.value
+        job = base.job_json if status.job is base.job else _job_json(status.job)
+        state = status.state.value
         self._entries = entries
-        self._base = (base[0], base[1], job, state)
-        if not puts and not drops and job == base[2] and state == base[3]:
+        self._base = _Base(base.config, base.live_xml, status.job, job, state)
+        if not puts and not drops and job == base.job_json and state == base.state:
             return b""
         return line(
             self._generation,
             puts,
             drops,
-            job=job if job != base[2] else None,
-            state=state if state != base[3] else None,
+            job=job if job != base.job_json else None,
+            state=state if state != base.state else None,
         )
 
 
-def _job_json(status: Status) -> str:
-    if status.job is None:
+@record
+class _Base:
+    """What the status file and journal on disk say, as far as a journal line can change:
+    a line is written against it (the definitions only identify the file's version)."""
+
+    config: DomainDef
+    live_xml: str
+    job: JobRecord | None
+    job_json: str
+    state: str
+
+
+def _job_json(job: JobRecord | None) -> str:
+    if job is None:
         return "null"
-    return json.dumps(status.job.to_json(), separators=(",", ":"))
+    return json.dumps(job.to_json(), separators=(",", ":"))
 
 
 def write_status(directory: DomainDir, status: Status) -> Stamp:
