@@ -62,6 +62,7 @@ __all__ = [
     "open_append",
     "open_private_file",
     "sync_directory",
+    "sync_file",
 ]
 
 #: QMP monitors per domain (see :attr:`DomainDir.qmp_sockets`)
@@ -195,6 +196,13 @@ def open_private_file(
 ) -> int:
     """Open file ``name`` in the trusted directory ``dir_fd``: never through a symlink, and
     only a regular file of the current user that nobody else may write."""
+    return _open_private(name, flags, path, mode=mode, dir_fd=dir_fd)[0]
+
+
+def _open_private(
+    name: str | Path, flags: int, path: Path, *, mode: int = 0o600, dir_fd: int | None = None
+) -> tuple[int, os.stat_result]:
+    """:func:`open_private_file`, also returning the file's ``stat``."""
     try:
         fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, mode, dir_fd=dir_fd)
     except OSError as exc:
@@ -211,7 +219,7 @@ def open_private_file(
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, info
 
 
 _temp_names = itertools.count()
@@ -261,31 +269,27 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> os.stat_result:
 
 
 def open_append(path: Path) -> tuple[int, bool]:
-    """Open the file ``path`` for appending (created 0600 when missing; only a regular file
-    of ours): its fd, and whether it is new (empty), whose name then still has to be made
+    """Open the file ``path`` for appending (created 0600 when missing; never through a
+    symlink, only a regular file of ours, as :func:`atomic_write` opens its directory by
+    path): its fd, and whether it is new (empty), whose name then still has to be made
     durable (:func:`sync_directory`) before what is appended can be."""
-    dir_fd = os.open(path.parent, _DIR_FLAGS)
-    try:
-        fd = open_private_file(dir_fd, path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, path)
-    finally:
-        os.close(dir_fd)
-    try:
-        return fd, os.fstat(fd).st_size == 0
-    except BaseException:
-        os.close(fd)
-        raise
+    fd, info = _open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, path)
+    return fd, info.st_size == 0
 
 
-def append_to(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
-    """Append ``data`` to the file open as ``fd`` (:func:`open_append`); with ``sync``,
-    return once it, and all appended before it, is on disk (``fdatasync``). Returns the
-    file's ``stat`` after the write."""
+def append_to(fd: int, data: bytes) -> os.stat_result:
+    """Append ``data`` to the file open as ``fd`` (:func:`open_append`); returns the file's
+    ``stat`` after the write (which :func:`sync_file` makes durable)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-    if sync:
-        os.fdatasync(fd)
     return os.fstat(fd)
+
+
+def sync_file(fd: int) -> None:
+    """Return once what was written to the file open as ``fd`` is on disk (its data and
+    size: ``fdatasync``)."""
+    os.fdatasync(fd)
 
 
 def sync_directory(path: Path) -> None:

@@ -25,7 +25,7 @@ from qctl.qemu.status import Status, StatusRenderer, read_stored_status
 def append(path: Path, data: bytes) -> None:
     fd, _ = open_append(path)
     try:
-        append_to(fd, data, sync=True)
+        append_to(fd, data)
     finally:
         os.close(fd)
 

@@ -8,9 +8,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fakeqemu import FakeLauncher
@@ -20,7 +18,7 @@ import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
 from qctl import StateError
 from qctl.qemu.journal import Update
-from qctl.qemu.state import DomainDir, append_to, atomic_write
+from qctl.qemu.state import DomainDir, append_to, atomic_write, sync_file
 from qctl.qemu.writer import StatusWriter
 
 
@@ -82,18 +80,23 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
     launcher = FakeLauncher()
     slow = await start_fake(tmp_path / "a", "slow", launcher=launcher)
     fast = await start_fake(tmp_path / "b", "fast", launcher=launcher)
-    def delayed(real: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
-        def write(file: Path | int, data: bytes, *args: Any, **kwargs: Any) -> os.stat_result:
-            path = Path(os.readlink(f"/proc/self/fd/{file}")) if isinstance(file, int) else file
-            if path.parent == slow.directory.path:
-                time.sleep(1.0)  # in the writer's thread: a disk that takes a second
-            return real(file, data, *args, **kwargs)
+    def slow_disk(file: Path | int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{file}")) if isinstance(file, int) else file
+        if path.parent == slow.directory.path:
+            assert threading.current_thread() is not threading.main_thread()
+            time.sleep(1.0)  # in the writer's thread: a disk that takes a second
 
-        return write
+    def whole(path: Path, data: bytes) -> os.stat_result:
+        slow_disk(path)
+        return atomic_write(path, data)
 
-    # every write of the slow domain, whole or a journal line
-    monkeypatch.setattr(writer_module, "atomic_write", delayed(atomic_write))
-    monkeypatch.setattr(writer_module, "append_to", delayed(append_to))
+    def sync(fd: int) -> None:
+        slow_disk(fd)
+        sync_file(fd)
+
+    # every wait for the slow domain's disk: a whole write, a journal line's sync
+    monkeypatch.setattr(writer_module, "atomic_write", whole)
+    monkeypatch.setattr(writer_module, "sync_file", sync)
     try:
         began = time.monotonic()
         slow_attach = asyncio.create_task(slow.attach_device(USER_NIC))
@@ -112,24 +115,27 @@ async def test_a_slow_disk_on_one_domain_does_not_delay_another(
 
 
 @pytest.mark.parametrize("memory", [True, False], ids=["tmpfs", "disk"])
-async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
+async def test_only_what_waits_for_a_disk_leaves_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory: bool
 ) -> None:
     monkeypatch.setattr(runtime_module, "in_memory", lambda path: memory)
-    threads: dict[str, list[int]] = {"whole": [], "line": []}
-    synced: list[bool] = []
+    threads: dict[str, list[int]] = {"whole": [], "line": [], "sync": []}
 
     def whole(path: Path, data: bytes) -> os.stat_result:
         threads["whole"].append(threading.get_ident())
         return atomic_write(path, data)
 
-    def line(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
+    def line(fd: int, data: bytes) -> os.stat_result:
         threads["line"].append(threading.get_ident())
-        synced.append(sync)
-        return append_to(fd, data, sync=sync)
+        return append_to(fd, data)
+
+    def sync(fd: int) -> None:
+        threads["sync"].append(threading.get_ident())
+        sync_file(fd)
 
     monkeypatch.setattr(writer_module, "atomic_write", whole)
     monkeypatch.setattr(writer_module, "append_to", line)
+    monkeypatch.setattr(writer_module, "sync_file", sync)
     dom = await start_fake(tmp_path, "mem")
     try:
         live = await dom.attach_device(USER_NIC)  # the whole file first, then the journal
@@ -137,11 +143,12 @@ async def test_writes_stay_in_the_loop_only_on_a_file_system_in_memory(
         await dom.detach_device(live.alias)  # its intent is a line that must be on disk
     finally:
         await dom.stop(force=True)
+    loop = threading.get_ident()
     assert threads["whole"] and threads["line"]
-    every = threads["whole"] + threads["line"]
-    assert {thread == threading.get_ident() for thread in every} == {memory}
-    # a journal in memory is never synced (no device); on a disk an intent is
-    assert (True in synced) is not memory
+    assert {thread == loop for thread in threads["whole"]} == {memory}  # a disk: a thread
+    assert set(threads["line"]) == {loop}  # a copy into the page cache: in the loop
+    # a journal in memory is never synced (no device); on a disk an intent is, in a thread
+    assert threads["sync"] == [] if memory else threads["sync"] and loop not in threads["sync"]
 
 
 def test_a_directory_gone_meanwhile_is_written_through_a_thread(tmp_path: Path) -> None:
@@ -153,23 +160,28 @@ def test_a_directory_gone_meanwhile_is_written_through_a_thread(tmp_path: Path) 
 async def test_a_durable_flush_syncs_what_was_only_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[tuple[bytes, bool]] = []
+    calls: list[bytes | str] = []
 
-    def spy(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
-        calls.append((data, sync))
-        return append_to(fd, data, sync=sync)
+    def line(fd: int, data: bytes) -> os.stat_result:
+        calls.append(data)
+        return append_to(fd, data)
 
-    monkeypatch.setattr(writer_module, "append_to", spy)
-    line = b'{"gen":"g"}\n'
-    updates = iter([Update(b"{}", append=False), Update(line, append=True), Update(b"", True)])
+    def sync(fd: int) -> None:
+        calls.append("sync")
+        sync_file(fd)
+
+    monkeypatch.setattr(writer_module, "append_to", line)
+    monkeypatch.setattr(writer_module, "sync_file", sync)
+    data = b'{"gen":"g"}\n'
+    updates = iter([Update(b"{}", append=False), Update(data, append=True), Update(b"", True)])
     writer = StatusWriter(tmp_path / "status.json", lambda: next(updates), lambda *_: None)
     writer.changed()
     await writer.flush()  # the whole file: synced as it is written
     writer.changed()
     await writer.flush(durable=False)  # a line other processes read, not yet on disk
-    assert calls == [(line, False)]
+    assert calls == [data]
     await writer.flush()  # nothing new to write, but that line must be on disk now
-    assert calls == [(line, False), (b"", True)]
+    assert calls == [data, b"", "sync"]
     await writer.aclose()
 
 
