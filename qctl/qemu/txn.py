@@ -195,13 +195,14 @@ class JobLock:
         """Hold the lock for the block; :class:`StateError` when another process keeps it
         longer than ``patience`` seconds."""
         async with self._local:
-            try:
-                async with asyncio.timeout(patience):
-                    await self._file.acquire()
-            except TimeoutError:
-                raise StateError(
-                    f"domain {self._name!r} is busy: another qctl process holds its lock"
-                ) from None
+            if not self._file.try_acquire():  # free, as it mostly is: no timer to set
+                try:
+                    async with asyncio.timeout(patience):
+                        await self._file.acquire()
+                except TimeoutError:
+                    raise StateError(
+                        f"domain {self._name!r} is busy: another qctl process holds its lock"
+                    ) from None
             try:
                 yield
             finally:
