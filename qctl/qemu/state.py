@@ -269,11 +269,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> os.stat_result:
 
 
 def open_append(path: Path) -> tuple[int, bool]:
-    """Open the file ``path`` for appending (created 0600 when missing; never through a
-    symlink, only a regular file of ours, as :func:`atomic_write` opens its directory by
-    path): its fd, and whether it is new (empty), whose name then still has to be made
+    """Open the file ``path`` for appending (created 0600 when missing; only a regular file
+    of ours, its directory opened without following a symlink as :func:`atomic_write`
+    does): its fd, and whether it is new (empty), whose name then still has to be made
     durable (:func:`sync_directory`) before what is appended can be."""
-    fd, info = _open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, path)
+    dir_fd = os.open(path.parent, _DIR_FLAGS)
+    try:
+        fd, info = _open_private(
+            path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, path, dir_fd=dir_fd
+        )
+    finally:
+        os.close(dir_fd)
     return fd, info.st_size == 0
 
 

@@ -3,14 +3,13 @@
 Writing the status file durably takes a disk round trip (a journal line's ``fdatasync``, or
 for the whole file a temp file, fsync, rename and fsync of the directory: see
 :mod:`~qctl.qemu.journal`); done in the event loop, one domain's fsync would stall every
-other domain's job. :class:`StatusWriter` does what waits for the device in a thread — the
-whole file's write, a line's ``fdatasync`` — one write at a time per domain, and
-coalesces: changes made while a write is under way go out together in the next one.
-Appending a line is a copy into the page cache, which never waits for the device: it is
-made in the loop (a hand-off to a thread, with its five system calls each giving the
-interpreter lock away and taking it back, cost several times as much). A step that depends
-on its change being on disk awaits :meth:`StatusWriter.flush`, which returns once a write
-that began after the change has finished; other domains' jobs go on meanwhile.
+other domain's job. :class:`StatusWriter` does the file work in a thread, one write at a
+time per domain, and coalesces: changes made while a write is under way go out together in
+the next one. Even appending a line stays there: a write that grows a file takes a
+journal handle of the file system, which waits while a commit (another domain's sync)
+holds the transaction, and a busy disk throttles writers of dirty pages. A step that
+depends on its change being on disk awaits :meth:`StatusWriter.flush`, which returns once a
+write that began after the change has finished; other domains' jobs go on meanwhile.
 
 A status file on a file system that keeps files in memory (tmpfs, as ``/run`` is on most
 hosts) is written in the event loop itself: there it is a copy in memory that never waits on
@@ -142,12 +141,7 @@ class StatusWriter:
             sync = self._synced < self._sync_wanted
             update = self._render()  # on the loop: the books are the loop's
             try:
-                if update.append:
-                    written, fd = self._append(update, keep=sync)
-                    if fd is not None:
-                        await asyncio.shield(asyncio.to_thread(self._sync, fd))
-                else:
-                    written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
+                written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
             except (OSError, StateError) as exc:  # handed to every flush waiting, as it is
                 self._failure = self._failed(exc)
                 async with self._done:
@@ -183,45 +177,30 @@ class StatusWriter:
         self._on_written(*written)
 
     def _store(self, update: Update, sync: bool) -> Written:
-        """Make one write: the whole file and then the old journal's removal (its lines are
-        of the old generation now), in the thread or inline; or, inline, a journal line."""
-        if update.append:
-            return self._append(update, keep=False)[0]
-        status = atomic_write(self._path, update.data)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._journal)
-        self._journal_unnamed = False
-        return status, None
-
-    def _append(self, update: Update, *, keep: bool) -> tuple[Written, int | None]:
-        """Append a journal line (to the page cache: in the loop); with ``keep``, the
-        journal is left open, its fd returned for :meth:`_sync` (which makes the lines
-        before it last too), even for an empty line when lines were written unsynced."""
+        """Make one write (in the thread, or inline): a journal line (``fdatasync``ed with
+        ``sync``, which makes the lines before it last too), or the whole file and then the
+        old journal's removal (its lines are of the old generation now)."""
+        if not update.append:
+            status = atomic_write(self._path, update.data)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._journal)
+            self._journal_unnamed = False
+            return status, None
         assert self._status is not None, "a journal line follows a whole write"
-        if not update.data and (not keep or self._journal_info is None):
-            return (self._status, self._journal_info), None  # nothing to write or sync
+        if not update.data and (not sync or self._journal_info is None):
+            return self._status, self._journal_info  # nothing to write, nothing unsynced
         fd, new = open_append(self._journal)
         try:
             info = append_to(fd, update.data)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._journal_unnamed |= new
-        if not keep:
-            os.close(fd)
-            return (self._status, info), None
-        return (self._status, info), fd
-
-    def _sync(self, fd: int) -> None:
-        """Put the journal open as ``fd`` on disk, and close it (in the thread); a journal
-        made since the last whole write has its name made durable too."""
-        try:
-            sync_file(fd)
+            if sync:
+                sync_file(fd)
         finally:
             os.close(fd)
-        if self._journal_unnamed:
+        self._journal_unnamed |= new
+        if sync and self._journal_unnamed:  # the journal's name must last too
             sync_directory(self._path.parent)
             self._journal_unnamed = False
+        return self._status, info
 
     async def aclose(self) -> None:
         """Finish the write under way or due (never cut one short), then stop."""
