@@ -299,7 +299,7 @@ class DomainRuntime:
             finally:
                 watch.stop()
                 self.job_record = None
-                if not self.released and status_stamp(self.directory) is not None:
+                if not self.released and self.directory.status_file.exists():
                     # Every write of this job, its commit included, is written before the
                     # job returns and the lock is let go: what a caller sees returned is
                     # what another process reads next. It need not be on disk yet: a

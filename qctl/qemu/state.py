@@ -200,7 +200,7 @@ def open_private_file(
 
 
 def _open_private(
-    name: str | Path, flags: int, path: Path, *, mode: int = 0o600, dir_fd: int | None = None
+    name: str, flags: int, path: Path, *, mode: int = 0o600, dir_fd: int | None = None
 ) -> tuple[int, os.stat_result]:
     """:func:`open_private_file`, also returning the file's ``stat``."""
     try:

@@ -67,18 +67,17 @@ class StatusRenderer:
 
     def __init__(self) -> None:
         self._xml: dict[str, tuple[DomainDef, str]] = {}
-        #: the entries as last rendered (and so on disk), by alias, in the ledger's order
+        #: the entries as last rendered (and so on disk), by alias, in the ledger's order;
+        #: their JSON is kept for the next render whatever is on disk
         self._entries: dict[str, tuple[LedgerEntry, str]] = {}
-        #: the generation of the status file written last; None: the next write is whole
-        self._generation: str | None = None
+        #: what is on disk, as far as a line can change; None: the next write is whole
         self._base: _Base | None = None
         self._lines = 0
         self._bytes = 0
 
     def reset(self) -> None:
         """Forget what is on disk: the next :meth:`update` renders the whole file."""
-        self._generation = None
-        self._entries.clear()
+        self._base = None
 
     def _xml_of(self, key: str, domain: DomainDef, given: str | None) -> str:
         if given is not None:
@@ -92,7 +91,7 @@ class StatusRenderer:
     def _entry_json(self, entry: LedgerEntry) -> str:
         cached = self._entries.get(entry.alias)
         if cached is None or cached[0] is not entry:
-            cached = (entry, json.dumps(entry.to_json(), separators=(",", ":")))
+            return _dumps(entry)
         return cached[1]
 
     def render(self, status: Status, *, live_xml: str | None = None) -> bytes:
@@ -101,8 +100,8 @@ class StatusRenderer:
         :func:`~qctl.qemu.devices.merge_live`)."""
         live = self._xml_of("live", status.live, live_xml)
         job, state = _job_json(status.job), status.state.value
-        self._generation = new_generation()
-        self._base = _Base(status.config, live, status.job, job, state)
+        generation = new_generation()
+        self._base = _Base(generation, status.config, live, status.job, job, state)
         self._lines = self._bytes = 0
         head = {
             "version": STATUS_VERSION,
@@ -113,7 +112,7 @@ class StatusRenderer:
             "config_xml": self._xml_of("config", status.config, None),
             "live_xml": live,
             "state": state,
-            "journal": self._generation,
+            "journal": generation,
         }
         self._entries = {entry.alias: (entry, self._entry_json(entry)) for entry in status.ledger}
         entries = ",".join(cached[1] for cached in self._entries.values())
@@ -135,8 +134,7 @@ class StatusRenderer:
     def _line(self, status: Status, live_xml: str) -> bytes | None:
         base = self._base
         if (
-            self._generation is None
-            or base is None
+            base is None
             or base.config is not status.config
             or base.live_xml is not live_xml
             or self._lines >= MAX_LINES
@@ -152,7 +150,7 @@ class StatusRenderer:
         for entry in ledger:
             cached = old.get(entry.alias)
             if cached is None or cached[0] is not entry:
-                cached = (entry, self._entry_json(entry))
+                cached = (entry, _dumps(entry))
                 puts.append(cached[1])
             entries[entry.alias] = cached
         if list(entries)[: len(kept)] != kept:
@@ -160,11 +158,11 @@ class StatusRenderer:
         job = base.job_json if status.job is base.job else _job_json(status.job)
         state = status.state.value
         self._entries = entries
-        self._base = _Base(base.config, base.live_xml, status.job, job, state)
+        self._base = _Base(base.generation, base.config, base.live_xml, status.job, job, state)
         if not puts and not drops and job == base.job_json and state == base.state:
             return b""
         return line(
-            self._generation,
+            base.generation,
             puts,
             drops,
             job=job if job != base.job_json else None,
@@ -177,11 +175,16 @@ class _Base:
     """What the status file and journal on disk say, as far as a journal line can change:
     a line is written against it (the definitions only identify the file's version)."""
 
+    generation: str  # the status file's (:mod:`~qctl.qemu.journal`)
     config: DomainDef
     live_xml: str
     job: JobRecord | None
     job_json: str
     state: str
+
+
+def _dumps(entry: LedgerEntry) -> str:
+    return json.dumps(entry.to_json(), separators=(",", ":"))
 
 
 def _job_json(job: JobRecord | None) -> str:

@@ -204,9 +204,8 @@ class StatusWriter:
 
     async def aclose(self) -> None:
         """Finish the write under way or due (never cut one short), then stop."""
-        if self._inline and self._written < self._version and not self.closed:
-            with contextlib.suppress(StateError):
-                self._write_inline()
+        if self._inline:
+            self._write_soon()
         task = self._task
         if task is not None and not task.done():
             with contextlib.suppress(Exception):  # what failed is the flushes' to say
