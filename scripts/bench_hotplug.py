@@ -37,7 +37,8 @@ period) before each timed operation keeps either tool from meeting the guest's b
 more often than the other.
 
 Prints a table (median and p90 per tool) and the ratios qctl/hand-written of the medians;
-exits 1 when either exceeds 1.25. ``--profile FILE`` runs qctl's timed calls under cProfile
+exits 1 when either exceeds 1.25, or attach exceeds 1.1 (the target of the issue on many
+domains in one process). ``--profile FILE`` runs qctl's timed calls under cProfile
 (which inflates qctl's numbers, so the targets are not judged), saves the stats to FILE and
 prints the top entries.
 """
@@ -87,6 +88,8 @@ SPARE_PORTS = 4
 # qctl puts its NIC on the first free root port; the hand-written script uses the last one.
 HAND_BUS = f"pci.{SPARE_PORTS}"
 MAX_RATIO = 1.25
+#: attach's own, tighter target: ``scripts/bench hotplug in-process attach <= 1.1x``
+MAX_RATIOS = {"attach": 1.1, "detach": MAX_RATIO}
 WARMUP = 2
 NETNS_MARK = "QCTL_BENCH_NETNS"
 BOOT_TIMEOUT = 120.0
@@ -733,10 +736,11 @@ def report(tools: list[Samples], notes: list[str], cycles: int, judge: bool) -> 
     ok = True
     for which in ("attach", "detach"):
         ratio = tools[0].median(which) / tools[1].median(which)
-        met = ratio <= MAX_RATIO
+        bound = MAX_RATIOS[which]
+        met = ratio <= bound
         ok = ok and met
         verdict = ("ok" if met else "MISSED") if judge else "(not judged: --profile)"
-        print(f"{which} qctl/hand-written = {ratio:.2f} (target <= {MAX_RATIO}) {verdict}")
+        print(f"{which} qctl/hand-written = {ratio:.2f} (target <= {bound}) {verdict}")
     sys.stdout.flush()
     return ok or not judge
 

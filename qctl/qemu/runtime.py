@@ -36,6 +36,7 @@ from qctl.errors import JobAbortedError, StateError
 from qctl.host import LinkControl, Netlink, in_memory
 from qctl.qemu.claims import devices_in_use
 from qctl.qemu.command import Features
+from qctl.qemu.commit import committer
 from qctl.qemu.events import DeviceAdded, DomainEvent, EventHub, from_qmp
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.journal import Update
@@ -127,7 +128,8 @@ class DomainRuntime:
             self._render,
             self._written,
             failed=self._renderer.reset,
-            inline=_in_memory(directory),
+            inline=(inline := _in_memory(directory)),
+            committer=None if inline else committer(directory.root.path),
         )
 
     def __repr__(self) -> str:
@@ -299,11 +301,16 @@ class DomainRuntime:
             finally:
                 watch.stop()
                 self.job_record = None
-                if not self.released and self.directory.status_file.exists():
-                    # Every write of this job, its commit included, is written before the
-                    # job returns and the lock is let go: what a caller sees returned is
-                    # what another process reads next. It need not be on disk yet: a
-                    # crash loses at most the commit, which reconciling settles.
+                # Every write of this job, its commit included, is written before the job
+                # returns and the lock is let go: what a caller sees returned is what
+                # another process reads next. It need not be on disk yet: a crash loses at
+                # most the commit, which reconciling settles. On tmpfs it is written here
+                # and now; else the wait for the writer is shielded from cancellation.
+                if (
+                    not self.released
+                    and self.directory.status_file.exists()
+                    and not self._writer.write_now()
+                ):
                     await to_the_end(self._publish())
 
     def name_job(self, alias: str) -> None:

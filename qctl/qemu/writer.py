@@ -5,18 +5,20 @@ for the whole file a temp file, fsync, rename and fsync of the directory: see
 :mod:`~qctl.qemu.journal`); done in the event loop, one domain's fsync would stall every
 other domain's job. :class:`StatusWriter` does the file work in a thread, one write at a
 time per domain, and coalesces: changes made while a write is under way go out together in
-the next one. Even appending a line stays there: a write that grows a file takes a
-journal handle of the file system, which waits while a commit (another domain's sync)
-holds the transaction, and a busy disk throttles writers of dirty pages. A step that
-depends on its change being on disk awaits :meth:`StatusWriter.flush`, which returns once a
-write that began after the change has finished; other domains' jobs go on meanwhile.
+the next one. Journal lines go to the state root's :class:`~qctl.qemu.commit.Committer`,
+which writes every domain's waiting lines in one thread call and syncs them together. Even
+appending a line stays off the loop: a write that grows a file takes a journal handle of the file
+system, which waits while a commit (another domain's sync) holds the transaction, and a busy
+disk throttles writers of dirty pages. A step that depends on its change being on disk
+awaits :meth:`StatusWriter.flush`, which returns once a write that began after the change
+has finished; other domains' jobs go on meanwhile.
 
 A status file on a file system that keeps files in memory (tmpfs, as ``/run`` is on most
 hosts) is written in the event loop itself: there it is a copy in memory that never waits on
 a device, and handing it to a thread would cost several times the write
-(:func:`~qctl.host.in_memory`); its journal lines are not synced (there is no device).
-There a change is written by a callback on the loop's next turn (coalescing what the
-current turn changes), or at once by a flush: no task, nothing to wait for.
+(:func:`~qctl.host.in_memory`); its journal lines are not synced (there is no device). There
+a change is written by a callback on the loop's next turn (coalescing what the current turn
+changes), or at once by a flush: no task, nothing to wait for.
 """
 
 from __future__ import annotations
@@ -24,16 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from qctl.errors import StateError
+from qctl.qemu.commit import Committer, Written
 from qctl.qemu.journal import JOURNAL_NAME, Update
 from qctl.qemu.state import append_to, atomic_write, open_append, sync_directory, sync_file
-
-#: what a write leaves on disk: the status file's ``stat``, and its journal's (None: none)
-Written = tuple[os.stat_result, os.stat_result | None]
 
 __all__ = ["StatusWriter"]
 
@@ -44,7 +45,8 @@ class StatusWriter:
     loop) after each write, with the files' ``stat`` (taken in the thread too: on a busy
     disk a ``stat`` waits behind other writes). After a failed write it calls ``failed()``
     (the renderer then renders the whole file next). With ``inline`` (the file is on tmpfs
-    or ramfs) the writes are made in the loop instead."""
+    or ramfs) the writes are made in the loop instead; with a ``committer``, journal lines
+    are written in its rounds, with other domains' (group commit)."""
 
     def __init__(
         self,
@@ -54,8 +56,10 @@ class StatusWriter:
         *,
         failed: Callable[[], None] = lambda: None,
         inline: bool = False,
+        committer: Committer | None = None,
     ) -> None:
         self._path = path
+        self._committer = committer
         self._journal = path.with_name(JOURNAL_NAME)
         self._inline = inline
         self._render = render
@@ -83,6 +87,17 @@ class StatusWriter:
         elif not self._soon:  # a callback, not a task: an inline write never waits
             self._soon = True
             asyncio.get_running_loop().call_soon(self._write_soon)
+
+    def write_now(self) -> bool:
+        """Inline, write the books as they are now (a failure raises) and say True; else
+        say False: the caller marks the change and awaits :meth:`flush` instead. Saves a
+        job's end on tmpfs the callback, and the task a flush would need to be shielded."""
+        if not self._inline:
+            return False
+        self._version += 1
+        if not self.closed:
+            self._write_inline()
+        return True
 
     def _kick(self) -> None:
         if self._task is None or self._task.done():
@@ -141,7 +156,11 @@ class StatusWriter:
             sync = self._synced < self._sync_wanted
             update = self._render()  # on the loop: the books are the loop's
             try:
-                written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
+                if update.append and self._committer is not None:
+                    line = functools.partial(self._append, update.data, sync)
+                    written = await self._committer.write(line, sync=sync)
+                else:
+                    written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
             except (OSError, StateError) as exc:  # handed to every flush waiting, as it is
                 self._failure = self._failed(exc)
                 async with self._done:
@@ -186,19 +205,28 @@ class StatusWriter:
                 os.unlink(self._journal)
             self._journal_unnamed = False
             return status, None
+        return self._append(update.data, sync)
+
+    def _append(self, data: bytes, sync: bool, alone: bool = True) -> Written:
+        """Append a line to the journal; with ``sync``, make it durable (and the lines
+        before it), itself when ``alone``, else the committer's sync of the file system
+        that follows does (see :mod:`~qctl.qemu.commit`)."""
         assert self._status is not None, "a journal line follows a whole write"
-        if not update.data and (not sync or self._journal_info is None):
+        if not data and (not sync or self._journal_info is None):
             return self._status, self._journal_info  # nothing to write, nothing unsynced
         fd, new = open_append(self._journal)
         try:
-            info = append_to(fd, update.data)
-            if sync:
+            info = append_to(fd, data)
+            if sync and alone:
                 sync_file(fd)
         finally:
             os.close(fd)
         self._journal_unnamed |= new
         if sync and self._journal_unnamed:  # the journal's name must last too
-            sync_directory(self._path.parent)
+            if alone:
+                sync_directory(self._path.parent)
+            # else the file system's sync makes it so; if that fails, the writer's next
+            # write is whole (see _failed), which replaces this journal
             self._journal_unnamed = False
         return self._status, info
 
