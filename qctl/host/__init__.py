@@ -9,12 +9,13 @@
 - :mod:`.sysfs`: :class:`Sysfs`, the injectable sysfs root and writer;
 - :mod:`.pci`: :class:`PCIDevice`, the VFIO assignment checks, :func:`bind_vfio` and
   :func:`rebind` for ``managed='yes'`` devices;
-- :mod:`.filesystem`: :func:`in_memory`, whether a path is on tmpfs or ramfs;
+- :mod:`.filesystem`: :func:`in_memory`, whether a path is on tmpfs or ramfs, and
+  :func:`sync_file_system` (syncfs);
 - :mod:`.sriov`: :class:`VirtualFunction` discovery (:func:`list_vfs`, :func:`find_vf`) and
   VF admin MAC/VLAN save, apply and restore.
 """
 
-from .filesystem import in_memory
+from .filesystem import in_memory, sync_file_system
 from .link import VLAN_MAX, LinkControl, LinkInfo, VFConfig, netlink_error
 from .linkstat import LinkStats, link_stats
 from .netlink import Netlink
@@ -83,5 +84,6 @@ __all__ = [
     "rebind",
     "restore_vf_config",
     "save_vf_config",
+    "sync_file_system",
     "tap_mac",
 ]

@@ -12,7 +12,7 @@ import ctypes
 import functools
 import os
 
-__all__ = ["in_memory"]
+__all__ = ["in_memory", "sync_file_system"]
 
 #: ``f_type`` of the file systems that keep files in memory (linux/magic.h)
 _MEMORY_MAGIC = frozenset({0x01021994, 0x858458F6})  # TMPFS_MAGIC, RAMFS_MAGIC
@@ -28,6 +28,15 @@ def in_memory(path: str | os.PathLike[str]) -> bool:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), os.fspath(path))
     return ctypes.c_ulong.from_buffer(buffer).value & 0xFFFFFFFF in _MEMORY_MAGIC
+
+
+def sync_file_system(fd: int) -> None:
+    """Make everything written to the file system that holds the file open as ``fd``
+    durable (syncfs(2)). It reports a write-back error of that file system that came after
+    ``fd`` was opened (Linux 5.8 and later), so open ``fd`` before the writes it covers."""
+    if _libc().syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 @functools.cache

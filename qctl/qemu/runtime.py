@@ -36,7 +36,6 @@ from qctl.errors import JobAbortedError, StateError
 from qctl.host import LinkControl, Netlink, in_memory
 from qctl.qemu.claims import devices_in_use
 from qctl.qemu.command import Features
-from qctl.qemu.commit import committer
 from qctl.qemu.events import DeviceAdded, DomainEvent, EventHub, from_qmp
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.journal import Update
@@ -128,8 +127,8 @@ class DomainRuntime:
             self._render,
             self._written,
             failed=self._renderer.reset,
-            inline=(inline := _in_memory(directory)),
-            committer=None if inline else committer(directory.root.path),
+            inline=_in_memory(directory),
+            group=directory.root.path,
         )
 
     def __repr__(self) -> str:

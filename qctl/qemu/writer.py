@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qctl.errors import StateError
-from qctl.qemu.commit import Committer, Written
+from qctl.qemu.commit import Written, committer
 from qctl.qemu.journal import JOURNAL_NAME, Update
 from qctl.qemu.state import append_to, atomic_write, open_append, sync_directory, sync_file
 
@@ -45,8 +45,9 @@ class StatusWriter:
     loop) after each write, with the files' ``stat`` (taken in the thread too: on a busy
     disk a ``stat`` waits behind other writes). After a failed write it calls ``failed()``
     (the renderer then renders the whole file next). With ``inline`` (the file is on tmpfs
-    or ramfs) the writes are made in the loop instead; with a ``committer``, journal lines
-    are written in its rounds, with other domains' (group commit)."""
+    or ramfs) the writes are made in the loop instead; with a ``group`` (the state root),
+    journal lines are written in the rounds of its committer, with other domains' (group
+    commit)."""
 
     def __init__(
         self,
@@ -56,10 +57,10 @@ class StatusWriter:
         *,
         failed: Callable[[], None] = lambda: None,
         inline: bool = False,
-        committer: Committer | None = None,
+        group: Path | None = None,
     ) -> None:
         self._path = path
-        self._committer = committer
+        self._group = group
         self._journal = path.with_name(JOURNAL_NAME)
         self._inline = inline
         self._render = render
@@ -75,7 +76,8 @@ class StatusWriter:
         self._sync_wanted = 0  # the version a flush waits to have on disk
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Condition()
-        self._failure: StateError | None = None  # the thread's last write failed
+        self._failure: StateError | None = None  # the thread's last write failed…
+        self._failed_version = 0  # …and the version it was to write
         self._soon = False  # inline: a write is scheduled for the loop's next turn
         self.closed = False
 
@@ -95,8 +97,15 @@ class StatusWriter:
         if not self._inline:
             return False
         self._version += 1
-        if not self.closed:
+        if self.closed:
+            return True
+        try:
             self._write_inline()
+        except StateError:
+            if not self._soon:  # tried once more on the loop's next turn, as changed() does
+                self._soon = True
+                asyncio.get_running_loop().call_soon(self._write_soon)
+            raise
         return True
 
     def _kick(self) -> None:
@@ -106,8 +115,9 @@ class StatusWriter:
     async def flush(self, *, durable: bool = True) -> None:
         """Wait until every change made so far is on disk, or without ``durable`` until
         other processes read it (written, not yet synced: what a crash then loses, the
-        next connect reconciles); a failed write raises here, to every flush waiting on
-        it. A flush after a failure writes again. Returns at once once closed."""
+        next connect reconciles). A failed write raises here, to every flush whose change
+        it had; a flush whose change came later waits for the write that has it. A flush
+        after a failure writes again. Returns at once once closed."""
         target = self._version
         if self.closed:
             return
@@ -122,13 +132,17 @@ class StatusWriter:
             self._sync_wanted = max(self._sync_wanted, target)
             self._kick()
 
-        def done() -> bool:
-            return (self._synced if durable else self._written) >= target
-
         async with self._done:
-            await self._done.wait_for(lambda: done() or self._failure is not None or self.closed)
-            if self._failure is not None and not done():
-                raise self._failure
+            while (self._synced if durable else self._written) < target and not self.closed:
+                failure = self._failure
+                if failure is not None:
+                    if self._failed_version >= target:  # the write that failed had it
+                        raise failure
+                    if self._task is None or self._task.done():
+                        # an earlier write failed, and nothing writes this change: again
+                        self._failure = None
+                        self._kick()
+                await self._done.wait()
 
     def _write_soon(self) -> None:
         self._soon = False
@@ -156,13 +170,13 @@ class StatusWriter:
             sync = self._synced < self._sync_wanted
             update = self._render()  # on the loop: the books are the loop's
             try:
-                if update.append and self._committer is not None:
+                if update.append and self._group is not None:
                     line = functools.partial(self._append, update.data, sync)
-                    written = await self._committer.write(line, sync=sync)
+                    written = await committer(self._group).write(line, sync=sync)
                 else:
                     written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
-            except (OSError, StateError) as exc:  # handed to every flush waiting, as it is
-                self._failure = self._failed(exc)
+            except Exception as exc:  # handed to every flush waiting for what it had
+                self._failure, self._failed_version = self._failed(exc), version
                 async with self._done:
                     self._done.notify_all()
                 return
@@ -170,19 +184,30 @@ class StatusWriter:
                 # The write goes on in its thread, and whether it fails is never seen:
                 # the renderer takes nothing for granted (the next write is whole).
                 self._on_failed()
-                raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # not this task's cancellation: the committer's (its loop shuts down)
+                self._failure = StateError(f"the write of {self._path} was abandoned")
+                self._failed_version = version
+                async with self._done:
+                    self._done.notify_all()
+                return
             self._wrote(version, written, synced=sync or not update.append)  # whole: synced
             async with self._done:
                 self._done.notify_all()
 
-    def _failed(self, exc: OSError | StateError) -> StateError:
+    def _failed(self, exc: Exception) -> StateError:
         """A failed write: the renderer is told (its next write is whole), and the error
         said as a StateError naming the file (a refusal to trust the journal already is)."""
         self._on_failed()
         if isinstance(exc, StateError):
             return exc
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        what = "no space left" if full else f"cannot write ({exc.strerror})"
+        if isinstance(exc, OSError):
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            what = "no space left" if full else f"cannot write ({exc.strerror})"
+        else:
+            what = f"cannot write ({exc!r})"
         failure = StateError(f"{what} writing {self._path}; its old content is kept")
         failure.__cause__ = exc
         return failure
@@ -207,23 +232,28 @@ class StatusWriter:
             return status, None
         return self._append(update.data, sync)
 
-    def _append(self, data: bytes, sync: bool, alone: bool = True) -> Written:
+    def _append(self, data: bytes, sync: bool, held: list[int] | None = None) -> Written:
         """Append a line to the journal; with ``sync``, make it durable (and the lines
-        before it), itself when ``alone``, else the committer's sync of the file system
-        that follows does (see :mod:`~qctl.qemu.commit`)."""
+        before it): itself, or when ``held`` is given by leaving the journal open in it for
+        the committer's sync of the file system (see :mod:`~qctl.qemu.commit`)."""
         assert self._status is not None, "a journal line follows a whole write"
         if not data and (not sync or self._journal_info is None):
             return self._status, self._journal_info  # nothing to write, nothing unsynced
         fd, new = open_append(self._journal)
         try:
             info = append_to(fd, data)
-            if sync and alone:
+            if sync and held is None:
                 sync_file(fd)
-        finally:
+        except BaseException:
+            os.close(fd)
+            raise
+        if sync and held is not None:
+            held.append(fd)  # the committer syncs its file system, then closes it
+        else:
             os.close(fd)
         self._journal_unnamed |= new
         if sync and self._journal_unnamed:  # the journal's name must last too
-            if alone:
+            if held is None:
                 sync_directory(self._path.parent)
             # else the file system's sync makes it so; if that fails, the writer's next
             # write is whole (see _failed), which replaces this journal

@@ -17,6 +17,7 @@ from support import USER_NIC, start_fake
 import qctl.qemu.runtime as runtime_module
 import qctl.qemu.writer as writer_module
 from qctl import StateError
+from qctl.qemu.commit import committer
 from qctl.qemu.journal import Update
 from qctl.qemu.state import DomainDir, append_to, atomic_write, sync_file
 from qctl.qemu.writer import StatusWriter
@@ -213,4 +214,32 @@ async def test_a_journal_refused_fails_every_flush_waiting_and_the_renderer_is_t
     journal.unlink()
     await writer.flush()  # written now
     assert journal.read_bytes() == b'{"gen":"g"}\n'
+    await writer.aclose()
+
+
+async def test_a_line_abandoned_by_its_committer_fails_the_flush_not_hangs_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "status.json"
+    updates = iter([Update(b"{}", append=False)])
+
+    def render() -> Update:
+        return next(updates, Update(b'{"gen":"g"}\n', append=True))
+
+    failed: list[bool] = []
+    writer = StatusWriter(
+        path, render, lambda *_: None, failed=lambda: failed.append(True), group=tmp_path
+    )
+    writer.changed()
+    await writer.flush()  # the whole file, in the writer's own thread
+    writer.changed()
+    for _ in range(3):  # the writer hands its line to the committer, whose task is made
+        await asyncio.sleep(0)
+    rounds = committer(tmp_path)._task
+    assert rounds is not None
+    rounds.cancel()  # as when the loop shuts down
+    async with asyncio.timeout(2):
+        with pytest.raises(StateError, match="abandoned"):
+            await writer.flush()
+    assert failed  # the renderer is told: its next write is whole
     await writer.aclose()
