@@ -56,7 +56,7 @@ from qctl.qemu.status import (
     stamp_of,
     status_stamp,
 )
-from qctl.qemu.txn import ABORT_POLL, LOCK_TIMEOUT, JobLock, JobRecord, to_the_end
+from qctl.qemu.txn import ABORT_POLL, LOCK_TIMEOUT, JobLock, JobRecord
 from qctl.qemu.writer import StatusWriter
 from qctl.qmp import QMPClient
 from qctl.types import PCIAddress
@@ -235,9 +235,10 @@ class DomainRuntime:
             await self._writer.flush()
 
     async def _publish(self) -> None:
-        """Write the books; return once other processes read them (not yet synced)."""
+        """Write the books; return once other processes read them (not yet synced), also
+        when cancelled meanwhile (the cancellation is raised after)."""
         self._writer.changed()
-        await self._writer.flush(durable=False)
+        await self._writer.flush(durable=False, shielded=True)
 
     def _render(self) -> Update:
         if self._snapshot is None:
@@ -310,7 +311,7 @@ class DomainRuntime:
                     and self.directory.status_file.exists()
                     and not self._writer.write_now()
                 ):
-                    await to_the_end(self._publish())
+                    await self._publish()
 
     def name_job(self, alias: str) -> None:
         """Say which device the running job works on (once it is known)."""

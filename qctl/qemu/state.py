@@ -160,13 +160,56 @@ def _open_dir(parent_fd: int | None, name: str, path: str | Path, *, create: boo
     return fd
 
 
+#: the root's parent directories whose ancestors were checked, by the path asked: where
+#: they resolved to, and which directory that was (``st_dev``, ``st_ino``)
+_CHECKED_PARENTS: dict[str, tuple[str, int, int]] = {}
+
+
 def _open_root(path: Path, *, create: bool) -> int:
     """Open the state root ``path`` after checking every directory on the way to it.
 
     Paths are plain strings here (only error messages show them): this runs for every
-    read of a domain's state."""
+    read of a domain's state. The walk from ``/`` is made once per parent and process:
+    after it, the parent is opened by its resolved path and kept only when it is the very
+    directory the walk checked (its device and inode), whose owner and mode are checked
+    again. Whatever became of the ancestors since, a path that leads to that directory
+    leads to the directory checked; one that does not is walked and checked anew."""
     absolute = os.path.abspath(path)
-    parent = os.path.realpath(os.path.dirname(absolute))
+    dirname = os.path.dirname(absolute)
+    fd = _open_checked_parent(dirname)
+    if fd is None:
+        fd = _walk_to_parent(dirname, create=create)
+    try:
+        return _open_dir(fd, os.path.basename(absolute), absolute, create=create)
+    finally:
+        os.close(fd)
+
+
+def _open_checked_parent(dirname: str) -> int | None:
+    """The parent ``dirname`` as checked before (see :func:`_open_root`), or None."""
+    known = _CHECKED_PARENTS.get(dirname)
+    if known is None:
+        return None
+    resolved, device, inode = known
+    try:
+        fd = os.open(resolved, _DIR_FLAGS)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if (info.st_dev, info.st_ino) != (device, inode):
+        os.close(fd)
+        return None
+    try:
+        _check_ancestor(resolved, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _walk_to_parent(dirname: str, *, create: bool) -> int:
+    """Open ``dirname`` from ``/``, level by level, checking each directory on the way."""
+    parent = os.path.realpath(dirname)
     fd = os.open("/", _DIR_FLAGS)
     try:
         walked = ""
@@ -185,10 +228,12 @@ def _open_root(path: Path, *, create: bool) -> int:
             os.close(fd)
             fd = next_fd
         _check_ancestor(walked or "/", fd)
-        root_fd = _open_dir(fd, os.path.basename(absolute), absolute, create=create)
-    finally:
+        info = os.fstat(fd)
+    except BaseException:
         os.close(fd)
-    return root_fd
+        raise
+    _CHECKED_PARENTS[dirname] = (walked or "/", info.st_dev, info.st_ino)
+    return fd
 
 
 def open_private_file(

@@ -75,7 +75,8 @@ class StatusWriter:
         self._synced = 0  # the version on disk (what a crash keeps)
         self._sync_wanted = 0  # the version a flush waits to have on disk
         self._task: asyncio.Task[None] | None = None
-        self._done = asyncio.Condition()
+        #: the flushes waiting: (version, durable, woken when it is reached or failed)
+        self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
         self._failure: StateError | None = None  # the thread's last write failed…
         self._failed_version = 0  # …and the version it was to write
         self._soon = False  # inline: a write is scheduled for the loop's next turn
@@ -112,12 +113,14 @@ class StatusWriter:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"status writer {self._path}")
 
-    async def flush(self, *, durable: bool = True) -> None:
+    async def flush(self, *, durable: bool = True, shielded: bool = False) -> None:
         """Wait until every change made so far is on disk, or without ``durable`` until
         other processes read it (written, not yet synced: what a crash then loses, the
         next connect reconciles). A failed write raises here, to every flush whose change
         it had; a flush whose change came later waits for the write that has it. A flush
-        after a failure writes again. Returns at once once closed."""
+        after a failure writes again. Returns at once once closed. ``shielded``: a
+        cancellation meanwhile is raised only once the write is over (a job's end must
+        not let its lock go before its books are written)."""
         target = self._version
         if self.closed:
             return
@@ -132,17 +135,38 @@ class StatusWriter:
             self._sync_wanted = max(self._sync_wanted, target)
             self._kick()
 
-        async with self._done:
-            while (self._synced if durable else self._written) < target and not self.closed:
-                failure = self._failure
-                if failure is not None:
-                    if self._failed_version >= target:  # the write that failed had it
-                        raise failure
-                    if self._task is None or self._task.done():
-                        # an earlier write failed, and nothing writes this change: again
-                        self._failure = None
-                        self._kick()
-                await self._done.wait()
+        if (self._synced if durable else self._written) >= target:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, durable, waiter))
+        self._kick()  # (a write that failed without this change is over: write again)
+        if not shielded:
+            await waiter
+            return
+        cancelled = False
+        while not waiter.done():
+            try:
+                await asyncio.shield(waiter)
+            except asyncio.CancelledError:
+                cancelled = True
+        waiter.result()  # the write's failure, if it failed
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def _settle(self) -> None:
+        """Wake the flushes the end of a write (or closing) answers: their change written
+        (or on disk), or failed with the write that had it, or nothing more to wait for."""
+        waiting = []
+        for target, durable, waiter in self._waiters:
+            if waiter.done():  # its caller gave up (cancelled)
+                continue
+            if self.closed or (self._synced if durable else self._written) >= target:
+                waiter.set_result(None)
+            elif self._failure is not None and self._failed_version >= target:
+                waiter.set_exception(self._failure)
+            else:
+                waiting.append((target, durable, waiter))
+        self._waiters = waiting
 
     def _write_soon(self) -> None:
         self._soon = False
@@ -177,9 +201,10 @@ class StatusWriter:
                     written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
             except Exception as exc:  # handed to every flush waiting for what it had
                 self._failure, self._failed_version = self._failed(exc), version
-                async with self._done:
-                    self._done.notify_all()
-                return
+                self._settle()
+                if not self._waiters:
+                    return
+                continue  # flushes of later changes wait: their write is tried at once
             except asyncio.CancelledError:
                 # The write goes on in its thread, and whether it fails is never seen:
                 # the renderer takes nothing for granted (the next write is whole).
@@ -190,12 +215,10 @@ class StatusWriter:
                 # not this task's cancellation: the committer's (its loop shuts down)
                 self._failure = StateError(f"the write of {self._path} was abandoned")
                 self._failed_version = version
-                async with self._done:
-                    self._done.notify_all()
+                self._settle()
                 return
             self._wrote(version, written, synced=sync or not update.append)  # whole: synced
-            async with self._done:
-                self._done.notify_all()
+            self._settle()
 
     def _failed(self, exc: Exception) -> StateError:
         """A failed write: the renderer is told (its next write is whole), and the error
@@ -269,5 +292,4 @@ class StatusWriter:
             with contextlib.suppress(Exception):  # what failed is the flushes' to say
                 await asyncio.shield(task)
         self.closed = True
-        async with self._done:
-            self._done.notify_all()  # a flush still waiting returns
+        self._settle()  # a flush still waiting returns

@@ -163,3 +163,25 @@ def test_a_full_disk_during_a_status_write_says_so(
     monkeypatch.undo()
     assert dom.read_status() == {"name": "vm", "n": 1}
     assert sorted(os.listdir(dom.path)) == ["status.json"]  # no temporary file left
+
+
+def test_a_parent_checked_before_is_checked_again_when_it_is_another_directory(
+    tmp_path: Path,
+) -> None:
+    parent = tmp_path / "a" / "b"
+    parent.mkdir(parents=True)
+    StateRoot(parent / "qctl").ensure()  # walked and checked: remembered
+    (tmp_path / "a").rename(tmp_path / "old")  # the path now leads to another directory…
+    parent.mkdir(parents=True)
+    os.chmod(tmp_path / "a", 0o777)  # …in one that others may write (and so replace it)
+    with pytest.raises(StateError, match="others may write that directory and it is not sticky"):
+        StateRoot(parent / "qctl").ensure()
+
+
+def test_a_parent_checked_before_that_others_may_now_write_is_refused(tmp_path: Path) -> None:
+    parent = tmp_path / "p"
+    parent.mkdir()
+    StateRoot(parent / "qctl").ensure()
+    os.chmod(parent, 0o777)  # the very directory checked, changed since
+    with pytest.raises(StateError, match="others may write that directory and it is not sticky"):
+        StateRoot(parent / "qctl").names()

@@ -243,3 +243,24 @@ async def test_a_line_abandoned_by_its_committer_fails_the_flush_not_hangs_it(
             await writer.flush()
     assert failed  # the renderer is told: its next write is whole
     await writer.aclose()
+
+
+async def test_a_shielded_flush_cancelled_returns_only_once_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "status.json"
+
+    def slow(path: Path, data: bytes) -> os.stat_result:
+        time.sleep(0.2)
+        return atomic_write(path, data)
+
+    monkeypatch.setattr(writer_module, "atomic_write", slow)
+    writer = StatusWriter(path, lambda: Update(b"{}", append=False), lambda *_: None)
+    writer.changed()
+    flush = asyncio.create_task(writer.flush(durable=False, shielded=True))
+    await asyncio.sleep(0.05)  # the write is under way
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    assert path.read_bytes() == b"{}"  # the cancellation came through once it was written
+    await writer.aclose()
