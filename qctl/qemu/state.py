@@ -20,9 +20,9 @@ nobody else can write them. Directories are opened one level at a time from the 
 (``openat``-style, with ``O_NOFOLLOW``), so a planted symlink is refused, never followed;
 files are opened the same way and checked after opening (``fstat``). The root's ancestors
 must belong to root or the current user, and be writable by others only when sticky (like
-``/tmp``), so nobody can swap the root for another directory. qctl changes the mode only of
-what it created. Directories it creates are 0700 whoever creates them; commands that only
-read create nothing.
+``/tmp``), so nobody can swap the root for another directory (they are walked at most once a
+second: :func:`_open_root`). qctl changes the mode only of what it created. Directories it
+creates are 0700 whoever creates them; commands that only read create nothing.
 
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the
 old file and the directory fsynced, so a reader (or a crash) only ever sees a whole file.
@@ -41,6 +41,7 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,20 +161,22 @@ def _open_dir(parent_fd: int | None, name: str, path: str | Path, *, create: boo
     return fd
 
 
-#: the root's parent directories whose ancestors were checked, by the path asked: where
-#: they resolved to, and which directory that was (``st_dev``, ``st_ino``)
-_CHECKED_PARENTS: dict[str, tuple[str, int, int]] = {}
+#: the root's parent directories whose ancestors were checked, by their path: which
+#: directory that was (``st_dev``, ``st_ino``), and when (``time.monotonic``)
+_CHECKED_PARENTS: dict[str, tuple[int, int, float]] = {}
+#: how long (seconds) a walk of the ancestors holds
+_CHECKED_FOR = 1.0
 
 
 def _open_root(path: Path, *, create: bool) -> int:
     """Open the state root ``path`` after checking every directory on the way to it.
 
     Paths are plain strings here (only error messages show them): this runs for every
-    read of a domain's state. The walk from ``/`` is made once per parent and process:
-    after it, the parent is opened by its resolved path and kept only when it is the very
+    read of a domain's state. The walk from ``/`` is made at most once a second per parent:
+    in between, the parent is opened by the same path and kept only when it is the very
     directory the walk checked (its device and inode), whose owner and mode are checked
-    again. Whatever became of the ancestors since, a path that leads to that directory
-    leads to the directory checked; one that does not is walked and checked anew."""
+    again. A path that leads anywhere else, or an ancestor changed since (noticed within a
+    second), is walked and checked anew."""
     absolute = os.path.abspath(path)
     dirname = os.path.dirname(absolute)
     fd = _open_checked_parent(dirname)
@@ -186,21 +189,20 @@ def _open_root(path: Path, *, create: bool) -> int:
 
 
 def _open_checked_parent(dirname: str) -> int | None:
-    """The parent ``dirname`` as checked before (see :func:`_open_root`), or None."""
+    """The parent ``dirname`` as walked lately (see :func:`_open_root`), or None."""
     known = _CHECKED_PARENTS.get(dirname)
-    if known is None:
+    if known is None or time.monotonic() - known[2] > _CHECKED_FOR:
         return None
-    resolved, device, inode = known
-    try:
-        fd = os.open(resolved, _DIR_FLAGS)
+    try:  # symlinks followed: where the path leads is what is checked
+        fd = os.open(dirname, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     info = os.fstat(fd)
-    if (info.st_dev, info.st_ino) != (device, inode):
+    if (info.st_dev, info.st_ino) != known[:2]:
         os.close(fd)
         return None
     try:
-        _check_ancestor(resolved, fd)
+        _check_ancestor(dirname, fd)
     except BaseException:
         os.close(fd)
         raise
@@ -232,7 +234,7 @@ def _walk_to_parent(dirname: str, *, create: bool) -> int:
     except BaseException:
         os.close(fd)
         raise
-    _CHECKED_PARENTS[dirname] = (walked or "/", info.st_dev, info.st_ino)
+    _CHECKED_PARENTS[dirname] = (info.st_dev, info.st_ino, time.monotonic())
     return fd
 
 

@@ -120,7 +120,8 @@ class StatusWriter:
         it had; a flush whose change came later waits for the write that has it. A flush
         after a failure writes again. Returns at once once closed. ``shielded``: a
         cancellation meanwhile is raised only once the write is over (a job's end must
-        not let its lock go before its books are written)."""
+        not let its lock go before its books are written); if that write fails, its error
+        is raised instead of the cancellation."""
         target = self._version
         if self.closed:
             return
@@ -187,6 +188,19 @@ class StatusWriter:
         self._wrote(version, written, synced=True)  # in memory: nothing to sync
 
     async def _run(self) -> None:
+        try:
+            await self._write_all()
+        except BaseException as exc:
+            # Stopped short (cancelled as the loop shuts down, or a bug): a write under way
+            # goes on in its thread unseen, so the renderer takes nothing for granted (the
+            # next write is whole), and no flush waits for an answer that will not come.
+            self._on_failed()
+            self._failure = StateError(f"the writer of {self._path} stopped: {exc!r}")
+            self._failed_version = self._version
+            self._settle()
+            raise
+
+    async def _write_all(self) -> None:
         while (self._written < self._version or self._synced < self._sync_wanted) and not (
             self.closed
         ):
@@ -200,25 +214,22 @@ class StatusWriter:
                 else:
                     written = await asyncio.shield(asyncio.to_thread(self._store, update, sync))
             except Exception as exc:  # handed to every flush waiting for what it had
-                self._failure, self._failed_version = self._failed(exc), version
-                self._settle()
-                if not self._waiters:
-                    return
-                continue  # flushes of later changes wait: their write is tried at once
+                failure = self._failed(exc)
             except asyncio.CancelledError:
-                # The write goes on in its thread, and whether it fails is never seen:
-                # the renderer takes nothing for granted (the next write is whole).
-                self._on_failed()
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
-                # not this task's cancellation: the committer's (its loop shuts down)
-                self._failure = StateError(f"the write of {self._path} was abandoned")
-                self._failed_version = version
+                # not this task's cancellation: its committer's (whose loop shuts down)
+                failure = self._failed(StateError(f"the write of {self._path} was abandoned"))
+            else:
+                self._wrote(version, written, synced=sync or not update.append)  # whole: synced
                 self._settle()
-                return
-            self._wrote(version, written, synced=sync or not update.append)  # whole: synced
+                continue
+            self._failure, self._failed_version = failure, version
             self._settle()
+            if not self._waiters:
+                return
+            # flushes of later changes wait: their write is tried at once
 
     def _failed(self, exc: Exception) -> StateError:
         """A failed write: the renderer is told (its next write is whole), and the error
@@ -287,9 +298,13 @@ class StatusWriter:
         """Finish the write under way or due (never cut one short), then stop."""
         if self._inline:
             self._write_soon()
-        task = self._task
-        if task is not None and not task.done():
-            with contextlib.suppress(Exception):  # what failed is the flushes' to say
+        while (task := self._task) is not None and not task.done():  # (a flush may start one)
+            try:
                 await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():  # this call was cancelled, not the writer
+                    raise
+            except Exception:  # what failed is the flushes' to say
+                continue
         self.closed = True
         self._settle()  # a flush still waiting returns

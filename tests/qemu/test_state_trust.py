@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from support import run_qctl
 
+import qctl.qemu.state as state_module
 from qctl.errors import ProcessError, StateError
 from qctl.qemu.process import QEMUProcess
 from qctl.qemu.state import StateRoot
@@ -185,3 +186,33 @@ def test_a_parent_checked_before_that_others_may_now_write_is_refused(tmp_path: 
     os.chmod(parent, 0o777)  # the very directory checked, changed since
     with pytest.raises(StateError, match="others may write that directory and it is not sticky"):
         StateRoot(parent / "qctl").names()
+
+
+def test_an_ancestor_that_others_may_now_write_is_noticed_within_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = tmp_path / "a" / "p"
+    parent.mkdir(parents=True)
+    StateRoot(parent / "qctl").ensure()
+    os.chmod(tmp_path / "a", 0o777)  # an ancestor above the parent, changed since the walk
+    monkeypatch.setattr(state_module, "_CHECKED_FOR", -1.0)  # as if a second had passed
+    with pytest.raises(StateError, match="others may write that directory and it is not sticky"):
+        StateRoot(parent / "qctl").names()
+
+
+def test_a_root_reached_through_a_symlink_follows_the_symlink_when_it_changes(
+    tmp_path: Path,
+) -> None:
+    for tree in ("x", "y"):
+        (tmp_path / tree).mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "x")
+    root = StateRoot(link / "qctl")
+    root.ensure()
+    root.write("networks", "mark", b"x")
+    link.unlink()
+    link.symlink_to(tmp_path / "y")  # the path now leads elsewhere: read where it leads
+    assert root.read("networks", "mark") is None
+    root.write("networks", "mark", b"y")
+    assert (tmp_path / "y" / "qctl" / "networks" / "mark").read_bytes() == b"y"
+    assert (tmp_path / "x" / "qctl" / "networks" / "mark").read_bytes() == b"x"

@@ -264,3 +264,70 @@ async def test_a_shielded_flush_cancelled_returns_only_once_written(
         await flush
     assert path.read_bytes() == b"{}"  # the cancellation came through once it was written
     await writer.aclose()
+
+
+async def test_a_shielded_flush_is_answered_when_its_writer_is_cancelled_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "status.json"
+
+    def slow(path: Path, data: bytes) -> os.stat_result:
+        time.sleep(0.2)
+        return atomic_write(path, data)
+
+    monkeypatch.setattr(writer_module, "atomic_write", slow)
+    writer = StatusWriter(path, lambda: Update(b"{}", append=False), lambda *_: None)
+    writer.changed()
+    flush = asyncio.create_task(writer.flush(durable=False, shielded=True))
+    await asyncio.sleep(0.05)
+    task = writer._task
+    assert task is not None
+    flush.cancel()  # both, as when the loop shuts down
+    task.cancel()
+    # answered, never left waiting for a writer that is gone (which a shielded wait would
+    # be for good: no timeout can cut it short)
+    done, _ = await asyncio.wait({flush}, timeout=2)
+    assert done, "the shielded flush was left waiting"
+    with pytest.raises(StateError, match="stopped"):
+        await flush
+    await writer.aclose()  # and closing is not cut short by the writer's cancellation
+    assert writer.closed
+
+
+async def test_a_flush_of_a_later_change_is_written_after_the_committer_abandons_a_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "status.json"
+    lines = iter([b'{"gen":"g","n":2}\n', b'{"gen":"g","n":3}\n'])
+    updates = iter([Update(b"{}", append=False)])
+
+    def render() -> Update:
+        return next(updates, None) or Update(next(lines), append=True)
+
+    entered, release = threading.Event(), threading.Event()
+
+    def held_up(fd: int, data: bytes) -> os.stat_result:
+        if b'"n":2' in data:
+            entered.set()
+            release.wait(5)  # the first line's round stays in its thread
+        return append_to(fd, data)
+
+    monkeypatch.setattr(writer_module, "append_to", held_up)
+    writer = StatusWriter(path, render, lambda *_: None, group=tmp_path)
+    writer.changed()
+    await writer.flush()
+    writer.changed()  # version 2: its line goes to the committer, whose round is held up…
+    assert await asyncio.to_thread(entered.wait, 2)
+    writer.changed()  # …and version 3 comes meanwhile
+    later = asyncio.create_task(writer.flush(durable=False))
+    await asyncio.sleep(0)
+    rounds = committer(tmp_path)._task
+    assert rounds is not None
+    rounds.cancel()  # the line of version 2 is abandoned
+    try:
+        async with asyncio.timeout(2):
+            await later  # version 3 is written all the same
+    finally:
+        release.set()
+    assert b'"n":3' in (tmp_path / "status.journal").read_bytes()
+    await writer.aclose()
