@@ -35,6 +35,7 @@ from qctl.errors import StateError
 from qctl.qemu.commit import Written, committer
 from qctl.qemu.journal import JOURNAL_NAME, Update
 from qctl.qemu.state import append_to, atomic_write, open_append, sync_directory, sync_file
+from qctl.qemu.txn import to_the_end
 
 __all__ = ["StatusWriter"]
 
@@ -120,8 +121,8 @@ class StatusWriter:
         it had; a flush whose change came later waits for the write that has it. A flush
         after a failure writes again. Returns at once once closed. ``shielded``: a
         cancellation meanwhile is raised only once the write is over (a job's end must
-        not let its lock go before its books are written); if that write fails, its error
-        is raised instead of the cancellation."""
+        not let its lock go before its books are written: :func:`~qctl.qemu.txn.to_the_end`);
+        if that write fails, its error is raised instead of the cancellation."""
         target = self._version
         if self.closed:
             return
@@ -141,18 +142,7 @@ class StatusWriter:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, durable, waiter))
         self._kick()  # (a write that failed without this change is over: write again)
-        if not shielded:
-            await waiter
-            return
-        cancelled = False
-        while not waiter.done():
-            try:
-                await asyncio.shield(waiter)
-            except asyncio.CancelledError:
-                cancelled = True
-        waiter.result()  # the write's failure, if it failed
-        if cancelled:
-            raise asyncio.CancelledError
+        await (to_the_end(waiter) if shielded else waiter)  # (a future: no task made)
 
     def _settle(self) -> None:
         """Wake the flushes the end of a write (or closing) answers: their change written

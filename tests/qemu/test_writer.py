@@ -245,31 +245,11 @@ async def test_a_line_abandoned_by_its_committer_fails_the_flush_not_hangs_it(
     await writer.aclose()
 
 
-async def test_a_shielded_flush_cancelled_returns_only_once_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "status.json"
-
-    def slow(path: Path, data: bytes) -> os.stat_result:
-        time.sleep(0.2)
-        return atomic_write(path, data)
-
-    monkeypatch.setattr(writer_module, "atomic_write", slow)
-    writer = StatusWriter(path, lambda: Update(b"{}", append=False), lambda *_: None)
-    writer.changed()
-    flush = asyncio.create_task(writer.flush(durable=False, shielded=True))
-    await asyncio.sleep(0.05)  # the write is under way
-    flush.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await flush
-    assert path.read_bytes() == b"{}"  # the cancellation came through once it was written
-    await writer.aclose()
-
-
-async def test_a_shielded_flush_is_answered_when_its_writer_is_cancelled_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "status.json"
+async def _shielded_flush_under_way(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[StatusWriter, asyncio.Task[None]]:
+    """A writer of whole files whose disk takes 0.2 s a write, and a shielded flush waiting
+    for the write under way."""
 
     def slow(path: Path, data: bytes) -> os.stat_result:
         time.sleep(0.2)
@@ -280,6 +260,25 @@ async def test_a_shielded_flush_is_answered_when_its_writer_is_cancelled_too(
     writer.changed()
     flush = asyncio.create_task(writer.flush(durable=False, shielded=True))
     await asyncio.sleep(0.05)
+    return writer, flush
+
+
+async def test_a_shielded_flush_cancelled_returns_only_once_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "status.json"
+    writer, flush = await _shielded_flush_under_way(path, monkeypatch)
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    assert path.read_bytes() == b"{}"  # the cancellation came through once it was written
+    await writer.aclose()
+
+
+async def test_a_shielded_flush_is_answered_when_its_writer_is_cancelled_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, flush = await _shielded_flush_under_way(tmp_path / "status.json", monkeypatch)
     task = writer._task
     assert task is not None
     flush.cancel()  # both, as when the loop shuts down
