@@ -3,7 +3,9 @@ from the books alone, never waiting for a job: list them, see the job, abort it.
 
 An abort is a request, not a kill: a file in the domain's state directory naming the job,
 which the job's owner polls (see :class:`~qctl.qemu.runtime.DomainRuntime.job`); the owner
-rolls back as for a cancellation. :func:`abort_job` waits until the job has ended.
+rolls back as for a cancellation. :func:`abort_job` waits until the job has ended. A job's
+record reaches the books once it has run one poll period: a job younger than that is not
+listed, and an abort that finds the domain's lock held waits for its record.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ async def abort_job(
     root = state_root if isinstance(state_root, StateRoot) else StateRoot(state_root)
     directory = root.domain(name)
     job = read_summary(directory).job
+    if job is None and directory.job_running():
+        job = await _record_of_running_job(directory)
     if job is None:
         raise StateError(f"domain {name!r} has no job running")
     if not job.owner_alive:
@@ -106,3 +110,15 @@ async def abort_job(
             return job
         await asyncio.sleep(ABORT_POLL)
     raise StateError(f"the {job.kind} job on {name!r} did not end within {timeout:g} s")
+
+
+async def _record_of_running_job(directory: DomainDir) -> JobRecord | None:
+    """The record of the job holding the lock, once it is written (a job shows it after
+    one poll period); None when the lock is let go first, or no record comes."""
+    deadline = time.monotonic() + 3 * ABORT_POLL
+    while time.monotonic() < deadline:
+        await asyncio.sleep(ABORT_POLL / 4)
+        job = read_job(directory)
+        if job is not None or not directory.job_running():
+            return job
+    return None

@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,10 @@ class DomainRuntime:
         self.binary = status.binary
         self.state = status.state
         self.job_record = status.job
+        #: whether the books written show ``job_record``: a job's record is written once it
+        #: has run one :data:`ABORT_POLL` (a shorter job is over before another process
+        #: could act on it, so its end has no record to take back) or announces itself
+        self._job_shown = True
         self.directory = directory
         self.process = process
         self.client = client
@@ -250,7 +254,7 @@ class DomainRuntime:
             self.live,
             self.ledger,
             state=self.state,
-            job=self.job_record,
+            job=self.job_record if self._job_shown else None,
         )
         return self._renderer.update(status, live_xml=self._snapshot[1])
 
@@ -277,9 +281,10 @@ class DomainRuntime:
     async def job(self, kind: str, alias: str | None = None) -> AsyncIterator[JobRecord]:
         """Run the block as this domain's one modifying job (see the module).
 
-        The record reaches the status file with the job's first write (or at once, for a
-        job that writes nothing else); an abort request cancels the task running the
-        block and the block's cancellation becomes :class:`JobAbortedError`.
+        The record reaches the status file once the job has run one :data:`ABORT_POLL`,
+        or when it announces itself (:meth:`announce_job`); from then on an abort request
+        from another process cancels the task running the block, and the block's
+        cancellation becomes :class:`JobAbortedError`.
         """
         task = asyncio.current_task()
         assert task is not None, "a job runs in a task"
@@ -287,8 +292,8 @@ class DomainRuntime:
             if not self.released:
                 self.refresh()
             record = JobRecord.begin(kind, alias)
-            self.job_record = record
-            watch = _AbortWatch(self.directory.abort_file, record.id, task)
+            self.job_record, self._job_shown = record, False
+            watch = _AbortWatch(self.directory.abort_file, record.id, task, self._show_job)
             try:
                 yield record
             except asyncio.CancelledError:
@@ -300,7 +305,7 @@ class DomainRuntime:
                 raise
             finally:
                 watch.stop()
-                self.job_record = None
+                self.job_record, self._job_shown = None, True
                 # Every write of this job, its commit included, is written before the job
                 # returns and the lock is let go: what a caller sees returned is what
                 # another process reads next. It need not be on disk yet: a crash loses at
@@ -325,8 +330,16 @@ class DomainRuntime:
             if not self.released:
                 self._writer.changed()
 
+    def _show_job(self) -> None:
+        """The running job has run a while: its record goes to the books (written soon)."""
+        if not self._job_shown:
+            self._job_shown = True
+            if not self.released:
+                self._writer.changed()
+
     async def announce_job(self) -> None:
         """Write the job record now (for a job that may run long before its first write)."""
+        self._job_shown = True
         await self.save()
 
     # -- tasks -------------------------------------------------------------------------------
@@ -488,21 +501,26 @@ def _attached(ledger: Ledger) -> set[str]:
 
 
 class _AbortWatch:
-    """Polls for an abort request naming job ``job_id`` and cancels ``task`` when one comes.
+    """Polls for an abort request naming job ``job_id`` and cancels ``task`` when one comes;
+    calls ``ticked()`` at each poll (the job has run that long).
 
     A timer, not a task: a job that ends within one period costs one ``call_later``.
     """
 
-    def __init__(self, path: Path, job_id: str, task: asyncio.Task[Any]) -> None:
+    def __init__(
+        self, path: Path, job_id: str, task: asyncio.Task[Any], ticked: Callable[[], None]
+    ) -> None:
         self._path = path
         self._job_id = job_id
         self._task = task
+        self._ticked = ticked
         self.fired = False
         self._handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             ABORT_POLL, self._check
         )
 
     def _check(self) -> None:
+        self._ticked()
         try:
             wanted = self._path.read_text().strip()
         except (FileNotFoundError, UnicodeDecodeError):

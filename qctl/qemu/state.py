@@ -573,6 +573,22 @@ class DomainDir:
         """The file whose ``flock`` serializes jobs on this domain."""
         return self.path / "lock"
 
+    def job_running(self) -> bool:
+        """Whether a job holds the domain's lock now (in any process, this one included):
+        a probe that takes nothing (a shared lock tried, and dropped at once)."""
+        try:
+            with self.opened() as fd:
+                lock_fd = open_private_file(fd, "lock", os.O_RDONLY, self.lock_file_path())
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(lock_fd)  # (which drops the shared lock)
+        return False
+
     async def lock(self) -> FileLock:
         """Take the domain's file lock, so two qctl processes never work on it at once.
 

@@ -197,6 +197,11 @@ class StatusWriter:
             version = self._version
             sync = self._synced < self._sync_wanted
             update = self._render()  # on the loop: the books are the loop's
+            if update.append and not update.data and not sync:  # nothing changed on disk
+                assert self._status is not None, "a journal line follows a whole write"
+                self._wrote(version, (self._status, self._journal_info), synced=False)
+                self._settle()
+                continue
             try:
                 if update.append and self._group is not None:
                     line = functools.partial(self._append, update.data, sync)

@@ -20,6 +20,7 @@ from fakeqemu import FakeLauncher, FakeQEMU
 from support import open_fd_count, recorded_caps, unique, wait_until
 
 from qctl import (
+    DetachResult,
     DeviceAdded,
     DeviceRemoved,
     Domain,
@@ -32,6 +33,7 @@ from qctl import (
 )
 from qctl.host import Netlink
 from qctl.qemu import runtime
+from qctl.qemu.jobs import read_job
 from qctl.qemu.state import DomainDir
 from qctl.qemu.status import StoredStatus, read_stored_status
 
@@ -99,6 +101,7 @@ async def test_a_long_job_blocks_no_query_and_is_aborted_from_another_process(
     attach = asyncio.create_task(rig.dom.attach_device(NIC.format(tap=tap)))
     async with asyncio.timeout(10):
         await qemu.stalled["device_add"].wait()
+        await wait_until(lambda: read_job(rig.dom.directory) is not None)  # after a poll
 
     # Other processes query while the job runs; none waits for it (LOCK_TIMEOUT is 30 s).
     code, out, _, _ = await qctl("list", "--json", state=rig.state)
@@ -145,6 +148,34 @@ async def test_abort_in_the_same_process_and_with_no_job(rig: Rig) -> None:
     with pytest.raises(JobAbortedError):
         await attach
     assert rig.qemu.netdevs == set() and len(rig.dom.ledger) == 0
+
+
+async def test_a_job_shorter_than_a_poll_writes_no_record(rig: Rig) -> None:
+    live = await rig.dom.attach_device("<interface type='user'><model type='virtio'/></interface>")
+    assert live.alias is not None
+    journal = rig.dom.directory.journal_file
+    before = journal.read_bytes() if journal.exists() else b""
+    assert await rig.dom.detach_device(live.alias, wait=0) is DetachResult.PENDING
+    lines = journal.read_bytes()[len(before) :].splitlines()
+    # the intent alone: no record to show, so none to take back at the job's end
+    assert len(lines) == 1 and b'"detaching"' in lines[0] and b'"job"' not in lines[0]
+    assert read_job(rig.dom.directory) is None
+
+
+async def test_an_abort_finds_a_job_not_shown_yet(rig: Rig) -> None:
+    rig.qemu.stall("netdev_add", effect=True)
+    attach = asyncio.create_task(
+        rig.dom.attach_device("<interface type='user'><model type='virtio'/></interface>")
+    )
+    async with asyncio.timeout(10):
+        await rig.qemu.stalled["netdev_add"].wait()
+    assert read_job(rig.dom.directory) is None  # younger than a poll: not in the books yet…
+    assert rig.dom.directory.job_running()  # …but it holds the lock
+    job = await abort_job(rig.dom.name, state_root=rig.state)  # waits for its record
+    assert job.kind == "attach"
+    with pytest.raises(JobAbortedError):
+        await attach
+    assert not rig.dom.directory.job_running()
 
 
 async def test_a_job_whose_owner_died_is_shown_and_recovered_on_connect(rig: Rig) -> None:
