@@ -44,17 +44,26 @@ async def open_runtime(
     :class:`StateError` raised.
     """
     directory = root.domain(name)
-    # The stamp before the read: a write in between makes the books look older than they
-    # are (re-read at the first job), never newer (which would keep them stale).
-    stamp = status_stamp(directory)
+    # QEMU is asked first, and the books read while it answers: connecting is mostly
+    # waiting for its greeting and replies, reading is all CPU. One turn of the loop lets
+    # the connect take its first step (every monitor's socket connected).
+    connecting = asyncio.create_task(connect_free_monitor(directory), name=f"connect {name}")
+    await asyncio.sleep(0)
     try:
-        status = read_stored_status(directory)  # the definitions are parsed when needed
-    except StateError:
-        if cut_short(directory):
-            await _reap(directory)
+        # The stamp before the read: a write in between makes the books look older than
+        # they are (re-read at the first job), never newer (which would keep them stale).
+        stamp = status_stamp(directory)
+        try:
+            status = read_stored_status(directory)  # the definitions are parsed when needed
+        except StateError:
+            if cut_short(directory):
+                await _reap(directory)
+            raise
+    except BaseException:
+        await _abandon(connecting)
         raise
     process = launcher.adopt(status.identity, directory.log_file)
-    client = await _connect_unless_exiting(directory, process)
+    client = await _connect_unless_exiting(connecting, process)
     if client is None:
         await _release_dead(directory, root, netlink, host_paths)
     assert client is not None
@@ -120,15 +129,28 @@ async def _release_dead(
     raise StateError(f"domain {name!r} is not running (QEMU exited); its resources were released")
 
 
-async def _connect_unless_exiting(directory: DomainDir, process: QEMUProcess) -> QMPClient | None:
-    """A monitor connection to a running QEMU, or None when QEMU has exited.
+async def _abandon(connecting: asyncio.Task[QMPClient]) -> None:
+    """Stop a connect no longer wanted, and close what it made (its failure is no news)."""
+    connecting.cancel()
+    await asyncio.wait([connecting])  # until it has ended, whichever way
+    if connecting.cancelled():
+        return
+    if connecting.exception() is None:
+        await connecting.result().aclose()
+
+
+async def _connect_unless_exiting(
+    connecting: asyncio.Task[QMPClient], process: QEMUProcess
+) -> QMPClient | None:
+    """The monitor connection ``connecting`` makes to a running QEMU, or None when QEMU has
+    exited.
 
     A monitor that answers is proof enough that QEMU runs; only a failure asks after the
     process. A QEMU being killed closes its sockets before it turns into a zombie: a refused
     connection gives it a moment to finish exiting before it counts as unreachable.
     """
     try:
-        return await connect_free_monitor(directory)
+        return await connecting
     except StateError:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_EXIT_GRACE):
