@@ -83,7 +83,7 @@ def list_(args: argparse.Namespace) -> int:
             continue
         job = info.job.describe() if info.job else "-"
         if info.pending:
-            job += f" (detach pending: {', '.join(info.pending)})"
+            job += f" (pending: {', '.join(info.pending)})"  # attaching, detaching or uncertain
         print(f"{info.name:<24} {info.pid or '-':>8}  {row['state']:<12} {job}")
     return 0
 

@@ -91,7 +91,7 @@ async def abort_job(
     directory = root.domain(name)
     job = read_summary(directory).job
     if job is None and directory.job_running():
-        job = await _record_of_running_job(directory)
+        job = await _record_of_running_job(directory, timeout)
     if job is None:
         raise StateError(f"domain {name!r} has no job running")
     if not job.owner_alive:
@@ -112,13 +112,17 @@ async def abort_job(
     raise StateError(f"the {job.kind} job on {name!r} did not end within {timeout:g} s")
 
 
-async def _record_of_running_job(directory: DomainDir) -> JobRecord | None:
+async def _record_of_running_job(directory: DomainDir, patience: float) -> JobRecord | None:
     """The record of the job holding the lock, once it is written (a job shows it after
-    one poll period); None when the lock is let go first, or no record comes."""
-    deadline = time.monotonic() + 3 * ABORT_POLL
+    one poll period, later when its owner is busy); None when the lock is let go first.
+    :class:`StateError` when the lock stays held without a record for ``patience`` s."""
+    deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         await asyncio.sleep(ABORT_POLL / 4)
         job = read_job(directory)
         if job is not None or not directory.job_running():
             return job
-    return None
+    raise StateError(
+        f"a job holds the lock of domain {directory.name!r} but has shown no record "
+        f"within {patience:g} s"
+    )

@@ -21,7 +21,7 @@ from qctl.qemu.runtime import DomainRuntime
 from qctl.qemu.startup import connect_free_monitor
 from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.status import read_status, read_stored_status, status_stamp
-from qctl.qemu.txn import take_lock
+from qctl.qemu.txn import take_lock, to_the_end
 from qctl.qmp import QMPClient
 
 __all__ = ["open_runtime"]
@@ -44,26 +44,34 @@ async def open_runtime(
     :class:`StateError` raised.
     """
     directory = root.domain(name)
-    # QEMU is asked first, and the books read while it answers: connecting is mostly
-    # waiting for its greeting and replies, reading is all CPU. One turn of the loop lets
-    # the connect take its first step (every monitor's socket connected).
-    connecting = asyncio.create_task(connect_free_monitor(directory), name=f"connect {name}")
-    await asyncio.sleep(0)
+    connecting: asyncio.Task[QMPClient] | None = None
     try:
-        # The stamp before the read: a write in between makes the books look older than
-        # they are (re-read at the first job), never newer (which would keep them stale).
-        stamp = status_stamp(directory)
         try:
+            with directory.opened():  # ours (checked) before anything in it is used
+                pass
+            # QEMU is asked first, and the books read while it answers: connecting is
+            # mostly waiting for its greeting and replies, reading is all CPU. One turn of
+            # the loop lets the connect take its first step (every monitor's socket
+            # connected).
+            connecting = asyncio.create_task(
+                connect_free_monitor(directory), name=f"connect {name}"
+            )
+            await asyncio.sleep(0)
+            # The stamp before the read: a write in between makes the books look older
+            # than they are (re-read at the first job), never newer (which would keep
+            # them stale).
+            stamp = status_stamp(directory)
             status = read_stored_status(directory)  # the definitions are parsed when needed
         except StateError:
             if cut_short(directory):
                 await _reap(directory)
             raise
+        process = launcher.adopt(status.identity, directory.log_file)
+        client = await _connect_unless_exiting(connecting, process)
     except BaseException:
-        await _abandon(connecting)
+        if connecting is not None:
+            await _abandon(connecting)
         raise
-    process = launcher.adopt(status.identity, directory.log_file)
-    client = await _connect_unless_exiting(connecting, process)
     if client is None:
         await _release_dead(directory, root, netlink, host_paths)
     assert client is not None
@@ -130,13 +138,19 @@ async def _release_dead(
 
 
 async def _abandon(connecting: asyncio.Task[QMPClient]) -> None:
-    """Stop a connect no longer wanted, and close what it made (its failure is no news)."""
+    """Stop a connect no longer wanted and close what it made (its failure is no news), to
+    the end even when cancelled meanwhile (which is raised after)."""
     connecting.cancel()
-    await asyncio.wait([connecting])  # until it has ended, whichever way
-    if connecting.cancelled():
-        return
-    if connecting.exception() is None:
-        await connecting.result().aclose()
+    cancelled = False
+    while not connecting.done():
+        try:
+            await asyncio.wait([connecting])
+        except asyncio.CancelledError:
+            cancelled = True
+    if not connecting.cancelled() and connecting.exception() is None:
+        await to_the_end(connecting.result().aclose())
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _connect_unless_exiting(

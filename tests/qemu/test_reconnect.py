@@ -4,6 +4,7 @@ a connect that fails on the books closes the monitor connection it had made mean
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import cast
 
@@ -83,3 +84,48 @@ async def test_a_connect_done_before_it_is_abandoned_is_closed_and_a_failed_one_
         await asyncio.sleep(0)  # done already
         await reconnect._abandon(task)  # raises nothing
     assert closed == [True]
+
+
+async def test_a_connect_cancelled_at_any_point_leaves_no_monitor_held(tmp_path: Path) -> None:
+    owner = await start_fake(tmp_path, "cancelled")
+    try:
+        async with Domain.connect(owner.name, state_root=tmp_path):
+            pass  # warmed up
+        await asyncio.sleep(0.2)
+        fds = open_fd_count()
+        for turns in range(12):  # cancelled after 0, 1, … turns of the loop
+            opening = asyncio.ensure_future(Domain.connect(owner.name, state_root=tmp_path))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            opening.cancel()
+            try:
+                handle = await opening
+            except asyncio.CancelledError:
+                continue
+            await handle.aclose()  # it had finished already
+        await asyncio.sleep(0.2)  # the fake QEMU (in this process) sees each one close
+        assert open_fd_count() == fds
+        async with Domain.connect(owner.name, state_root=tmp_path) as other:
+            assert other.running
+    finally:
+        await owner.stop(force=True)
+
+
+async def test_nothing_in_an_untrusted_state_directory_is_connected_to(tmp_path: Path) -> None:
+    directory = tmp_path / "root" / "domains" / "vm1"
+    directory.mkdir(parents=True)
+    os.chmod(tmp_path / "root", 0o777)  # others may write it: refused
+    accepted: list[bool] = []
+
+    async def note(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(True)
+        writer.close()
+
+    server = await asyncio.start_unix_server(note, path=str(directory / "qmp.sock"))
+    try:
+        with pytest.raises(StateError, match="refusing state directory"):
+            await Domain.connect("vm1", state_root=tmp_path / "root")
+        await asyncio.sleep(0.05)
+        assert not accepted
+    finally:
+        server.close()
