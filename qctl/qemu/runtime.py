@@ -309,13 +309,9 @@ class DomainRuntime:
                 # Every write of this job, its commit included, is written before the job
                 # returns and the lock is let go: what a caller sees returned is what
                 # another process reads next. It need not be on disk yet: a crash loses at
-                # most the commit, which reconciling settles. On tmpfs it is written here
-                # and now; else the wait for the writer is shielded from cancellation.
-                if (
-                    not self.released
-                    and self.directory.status_file.exists()
-                    and not self._writer.write_now()
-                ):
+                # most the commit, which reconciling settles. The wait is shielded from
+                # cancellation (on tmpfs there is none: the write is made in the flush).
+                if not self.released and self.directory.status_file.exists():
                     await self._publish()
 
     def name_job(self, alias: str) -> None:

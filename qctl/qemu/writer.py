@@ -92,24 +92,6 @@ class StatusWriter:
             self._soon = True
             asyncio.get_running_loop().call_soon(self._write_soon)
 
-    def write_now(self) -> bool:
-        """Inline, write the books as they are now (a failure raises) and say True; else
-        say False: the caller marks the change and awaits :meth:`flush` instead. Saves a
-        job's end on tmpfs the callback, and the task a flush would need to be shielded."""
-        if not self._inline:
-            return False
-        self._version += 1
-        if self.closed:
-            return True
-        try:
-            self._write_inline()
-        except StateError:
-            if not self._soon:  # tried once more on the loop's next turn, as changed() does
-                self._soon = True
-                asyncio.get_running_loop().call_soon(self._write_soon)
-            raise
-        return True
-
     def _kick(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"status writer {self._path}")
@@ -132,16 +114,13 @@ class StatusWriter:
             return
         if self._failure is not None and (self._task is None or self._task.done()):
             self._failure = None  # the write that failed is over: try again
-            self._kick()
         if durable and self._synced < target:
             self._sync_wanted = max(self._sync_wanted, target)
-            self._kick()
-
         if (self._synced if durable else self._written) >= target:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, durable, waiter))
-        self._kick()  # (a write that failed without this change is over: write again)
+        self._kick()
         await (to_the_end(waiter) if shielded else waiter)  # (a future: no task made)
 
     def _settle(self) -> None:
@@ -197,11 +176,11 @@ class StatusWriter:
             version = self._version
             sync = self._synced < self._sync_wanted
             update = self._render()  # on the loop: the books are the loop's
-            if update.append and not update.data and not sync:  # nothing changed on disk
+            if update.append and self._nothing_to_append(update.data, sync):
                 assert self._status is not None, "a journal line follows a whole write"
-                self._wrote(version, (self._status, self._journal_info), synced=False)
+                self._wrote(version, (self._status, self._journal_info), synced=sync)
                 self._settle()
-                continue
+                continue  # (no thread for nothing)
             try:
                 if update.append and self._group is not None:
                     line = functools.partial(self._append, update.data, sync)
@@ -266,8 +245,8 @@ class StatusWriter:
         before it): itself, or when ``held`` is given by leaving the journal open in it for
         the committer's sync of the file system (see :mod:`~qctl.qemu.commit`)."""
         assert self._status is not None, "a journal line follows a whole write"
-        if not data and (not sync or self._journal_info is None):
-            return self._status, self._journal_info  # nothing to write, nothing unsynced
+        if self._nothing_to_append(data, sync):
+            return self._status, self._journal_info
         fd, new = open_append(self._journal)
         try:
             info = append_to(fd, data)
@@ -288,6 +267,11 @@ class StatusWriter:
             # write is whole (see _failed), which replaces this journal
             self._journal_unnamed = False
         return self._status, info
+
+    def _nothing_to_append(self, data: bytes, sync: bool) -> bool:
+        """No line to write and, with ``sync``, none to make durable either (no line was
+        written since the last whole write, which is synced)."""
+        return not data and (not sync or self._journal_info is None)
 
     async def aclose(self) -> None:
         """Finish the write under way or due (never cut one short), then stop."""
