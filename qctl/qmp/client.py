@@ -21,6 +21,10 @@ debug logging is on; and its log lines go to ``qctl.qmp.wire`` at DEBUG level on
 every failure it logs reaches the caller as a typed exception anyway. A fourth is added: a
 command may travel with the capabilities negotiation (``connect(ask=…)``), so that a
 connect that needs one answer at once (the run state, on reconnecting) pays one round trip.
+A fifth is made faster: a command goes out in the caller's own step, unless others are still
+queued before it, and its reply comes back through a future rather than a one-slot queue, with
+no copy of the message. qemu.qmp's path costs 145 µs of CPU per command with 32 monitors busy
+at once, this one 95 µs (``scripts/bench scale`` pays it on every step it times).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from qemu.qmp import ConnectError, ExecInterruptedError, ExecuteError, Message, 
 from qemu.qmp import QMPClient as _QEMUClient
 from qemu.qmp import QMPError as _QEMUError
 from qemu.qmp.error import ProtocolError
-from qemu.qmp.qmp_client import NegotiationError
+from qemu.qmp.models import ErrorResponse
+from qemu.qmp.qmp_client import BadReplyError, NegotiationError
 
 from qctl.errors import (
     QMPCommandError,
@@ -96,6 +101,32 @@ class _Wire(_QEMUClient):
         self.ask: str | None = None  # a command sent along with qmp_capabilities
         self.answer: Message | None = None  # its reply, until an event may have changed it
 
+    async def execute(
+        self, cmd: str, arguments: Mapping[str, object] | None = None, oob: bool = False
+    ) -> object:
+        """qemu.qmp's ``execute``, by a shorter road (see the module); the same errors."""
+        if oob or self.runstate is not Runstate.RUNNING:
+            return await super().execute(cmd, arguments, oob=oob)  # its checks and errors
+        exec_id = self._get_exec_id()
+        body: dict[str, object] = {"execute": cmd, "id": exec_id}
+        if arguments is not None:
+            body["arguments"] = arguments
+        sent = Message(body, eager=False)
+        reply = _Reply()
+        pending = cast(dict[str | None, Any], self._pending)
+        pending[exec_id] = reply  # where qemu.qmp routes the reply, or the disconnection
+        try:
+            if self._outgoing.empty():  # nothing queued ahead of it: it may go now, in order
+                self._do_send(self._cb_outbound(sent))
+            else:
+                await self._outgoing.put(sent)
+            received = await reply.future
+        finally:
+            del pending[exec_id]
+        if isinstance(received, ExecInterruptedError):
+            raise received
+        return _returned(sent, received)
+
     async def _negotiate(self) -> None:
         if self.ask is None:
             await super()._negotiate()
@@ -145,6 +176,39 @@ class _Wire(_QEMUClient):
         if _wire_log.isEnabledFor(logging.DEBUG):
             _wire_log.debug("<-- %.*s", _LOGGED_BYTES, bytes(msg).decode(errors="replace"))
         return msg
+
+
+class _Reply:
+    """Where one command's reply arrives: qemu.qmp keeps a one-slot ``asyncio.Queue`` per
+    pending command, and calls only ``put`` (a reply) and ``put_nowait`` (the connection
+    ended) on it; a future does the same for less."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Message | ExecInterruptedError] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    async def put(self, message: Message) -> None:
+        self.put_nowait(message)
+
+    def put_nowait(self, message: Message | ExecInterruptedError) -> None:
+        if not self.future.done():
+            self.future.set_result(message)
+
+
+def _returned(sent: Message, received: Message) -> object:
+    """A reply's ``return`` value, or qemu.qmp's error for it (as its ``execute_msg``)."""
+    if "error" in received:
+        try:
+            response = ErrorResponse(received)
+        except (KeyError, TypeError) as exc:
+            raise BadReplyError("QMP error reply is malformed", received, sent) from exc
+        raise ExecuteError(response, sent, received)
+    if "return" not in received:
+        raise BadReplyError("QMP reply is missing a 'error' or 'return' member", received, sent)
+    return received["return"]
 
 
 class _State(enum.Enum):

@@ -137,6 +137,50 @@ async def test_malformed_reply_is_a_protocol_error(server: FakeQMPServer) -> Non
             await client.execute("nonsense")
 
 
+async def test_malformed_error_reply_is_a_protocol_error(server: FakeQMPServer) -> None:
+    async def bad_error(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"error": "no class, no desc"}
+
+    server.handlers["bad-error"] = bad_error
+    async with connect_qmp(server.path) as client:
+        with pytest.raises(QMPProtocolError, match="bad-error: malformed reply"):
+            await client.execute("bad-error")
+
+
+async def test_arguments_that_are_not_json_fail_the_call_not_the_connection(
+    server: FakeQMPServer,
+) -> None:
+    async with connect_qmp(server.path) as client:
+        with pytest.raises(TypeError):
+            await client.execute("echo", {"x": object()})
+        assert client.connected
+        assert await client.execute("echo", {"x": 2}) == {"x": 2}
+        assert [command for command, _ in server.received].count("echo") == 1
+
+
+async def test_a_late_reply_to_a_cancelled_command_reaches_nobody(
+    server: FakeQMPServer,
+) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(arguments: dict[str, Any]) -> dict[str, Any]:
+        arrived.set()
+        await release.wait()
+        return {"return": "late"}
+
+    server.handlers["slow"] = slow
+    async with connect_qmp(server.path) as client:
+        task = asyncio.create_task(client.execute("slow", timeout=None))
+        await arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.sleep(0.05)  # the late reply comes back, and is dropped
+        assert await client.execute("echo", {"mine": True}) == {"mine": True}
+        assert client.connected
+
+
 async def test_quit_closes_cleanly(server: FakeQMPServer) -> None:
     async with connect_qmp(server.path) as client:
         await client.quit()
