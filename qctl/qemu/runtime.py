@@ -126,6 +126,8 @@ class DomainRuntime:
         # The status file (or its journal) is written at every hot-plug step: see :meth:`save`.
         self._renderer = StatusRenderer()
         self._snapshot: tuple[DomainDef, str] | None = None
+        # The run state the books were last rendered with (None: unknown, render again).
+        self._rendered_state: RunState | None = None
         self._writer = StatusWriter(
             directory.status_file,
             self._render,
@@ -244,7 +246,12 @@ class DomainRuntime:
         self._writer.changed()
         await self._writer.flush(durable=False, shielded=True)
 
+    def _unpublished(self) -> bool:
+        """Whether the books hold a change the status file does not show yet."""
+        return self._writer.unwritten or self.state is not self._rendered_state
+
     def _render(self) -> Update:
+        self._rendered_state = self.state
         if self._snapshot is None:
             self._snapshot = (self.live, format_xml(self.live))
         status = Status(
@@ -274,6 +281,7 @@ class DomainRuntime:
         self._live, self.ledger = None, self._stored.ledger
         self._stamp = stamp
         self._snapshot = None  # the snapshot rendered here may show an older domain
+        self._rendered_state = None  # the job's end renders the books again
         self._renderer.reset()  # the file on disk is not the one rendered here last
 
     # -- jobs --------------------------------------------------------------------------------
@@ -305,13 +313,20 @@ class DomainRuntime:
                 raise
             finally:
                 watch.stop()
+                shown = self._job_shown
                 self.job_record, self._job_shown = None, True
                 # Every write of this job, its commit included, is written before the job
                 # returns and the lock is let go: what a caller sees returned is what
                 # another process reads next. It need not be on disk yet: a crash loses at
                 # most the commit, which reconciling settles. The wait is shielded from
                 # cancellation (on tmpfs there is none: the write is made in the flush).
-                if not self.released and self.directory.status_file.exists():
+                # A job that changed nothing the books show (its record never shown, every
+                # change written, the run state as rendered) writes nothing.
+                if (
+                    not self.released
+                    and (shown or self._unpublished())
+                    and self.directory.status_file.exists()
+                ):
                     await self._publish()
 
     def name_job(self, alias: str) -> None:

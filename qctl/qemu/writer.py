@@ -83,6 +83,11 @@ class StatusWriter:
         self._soon = False  # inline: a write is scheduled for the loop's next turn
         self.closed = False
 
+    @property
+    def unwritten(self) -> bool:
+        """Whether a change has not reached the files yet (or its write failed)."""
+        return self._written < self._version
+
     def changed(self) -> None:
         """The books changed: write them soon (without waiting)."""
         self._version += 1

@@ -162,6 +162,41 @@ async def test_a_job_shorter_than_a_poll_writes_no_record(rig: Rig) -> None:
     assert read_job(rig.dom.directory) is None
 
 
+async def test_a_job_that_changes_nothing_renders_nothing_at_its_end(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = rig.dom.runtime
+    async with rt.job("probe"):
+        rt.set_state(RunState.PAUSED)  # written at the job's end
+    rendered: list[int] = []
+    real = rt._render
+
+    def counted() -> object:
+        rendered.append(1)
+        return real()
+
+    monkeypatch.setattr(rt._writer, "_render", counted)
+    async with rt.job("probe"):
+        pass
+    assert rendered == []  # nothing to show: no render, no write
+    assert read_stored_status(rig.dom.directory).state is RunState.PAUSED
+
+
+async def test_a_run_state_set_in_a_job_is_written_at_its_end(rig: Rig) -> None:
+    rt = rig.dom.runtime
+    async with rt.job("probe"):
+        await asyncio.sleep(0)  # any write of the job's start is over
+        rt.set_state(RunState.PAUSED)  # no save of its own
+    assert read_stored_status(rig.dom.directory).state is RunState.PAUSED
+
+
+async def test_a_shown_job_that_changed_nothing_is_taken_off_the_books(rig: Rig) -> None:
+    rt = rig.dom.runtime
+    async with rt.job("probe"), asyncio.timeout(5):
+        await wait_until(lambda: read_job(rig.dom.directory) is not None)
+    assert read_job(rig.dom.directory) is None
+
+
 async def test_an_abort_finds_a_job_not_shown_yet(rig: Rig) -> None:
     rig.qemu.stall("netdev_add", effect=True)
     attach = asyncio.create_task(
