@@ -275,7 +275,10 @@ class DomainRuntime:
         each job starts from the status file as it is, never from a stale copy.
         """
         stamp = status_stamp(self.directory)
-        if stamp == self._stamp or stamp is None:  # unchanged, or stopped meanwhile
+        if stamp == self._stamp:
+            return
+        if stamp is None:  # stopped meanwhile: a write now fails (not one into the
+            self._renderer.reset()  # journal kept open on tmpfs, which is gone)
             return
         self._stored = read_stored_status(self.directory)
         self._live, self.ledger = None, self._stored.ledger

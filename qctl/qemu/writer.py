@@ -18,7 +18,10 @@ hosts) is written in the event loop itself: there it is a copy in memory that ne
 a device, and handing it to a thread would cost several times the write
 (:func:`~qctl.host.in_memory`); its journal lines are not synced (there is no device). There
 a change is written by a callback on the loop's next turn (coalescing what the current turn
-changes), or at once by a flush: no task, nothing to wait for.
+changes), or at once by a flush: no task, nothing to wait for. Its journal stays open from
+line to line (a line is one ``write``, not five system calls), until the next whole write
+or the writer's end; on a disk it is opened for each line, as the line's write may still be
+running in the committer's thread when its writer goes away.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class StatusWriter:
         self._journal_info: os.stat_result | None = None
         #: the journal was made since the last whole write and its name is not yet durable
         self._journal_unnamed = False
+        #: inline only: the journal, kept open from line to line (every write is made in the
+        #: loop, so none can race its closing); closed by a whole write, a failure, aclose
+        self._journal_fd: int | None = None
         self._version = 0  # bumped by every change
         self._written = 0  # the version the files have (what other processes read)
         self._synced = 0  # the version on disk (what a crash keeps)
@@ -213,6 +219,7 @@ class StatusWriter:
     def _failed(self, exc: Exception) -> StateError:
         """A failed write: the renderer is told (its next write is whole), and the error
         said as a StateError naming the file (a refusal to trust the journal already is)."""
+        self._close_journal()  # (inline) the next write is whole
         self._on_failed()
         if isinstance(exc, StateError):
             return exc
@@ -238,6 +245,7 @@ class StatusWriter:
         ``sync``, which makes the lines before it last too), or the whole file and then the
         old journal's removal (its lines are of the old generation now)."""
         if not update.append:
+            self._close_journal()  # about to be replaced
             status = atomic_write(self._path, update.data)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._journal)
@@ -252,6 +260,9 @@ class StatusWriter:
         assert self._status is not None, "a journal line follows a whole write"
         if self._nothing_to_append(data, sync):
             return self._status, self._journal_info
+        if self._journal_fd is not None:
+            info = append_to(self._journal_fd, data)  # (inline: nothing to sync)
+            return self._status, info
         fd, new = open_append(self._journal)
         try:
             info = append_to(fd, data)
@@ -262,6 +273,8 @@ class StatusWriter:
             raise
         if sync and held is not None:
             held.append(fd)  # the committer syncs its file system, then closes it
+        elif self._inline:
+            self._journal_fd = fd
         else:
             os.close(fd)
         self._journal_unnamed |= new
@@ -272,6 +285,11 @@ class StatusWriter:
             # write is whole (see _failed), which replaces this journal
             self._journal_unnamed = False
         return self._status, info
+
+    def _close_journal(self) -> None:
+        if self._journal_fd is not None:
+            fd, self._journal_fd = self._journal_fd, None
+            os.close(fd)
 
     def _nothing_to_append(self, data: bytes, sync: bool) -> bool:
         """No line to write and, with ``sync``, none to make durable either (no line was
@@ -291,4 +309,5 @@ class StatusWriter:
             except Exception:  # what failed is the flushes' to say
                 continue
         self.closed = True
+        self._close_journal()
         self._settle()  # a flush still waiting returns

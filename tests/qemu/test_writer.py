@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -330,3 +332,58 @@ async def test_a_flush_of_a_later_change_is_written_after_the_committer_abandons
         release.set()
     assert b'"n":3' in (tmp_path / "status.journal").read_bytes()
     await writer.aclose()
+
+
+def fds_open_on(path: Path) -> int:
+    """How many fds of this process are open on the file ``path`` (deleted or not)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the fd listdir used, closed since
+            continue
+        count += target in (str(path), f"{path} (deleted)")
+    return count
+
+
+async def test_an_inline_writer_keeps_its_journal_open_until_a_whole_write_or_its_end(
+    tmp_path: Path,
+) -> None:
+    path, journal = tmp_path / "status.json", tmp_path / "status.journal"
+    updates = [Update(b"{}", append=False), Update(b"a\n", append=True)]
+    updates += [Update(b"b\n", append=True), Update(b"{}", append=False)]
+    updates += [Update(b"c\n", append=True)]
+    pending = iter(updates)
+    writer = StatusWriter(path, lambda: next(pending), lambda *_: None, inline=True)
+    for _ in range(3):
+        writer.changed()
+        await writer.flush()
+    assert journal.read_bytes() == b"a\nb\n"
+    assert fds_open_on(journal) == 1  # one open for both lines, kept
+    writer.changed()
+    await writer.flush()  # whole: the journal is removed, and closed
+    assert not journal.exists() and fds_open_on(journal) == 0
+    writer.changed()
+    await writer.flush()
+    assert journal.read_bytes() == b"c\n" and fds_open_on(journal) == 1  # the new one
+    await writer.aclose()
+    assert fds_open_on(journal) == 0
+
+
+async def test_a_job_on_a_domain_stopped_elsewhere_fails_its_write_on_tmpfs() -> None:
+    state = Path(tempfile.mkdtemp(prefix="qctl-test-", dir="/dev/shm"))
+    try:
+        dom = await start_fake(state, "gone")
+        try:
+            live = await dom.attach_device(USER_NIC)  # journal lines: the journal stays open
+            assert live.alias is not None
+            directory = dom.directory.path
+            assert runtime_module._in_memory(dom.directory)
+            shutil.rmtree(directory)  # what a stop by another process leaves
+            with pytest.raises(StateError):
+                await dom.detach_device(live.alias, wait=0)  # its intent cannot be written
+            assert not directory.exists()  # no write was made into a journal now gone
+        finally:
+            await dom.aclose()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
