@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 from qctl.errors import StateError
 from qctl.host import LinkControl
@@ -50,13 +51,15 @@ async def open_runtime(
             with directory.opened():  # ours (checked) before anything in it is used
                 pass
             # QEMU is asked first, and the books read while it answers: connecting is
-            # mostly waiting for its greeting and replies, reading is all CPU. One turn of
-            # the loop lets the connect take its first step (every monitor's socket
-            # connected).
+            # mostly waiting for its greeting and replies, reading is all CPU. The books
+            # are read once the handshake is on its way (or the connect is over), not
+            # before: reading first would hold the loop while the greeting waits.
+            sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             connecting = asyncio.create_task(
-                connect_free_monitor(directory), name=f"connect {name}"
+                connect_free_monitor(directory, sent=sent), name=f"connect {name}"
             )
-            await asyncio.sleep(0)
+            connecting.add_done_callback(functools.partial(_settle, sent))
+            await sent
             # The stamp before the read: a write in between makes the books look older
             # than they are (re-read at the first job), never newer (which would keep
             # them stale).
@@ -135,6 +138,12 @@ async def _release_dead(
     finally:
         lock.release()
     raise StateError(f"domain {name!r} is not running (QEMU exited); its resources were released")
+
+
+def _settle(sent: asyncio.Future[None], _: object) -> None:
+    """A connect that ended (done, failed or cancelled) before its handshake was sent."""
+    if not sent.done():
+        sent.set_result(None)
 
 
 async def _abandon(connecting: asyncio.Task[QMPClient]) -> None:

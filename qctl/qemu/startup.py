@@ -371,7 +371,9 @@ async def launch(
     return Launched(directory, process, client, status, stamp)
 
 
-async def connect_free_monitor(directory: DomainDir) -> QMPClient:
+async def connect_free_monitor(
+    directory: DomainDir, *, sent: asyncio.Future[None] | None = None
+) -> QMPClient:
     """Connect to a monitor no other client is using.
 
     A monitor that serves another client accepts the connection but sends no greeting
@@ -380,11 +382,12 @@ async def connect_free_monitor(directory: DomainDir) -> QMPClient:
     merely slow (TCG under load) has the full timeout to answer on any of them.
 
     QEMU's run state is asked with the handshake (one round trip for both), for the
-    reconciling that follows a connect (see :meth:`~qctl.qemu.monitor.Monitor.status`).
+    reconciling that follows a connect (see :meth:`~qctl.qemu.monitor.Monitor.status`);
+    ``sent`` is set once both are on their way (:meth:`~qctl.qmp.QMPClient.connect`).
     """
     try:
         return await connect_first(
-            directory.qmp_sockets, timeout=CONNECT_TIMEOUT, ask="query-status"
+            directory.qmp_sockets, timeout=CONNECT_TIMEOUT, ask="query-status", sent=sent
         )
     except QMPTimeoutError as exc:
         raise StateError(

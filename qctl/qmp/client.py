@@ -99,6 +99,7 @@ class _Wire(_QEMUClient):
         self.logger = cast(logging.Logger, _DebugOnly(_wire_log.getChild(name), {}))
         self._deliver = deliver
         self.ask: str | None = None  # a command sent along with qmp_capabilities
+        self.sent: asyncio.Future[None] | None = None  # set once both are on their way
         self.answer: Message | None = None  # its reply, until an event may have changed it
 
     async def execute(
@@ -139,6 +140,8 @@ class _Wire(_QEMUClient):
         try:
             await self._send(self.make_execute_msg("qmp_capabilities", arguments=arguments))
             await self._send(self.make_execute_msg(self.ask))
+            if self.sent is not None and not self.sent.done():
+                self.sent.set_result(None)
             reply = await self._next_reply()
             if "return" not in reply:
                 raise ProtocolError(f"qmp_capabilities refused: {reply}")
@@ -261,19 +264,21 @@ class QMPClient:
         *,
         timeout: float | None = CONNECT_TIMEOUT,  # noqa: ASYNC109 - bounds the handshake, typed error
         ask: str | None = None,
+        sent: asyncio.Future[None] | None = None,
     ) -> None:
         """Connect, read the greeting and negotiate capabilities, all within ``timeout``.
 
         ``address`` is a UNIX socket path, or an already-connected socket, which the client
         then owns (and closes, also when connecting fails). ``ask`` names a command without
         arguments sent together with the negotiation, so that both cost one round trip; its
-        reply is :meth:`take_answer`'s.
+        reply is :meth:`take_answer`'s. ``sent`` (with ``ask``) is set once both are on their
+        way: a caller may do its own work while QEMU answers.
         """
         if self._state is not _State.NEW:
             raise QMPConnectionError(
                 f"{self.name}: a client connects once; this one is {self._state.value}"
             )
-        self._wire.ask = ask
+        self._wire.ask, self._wire.sent = ask, sent
         self._state = _State.CONNECTING
         target = address if isinstance(address, socket.socket) else os.fspath(address)
         self._where = f"QMP socket {target if isinstance(target, str) else target.fileno()}"
@@ -529,14 +534,18 @@ class _Connecting:
         address: str | os.PathLike[str] | socket.socket,
         timeout: float | None,
         ask: str | None,
+        sent: asyncio.Future[None] | None,
     ) -> None:
         self._client = client
         self._address = address
         self._timeout = timeout
         self._ask = ask
+        self._sent = sent
 
     async def _open(self) -> QMPClient:
-        await self._client.connect(self._address, timeout=self._timeout, ask=self._ask)
+        await self._client.connect(
+            self._address, timeout=self._timeout, ask=self._ask, sent=self._sent
+        )
         return self._client
 
     def __await__(self) -> Generator[Any, None, QMPClient]:
@@ -556,13 +565,14 @@ def connect_qmp(
     name: str = "qmp",
     recorder: Recorder | None = None,
     ask: str | None = None,
+    sent: asyncio.Future[None] | None = None,
 ) -> _Connecting:
     """Connect to a QMP monitor: ``client = await connect_qmp(path)``, or
     ``async with connect_qmp(path) as client: …`` (closed on leaving the block).
 
-    See :meth:`QMPClient.connect` for ``address``, ``timeout`` and ``ask``.
+    See :meth:`QMPClient.connect` for ``address``, ``timeout``, ``ask`` and ``sent``.
     """
-    return _Connecting(QMPClient(name=name, recorder=recorder), address, timeout, ask)
+    return _Connecting(QMPClient(name=name, recorder=recorder), address, timeout, ask, sent)
 
 
 def _connect_error(where: str, exc: ConnectError) -> QMPError:

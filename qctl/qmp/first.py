@@ -30,12 +30,13 @@ async def connect_first(
     timeout: float | None = CONNECT_TIMEOUT,  # noqa: ASYNC109 - bounds the handshakes, typed error
     name: str = "qmp",
     ask: str | None = None,
+    sent: asyncio.Future[None] | None = None,
 ) -> QMPClient:
     """A client connected to the first of the UNIX sockets ``addresses`` to greet.
 
     Every address is tried at once; among monitors that greet together the earliest address
-    wins. ``timeout`` bounds the whole: waiting for a greeting and the handshake. ``ask``:
-    see :meth:`QMPClient.connect`.
+    wins. ``timeout`` bounds the whole: waiting for a greeting and the handshake. ``ask`` and
+    ``sent``: see :meth:`QMPClient.connect`.
 
     :raise QMPTimeoutError: no monitor greeted within ``timeout`` (all busy, or QEMU hung).
     :raise QMPError: every attempt failed, or none greeted in time and some failed: the
@@ -50,7 +51,7 @@ async def connect_first(
     deadline = None if timeout is None else loop.time() + timeout
     sock = await _first_to_speak(paths, deadline, timeout)
     left = None if deadline is None else max(deadline - loop.time(), 0.0)
-    return await connect_qmp(sock, timeout=left, name=name, ask=ask)
+    return await connect_qmp(sock, timeout=left, name=name, ask=ask, sent=sent)
 
 
 async def _first_to_speak(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from fakeqemu import FakeLauncher
 from support import USER_NIC, open_fd_count, start_fake
 
 from qctl import Domain, StateError
@@ -25,9 +26,11 @@ async def test_the_books_are_read_while_qemu_answers(
     order: list[str] = []
     real_connect = startup.connect_free_monitor
 
-    async def connect(directory: DomainDir) -> QMPClient:
+    async def connect(directory: DomainDir, *, sent: asyncio.Future[None] | None) -> QMPClient:
         order.append("connect")
-        return await real_connect(directory)
+        client = await real_connect(directory, sent=sent)
+        order.append("answered")
+        return client
 
     def read(directory: DomainDir) -> StoredStatus:
         order.append("read")
@@ -38,9 +41,22 @@ async def test_the_books_are_read_while_qemu_answers(
     try:
         async with Domain.connect(owner.name, state_root=tmp_path) as other:
             assert other.running
-        assert order == ["connect", "read"]
+        assert order == ["connect", "read", "answered"]  # read once QEMU was asked
     finally:
         await owner.stop(force=True)
+
+
+async def test_a_connect_to_a_qemu_gone_fails_without_waiting_for_a_handshake(
+    tmp_path: Path,
+) -> None:
+    launcher = FakeLauncher()
+    owner = await start_fake(tmp_path, "gone", launcher=launcher)
+    await owner.aclose()
+    launcher.qemu.exit()  # its monitors refuse: no handshake is ever sent
+    async with asyncio.timeout(10):
+        with pytest.raises(StateError, match="not running"):
+            await Domain.connect(owner.name, state_root=tmp_path, launcher=launcher)
+    assert not owner.directory.path.exists()  # its books were released
 
 
 async def test_damaged_books_fail_the_connect_and_close_its_monitor(tmp_path: Path) -> None:

@@ -298,6 +298,26 @@ async def test_an_asked_command_travels_with_the_negotiation(server: FakeQMPServ
     ]  # fmt: skip
 
 
+async def test_sent_is_set_once_the_asked_command_is_on_its_way(server: FakeQMPServer) -> None:
+    release = asyncio.Event()
+
+    async def held(arguments: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {"return": {"status": "running"}}
+
+    server.handlers["query-status"] = held
+    sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    client = QMPClient()
+    connecting = asyncio.create_task(client.connect(server.path, ask="query-status", sent=sent))
+    async with asyncio.timeout(5):
+        await sent
+    assert not connecting.done()  # the answer is still to come: the caller works meanwhile
+    release.set()
+    await connecting
+    assert client.take_answer("query-status") == {"status": "running"}
+    await client.aclose()
+
+
 async def test_an_event_after_the_answer_makes_it_stale(server: FakeQMPServer) -> None:
     answer_in_order(server)
     async with connect_qmp(server.path, ask="query-status", timeout=5) as client:
