@@ -21,7 +21,7 @@ from typing import NoReturn
 import pytest
 from fakeqemu import FakeLauncher
 
-from qctl import Console, Domain, Launcher, QEMUCaps, parse_domain
+from qctl import Console, Domain, Launcher, ProcessError, QEMUCaps, parse_domain
 from qctl.qemu.process import is_alive, process_identity
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +203,10 @@ def pretend_running(root: Path, name: str) -> None:
 
 def gone_within(pid: int, seconds: float) -> bool:
     """Whether ``pid`` is gone or a zombie (PID 1 reaps orphans late) within ``seconds``."""
-    identity = process_identity(pid)
+    try:
+        identity = process_identity(pid)
+    except ProcessError:  # gone (and reaped) already
+        return True
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not is_alive(identity):
