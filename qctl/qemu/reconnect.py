@@ -29,6 +29,8 @@ __all__ = ["open_runtime"]
 
 #: how long a QEMU whose monitor refuses connections may take to finish exiting
 _EXIT_GRACE = 2.0
+#: seconds a connect waits for QEMU to be asked before it reads the books anyway
+_ASK_FIRST = 0.05
 
 
 async def open_runtime(
@@ -53,13 +55,17 @@ async def open_runtime(
             # QEMU is asked first, and the books read while it answers: connecting is
             # mostly waiting for its greeting and replies, reading is all CPU. The books
             # are read once the handshake is on its way (or the connect is over), not
-            # before: reading first would hold the loop while the greeting waits.
+            # before: reading first would hold the loop while the greeting waits. A
+            # monitor slow to greet (every one busy, QEMU hung) is not waited for longer
+            # than _ASK_FIRST: an error the books give comes at once.
             sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             connecting = asyncio.create_task(
                 connect_free_monitor(directory, sent=sent), name=f"connect {name}"
             )
             connecting.add_done_callback(functools.partial(_settle, sent))
-            await sent
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_ASK_FIRST):
+                    await sent
             # The stamp before the read: a write in between makes the books look older
             # than they are (re-read at the first job), never newer (which would keep
             # them stale).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 from typing import cast
 
@@ -14,7 +15,7 @@ from support import USER_NIC, open_fd_count, start_fake
 
 from qctl import Domain, StateError
 from qctl.qemu import reconnect, startup
-from qctl.qemu.state import DomainDir
+from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.status import StoredStatus, read_stored_status
 from qctl.qmp import QMPClient
 
@@ -57,6 +58,25 @@ async def test_a_connect_to_a_qemu_gone_fails_without_waiting_for_a_handshake(
         with pytest.raises(StateError, match="not running"):
             await Domain.connect(owner.name, state_root=tmp_path, launcher=launcher)
     assert not owner.directory.path.exists()  # its books were released
+
+
+async def test_damaged_books_fail_at_once_when_no_monitor_greets(tmp_path: Path) -> None:
+    directory = StateRoot(tmp_path).domain("hung")
+    directory.make()
+    listeners = []
+    for path in directory.qmp_sockets:  # a QEMU hung (or every monitor busy): never greets
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(4)
+        listeners.append(listener)
+    directory.status_file.write_bytes(b"{not json")
+    try:
+        async with asyncio.timeout(2):  # not the 10 s the greeting could take
+            with pytest.raises(StateError, match="unreadable"):
+                await Domain.connect("hung", state_root=tmp_path)
+    finally:
+        for listener in listeners:
+            listener.close()
 
 
 async def test_damaged_books_fail_the_connect_and_close_its_monitor(tmp_path: Path) -> None:
