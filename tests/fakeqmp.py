@@ -177,6 +177,9 @@ class FakeQMPServer:
         self.greeting = greeting
         self.mode = mode
         self.handlers: dict[str, Handler] = {}
+        #: sent right after the greeting, as QEMU sends a reply it still owed the monitor's
+        #: previous client
+        self.after_greeting: list[dict[str, Any]] = []
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.connections = 0
         self.quit_requested = asyncio.Event()
@@ -243,6 +246,8 @@ class FakeQMPServer:
                 await reader.read()
                 return
             writer.write(_line(self.greeting))
+            for message in self.after_greeting:
+                writer.write(_line(message))
             await writer.drain()
             pending = b""
             while chunk := await reader.read(65536):

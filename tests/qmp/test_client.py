@@ -299,6 +299,20 @@ async def test_sent_is_set_once_the_asked_command_is_on_its_way(server: FakeQMPS
     await client.aclose()
 
 
+async def test_a_reply_owed_to_an_earlier_client_is_not_taken_for_ours(
+    server: FakeQMPServer,
+) -> None:
+    answer_in_order(server)
+    # what QEMU sends after the greeting when the monitor's last client left mid-command:
+    # that command's reply, with that client's id
+    server.after_greeting = [{"return": {}, "id": "__qmp#00000"}, {"return": {}}]
+    async with connect_qmp(server.path, ask="query-status") as client:
+        assert client.take_answer("query-status") == PAUSED
+        assert await client.execute("echo", {"mine": 1}) == {"mine": 1}
+    async with connect_qmp(server.path) as client:
+        assert await client.execute("echo", {"mine": 2}) == {"mine": 2}
+
+
 async def test_an_event_after_the_answer_makes_it_stale(server: FakeQMPServer) -> None:
     answer_in_order(server)
     async with connect_qmp(server.path, ask="query-status", timeout=5) as client:
