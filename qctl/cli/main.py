@@ -115,6 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(argv)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if _interrupted(exc):
+            return 130
+        raise
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a Ctrl-C is what ``exc`` came from: Python turns one that lands in a class
+    body's ``__set_name__`` (importing a module, say) into a RuntimeError."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -108,6 +108,27 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
     assert capsys.readouterr() == ("", "")
 
 
+def test_ctrl_c_wrapped_by_an_import_is_quiet_and_other_errors_are_not(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C landing in a class's ``__set_name__`` while a module is imported reaches us
+    as a RuntimeError caused by it (the faults script found one in ``platform``)."""
+
+    def wrapped(argv: object = None) -> None:
+        raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+
+    monkeypatch.setattr(cli_main, "build_parser", wrapped)
+    assert cli_main.main(["list"]) == 130
+    assert capsys.readouterr() == ("", "")
+
+    def broken(argv: object = None) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli_main, "build_parser", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli_main.main(["list"])
+
+
 def test_global_options_go_before_or_after_the_verb(tmp_path: Path) -> None:
     state = tmp_path / "state"
     pool = tmp_path / "lan.xml"
