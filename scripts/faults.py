@@ -125,17 +125,21 @@ async def check(name: str, state: Path) -> list[str]:
     until the guest lets go (PCIe hot-unplug takes the guest ~5 s); each later connect
     reconciles it, so the check connects again until it settles or ``SETTLE`` runs out.
     That includes an entry whose device went between the connect's reconciling and the
-    check's own look at QEMU (the guest let go just then): the next connect settles it.
+    check's own look at QEMU (the guest let go just then): the next connect (one, no more)
+    must settle it.
     """
     problems: list[str] = []
     deadline = time.monotonic() + SETTLE
+    gone: set[str] = set()  # detaching entries already seen without their device
     while True:
         async with qctl.Domain.connect(name, state_root=state) as dom:
             present = await dom.monitor.peripherals()
             netdevs = await dom.monitor.netdevs()
             ledger = list(dom.ledger)
             pid = dom.process.pid
-        pending = any(e.state == "detaching" for e in ledger)
+        detaching = {e.alias for e in ledger if e.state == "detaching"}
+        pending = bool(detaching & present or (detaching - present) - gone)
+        gone |= detaching - present
         if not pending or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)

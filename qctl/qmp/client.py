@@ -29,7 +29,9 @@ A sixth is made safe: when a monitor's client leaves with a command under way, Q
 that command's reply to the monitor's next client, right after the greeting. qemu.qmp takes
 the first reply for the negotiation's and numbers every session's commands from
 ``__qmp#00000``; here the negotiation (and its ask) carry ids and wait for their own
-replies, and command ids are unique to the session, so such a reply is dropped.
+replies, and command ids are unique to the session, so such a reply is dropped. (When the
+reply owed was to the previous client's own qmp_capabilities, QEMU is in command mode
+already and refuses this client's as done: that counts as done.)
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ class _Wire(_QEMUClient):
                 if self.sent is not None and not self.sent.done():
                     self.sent.set_result(None)
             reply = await self._reply_to(negotiate["id"])
-            if "return" not in reply:
+            if "return" not in reply and not _negotiated_before(reply):
                 raise ProtocolError(f"qmp_capabilities refused: {reply}")
             if self.ask is not None:
                 self.answer = await self._reply_to(f"{self._session}-ask")
@@ -224,6 +226,14 @@ class _Reply:
     def put_nowait(self, message: Message | ExecInterruptedError) -> None:
         if not self.future.done():
             self.future.set_result(message)
+
+
+def _negotiated_before(reply: Message) -> bool:
+    """Whether QEMU refused qmp_capabilities as already done: the previous client's, still
+    under way when it left, ran after this client's greeting (and put the monitor in command
+    mode for this session too)."""
+    error = reply.get("error")
+    return isinstance(error, Mapping) and error.get("class") == "CommandNotFound"
 
 
 def _returned(sent: Message, received: Message) -> object:

@@ -313,6 +313,25 @@ async def test_a_reply_owed_to_an_earlier_client_is_not_taken_for_ours(
         assert await client.execute("echo", {"mine": 2}) == {"mine": 2}
 
 
+async def test_a_negotiation_the_last_client_left_under_way_is_taken_as_done(
+    server: FakeQMPServer,
+) -> None:
+    async def already(arguments: dict[str, Any]) -> dict[str, Any]:
+        desc = "Capabilities negotiation is already complete, command ignored"
+        return {"error": {"class": "CommandNotFound", "desc": desc}}
+
+    async def status(arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"return": PAUSED}
+
+    # the previous client's qmp_capabilities ran after this client's greeting
+    server.after_greeting = [{"return": {}, "id": "qctl-1-7-negotiate"}]
+    server.handlers["qmp_capabilities"] = already
+    server.handlers["query-status"] = status
+    async with connect_qmp(server.path, ask="query-status") as client:
+        assert client.take_answer("query-status") == PAUSED
+        assert await client.execute("echo", {"mine": 1}) == {"mine": 1}
+
+
 async def test_an_event_after_the_answer_makes_it_stale(server: FakeQMPServer) -> None:
     answer_in_order(server)
     async with connect_qmp(server.path, ask="query-status", timeout=5) as client:
