@@ -29,7 +29,7 @@ async def test_connect_negotiates_and_keeps_the_greeting(server: FakeQMPServer) 
         assert client.connected
         assert client.greeting["QMP"]["version"]["qemu"]["major"] == 7
         assert client.greeting["QMP"]["capabilities"] == ["oob"]
-    assert server.received[0] == ("qmp_capabilities", {"enable": ["oob"]})
+    assert server.received[0] == ("qmp_capabilities", {})  # offered, not enabled: never used
     assert not client.connected
 
 
@@ -373,7 +373,12 @@ async def test_a_refused_negotiation_with_an_ask_is_a_protocol_error(
     async def refuse(arguments: dict[str, Any]) -> dict[str, Any]:
         return {"error": {"class": "GenericError", "desc": "no"}}
 
+    async def not_yet(arguments: dict[str, Any]) -> dict[str, Any]:  # as QEMU, then
+        desc = "Expecting capabilities negotiation with 'qmp_capabilities'"
+        return {"error": {"class": "CommandNotFound", "desc": desc}}
+
     server.handlers["qmp_capabilities"] = refuse
+    server.handlers["query-status"] = not_yet
     with pytest.raises(QMPProtocolError, match="qmp_capabilities refused"):
         await connect_qmp(server.path, ask="query-status", timeout=5)
 
