@@ -156,16 +156,13 @@ async def _abandon(connecting: asyncio.Task[QMPClient]) -> None:
     """Stop a connect no longer wanted and close what it made (its failure is no news), to
     the end even when cancelled meanwhile (which is raised after)."""
     connecting.cancel()
-    cancelled = False
-    while not connecting.done():
-        try:
-            await asyncio.wait([connecting])
-        except asyncio.CancelledError:
-            cancelled = True
+    await to_the_end(_close_when_over(connecting))
+
+
+async def _close_when_over(connecting: asyncio.Task[QMPClient]) -> None:
+    await asyncio.wait([connecting])
     if not connecting.cancelled() and connecting.exception() is None:
-        await to_the_end(connecting.result().aclose())
-    if cancelled:
-        raise asyncio.CancelledError
+        await connecting.result().aclose()
 
 
 async def _connect_unless_exiting(
