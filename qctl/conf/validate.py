@@ -456,33 +456,35 @@ def _check_against(
     problems: _Problems,
 ) -> None:
     """What ``device`` may not share with any of ``others``: MAC, alias, guest PCI address,
-    boot order. Each clash is reported once, naming the first device it clashes with."""
+    boot order. Each clash is reported once, naming the first device it clashes with.
+    (Every hot-plug runs this against the whole domain: what ``device`` has is looked up
+    once, and only what it has is compared.)"""
     clashes: dict[str, str] = {}
     mac_clash: str | None = None
+    mac = device.mac if isinstance(device, InterfaceDef) else None
+    host, alias = _host_device(device), device.alias
+    address, boot = _address(device), _boot_order(device)
     for other, other_path in others:
         if (
-            isinstance(device, InterfaceDef)
+            mac is not None
+            and isinstance(device, InterfaceDef)
             and isinstance(other, InterfaceDef)
-            and device.mac is not None
-            and device.mac == other.mac
+            and mac == other.mac
             and not _failover_pair(device, other)
         ):
-            mac_clash = mac_clash or f"MAC address {device.mac} is already used by {other_path}"
-        host = _host_device(device)
+            mac_clash = mac_clash or f"MAC address {mac} is already used by {other_path}"
         if host is not None and host == _host_device(other):
             clashes.setdefault(
                 "source",
                 f"host PCI device {host} already exists in the domain: it is assigned by "
                 f"{other_path} too",
             )
-        if device.alias is not None and device.alias == other.alias:
-            clashes.setdefault("alias", f"alias {device.alias!r} is already used by {other_path}")
-        address = _address(device)
+        if alias is not None and alias == other.alias:
+            clashes.setdefault("alias", f"alias {alias!r} is already used by {other_path}")
         if address is not None and address == _address(other):
             clashes.setdefault(
                 "address", f"guest PCI address {address} is already used by {other_path}"
             )
-        boot = _boot_order(device)
         if boot is not None and boot == _boot_order(other):
             clashes.setdefault("boot", f"boot order {boot} is already used by {other_path}")
     for where, message in clashes.items():
