@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -114,11 +115,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv)
     except KeyboardInterrupt:
+        _quiet_leftovers()
         return 130
     except Exception as exc:
         if _interrupted(exc):
+            _quiet_leftovers()
             return 130
         raise
+
+
+def _quiet_leftovers() -> None:
+    """Keep what a Ctrl-C left half made from speaking as it is freed on the way out: a
+    coroutine ``asyncio.run`` never started ("never awaited"), an event loop cut short in
+    its constructor (whose ``__del__`` then fails). Found by the faults script's double
+    SIGINT; the exit code already says what happened."""
+    warnings.simplefilter("ignore")
+    sys.unraisablehook = lambda _unraisable: None
 
 
 def _interrupted(exc: BaseException) -> bool:

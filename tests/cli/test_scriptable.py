@@ -108,6 +108,33 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
     assert capsys.readouterr() == ("", "")
 
 
+_HALF_MADE = """
+import asyncio, sys
+from asyncio.unix_events import _UnixSelectorEventLoop
+from qctl.cli import main as cli_main
+
+def interrupted(argv=None):
+    async def work():
+        pass
+    never_started = work()  # what asyncio.run was given
+    cut_short = object.__new__(_UnixSelectorEventLoop)  # its constructor interrupted
+    raise KeyboardInterrupt
+
+cli_main.build_parser = interrupted
+sys.exit(cli_main.main(["list"]))
+"""
+
+
+def test_ctrl_c_leaves_nothing_half_made_speaking_on_the_way_out() -> None:
+    """A Ctrl-C inside ``asyncio.run`` (the faults script's double SIGINT) left a coroutine
+    never awaited and an event loop whose ``__del__`` fails: both spoke on stderr as they
+    were freed."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HALF_MADE], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr) == (130, "")
+
+
 def test_ctrl_c_wrapped_by_an_import_is_quiet_and_other_errors_are_not(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
