@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -114,23 +115,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     also when it comes before the verb runs)."""
     try:
         return _run(argv)
-    except KeyboardInterrupt:
-        _quiet_leftovers()
+    except KeyboardInterrupt as exc:
+        _drop_quietly(exc)
         return 130
     except Exception as exc:
         if _interrupted(exc):
-            _quiet_leftovers()
+            _drop_quietly(exc)
             return 130
         raise
 
 
-def _quiet_leftovers() -> None:
-    """Keep what a Ctrl-C left half made from speaking as it is freed on the way out: a
-    coroutine ``asyncio.run`` never started ("never awaited"), an event loop cut short in
-    its constructor (whose ``__del__`` then fails). Found by the faults script's double
-    SIGINT; the exit code already says what happened."""
-    warnings.simplefilter("ignore")
-    sys.unraisablehook = lambda _unraisable: None
+def _drop_quietly(interrupt: BaseException) -> None:
+    """Free what a Ctrl-C left half made, here and without a word: a coroutine
+    ``asyncio.run`` never started ("never awaited"), an event loop cut short in its
+    constructor (whose ``__del__`` then fails). They spoke on stderr as they were freed on
+    the way out (found by the faults script's double SIGINT); the exit code already says
+    what happened. Warnings and the unraisable hook are as they were afterwards."""
+    hook = sys.unraisablehook
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sys.unraisablehook = lambda _unraisable: None
+        try:
+            traceback.clear_frames(interrupt.__traceback__)  # their locals go
+            interrupt.__traceback__ = None
+            gc.collect()  # and what a cycle kept
+        finally:
+            sys.unraisablehook = hook
 
 
 def _interrupted(exc: BaseException) -> bool:

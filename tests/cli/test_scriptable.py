@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,11 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    hook, filters = sys.unraisablehook, list(warnings.filters)
     assert cli_main.main(["list"]) == 130
     assert capsys.readouterr() == ("", "")
+    # what it did to keep quiet is undone: main() may run in a longer-lived process
+    assert (sys.unraisablehook, warnings.filters) == (hook, filters)
 
 
 _HALF_MADE = """
