@@ -20,7 +20,6 @@ import logging
 import os
 import select
 import sys
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -116,11 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv)
     except KeyboardInterrupt as exc:
-        _drop_quietly(exc)
+        with contextlib.suppress(KeyboardInterrupt):  # one more Ctrl-C: 130 all the same
+            _drop_quietly(exc)
         return 130
     except Exception as exc:
         if _interrupted(exc):
-            _drop_quietly(exc)
+            with contextlib.suppress(KeyboardInterrupt):
+                _drop_quietly(exc)
             return 130
         raise
 
@@ -130,17 +131,48 @@ def _drop_quietly(interrupt: BaseException) -> None:
     ``asyncio.run`` never started ("never awaited"), an event loop cut short in its
     constructor (whose ``__del__`` then fails). They spoke on stderr as they were freed on
     the way out (found by the faults script's double SIGINT); the exit code already says
-    what happened. Warnings and the unraisable hook are as they were afterwards."""
+    what happened.
+
+    The tracebacks of every exception in the chain are dropped (a second Ctrl-C during
+    cleanup leaves the first in ``__context__``), with warnings and the unraisable hook
+    silenced meanwhile and as they were afterwards, and a Ctrl-C ignored meanwhile: one
+    landing in the restoring would have left warnings off. What only a cycle keeps is left
+    alone: the process ends with ``os._exit``, which frees nothing, and a collection here
+    took long enough (6 ms) for a second Ctrl-C to land in it."""
+    import signal  # (only on this way out)
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to hold off
+        previous = None
     hook = sys.unraisablehook
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sys.unraisablehook = lambda _unraisable: None
-        try:
-            traceback.clear_frames(interrupt.__traceback__)  # their locals go
-            interrupt.__traceback__ = None
-            gc.collect()  # and what a cycle kept
-        finally:
-            sys.unraisablehook = hook
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sys.unraisablehook = _ignored
+            for exc in _chain(interrupt):
+                exc.__traceback__ = None  # its frames go, and their locals
+    finally:
+        sys.unraisablehook = hook
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it came from (causes and contexts), each once."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is known for known in seen):
+            continue
+        seen.append(current)
+        pending += [current.__cause__, current.__context__]
+    return seen
+
+
+def _ignored(_unraisable: object) -> None:
+    """An unraisable hook that says nothing."""
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,11 +106,22 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    during: list[object] = []
+    chain = cli_main._chain
+
+    def noted(exc: BaseException) -> list[BaseException]:
+        during.append(signal.getsignal(signal.SIGINT))
+        return chain(exc)
+
+    monkeypatch.setattr(cli_main, "_chain", noted)
     hook, filters = sys.unraisablehook, list(warnings.filters)
+    handler = signal.getsignal(signal.SIGINT)
     assert cli_main.main(["list"]) == 130
     assert capsys.readouterr() == ("", "")
+    assert during == [signal.SIG_IGN]  # one more Ctrl-C meanwhile would change nothing
     # what it did to keep quiet is undone: main() may run in a longer-lived process
     assert (sys.unraisablehook, warnings.filters) == (hook, filters)
+    assert signal.getsignal(signal.SIGINT) is handler
 
 
 _HALF_MADE = """
@@ -117,24 +129,46 @@ import asyncio, sys
 from asyncio.unix_events import _UnixSelectorEventLoop
 from qctl.cli import main as cli_main
 
-def interrupted(argv=None):
-    async def work():
-        pass
+async def work():
+    pass
+
+def half_made():
     never_started = work()  # what asyncio.run was given
-    cut_short = object.__new__(_UnixSelectorEventLoop)  # its constructor interrupted
+    cut_short = object.__new__(_UnixSelectorEventLoop)  # its constructor interrupted…
+    in_a_cycle = object.__new__(_UnixSelectorEventLoop)  # …later: its self-pipe reader
+    in_a_cycle.itself = in_a_cycle  # makes a cycle
+    return never_started, cut_short, in_a_cycle
+
+def cut_short(argv=None):
+    made = half_made()
     raise KeyboardInterrupt
 
-cli_main.build_parser = interrupted
-sys.exit(cli_main.main(["list"]))
+def second_in_cleanup(argv=None):
+    def first():
+        made = half_made()
+        raise KeyboardInterrupt
+    try:
+        first()
+    finally:  # the first Ctrl-C's frames live on in the second's __context__
+        raise KeyboardInterrupt
+
+def wrapped_by_an_import(argv=None):
+    made = half_made()
+    raise RuntimeError("Error calling __set_name__") from KeyboardInterrupt()
+
+cli_main.build_parser = globals()[sys.argv[1]]
+sys.argv[1:] = ["list"]
+cli_main.entry()  # as the qctl command ends: os._exit
 """
 
 
-def test_ctrl_c_leaves_nothing_half_made_speaking_on_the_way_out() -> None:
+@pytest.mark.parametrize("how", ["cut_short", "second_in_cleanup", "wrapped_by_an_import"])
+def test_ctrl_c_leaves_nothing_half_made_speaking_on_the_way_out(how: str) -> None:
     """A Ctrl-C inside ``asyncio.run`` (the faults script's double SIGINT) left a coroutine
     never awaited and an event loop whose ``__del__`` fails: both spoke on stderr as they
-    were freed."""
+    were freed, wherever in the chain of exceptions their frames were."""
     done = subprocess.run(
-        [sys.executable, "-c", _HALF_MADE], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", _HALF_MADE, how], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stderr) == (130, "")
 
