@@ -27,7 +27,8 @@ configuration):
 Each (N, state root) is measured ``--repeat`` times (3 by default), the state roots taking
 turns, on fresh QEMUs each time. On a small shared host one run's ratios wander by 0.1 and
 more (0.49 and 0.87 for the same cell within minutes here), so a single run decided a
-target by chance; the table shows the median of the runs, and each ratio's range.
+target by chance; the table shows the median of the runs, with the range of the attach and
+device_del ratios (the verdicts show every ratio's range).
 
 Prints one table and the issue's targets for N >= 32 (attach and device_del >= 0.9x the
 hand-written script, qctl memory <= 100 kB per domain, ``Domain.connect`` <= 2x a raw
@@ -464,9 +465,10 @@ def describe(storages: list[tuple[str, Path]], ops: int, rounds: int, repeats: i
         "rss = qctl's RSS growth per domain",
         f"connect: median (and max) of {rounds} Domain.connect, the other monitors held by "
         "qctl's handle and the hand-written client, vs the median raw qemu.qmp connect to the "
-        "free monitor; ratio of the medians",
+        "free monitor; a run's ratio is the ratio of its two medians",
         f"runs: {repeats} per N and state root (fresh QEMUs each); every column is the median "
-        "of the runs (max: the largest), range: the lowest and highest run's ratio",
+        "of the runs (max: the largest), a ratio the median of the runs' ratios (not the "
+        "quotient of the medians shown); range: the lowest and highest run's ratio",
     ]
 
 
@@ -518,7 +520,7 @@ def main() -> int:
         else (QUICK_SIZES if args.quick else SIZES)
     )
     ops = args.ops or (QUICK_OPS if args.quick else OPS)
-    repeats = args.repeat or (1 if args.quick else REPEATS)
+    repeats = args.repeat if args.repeat is not None else (1 if args.quick else REPEATS)
     if ops < 2 or repeats < 1 or any(n < 1 or n > 255 for n in sizes):
         parser.error("--ops must be at least 2, --repeat at least 1, each N from 1 to 255")
     rounds = QUICK_CONNECTS if args.quick else CONNECTS
