@@ -141,10 +141,12 @@ def _drop_quietly(interrupt: BaseException) -> None:
     took long enough (6 ms) for a second Ctrl-C to land in it."""
     import signal  # (only on this way out)
 
+    previous = signal.getsignal(signal.SIGINT)
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        held_off = True
     except ValueError:  # not the main thread: nothing to hold off
-        previous = None
+        held_off = False
     hook = sys.unraisablehook
     try:
         with warnings.catch_warnings():
@@ -154,8 +156,8 @@ def _drop_quietly(interrupt: BaseException) -> None:
                 exc.__traceback__ = None  # its frames go, and their locals
     finally:
         sys.unraisablehook = hook
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        if held_off:  # (None: a handler set outside Python, which Python cannot set back)
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

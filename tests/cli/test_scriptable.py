@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -121,6 +122,23 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
     assert during == [signal.SIG_IGN]  # one more Ctrl-C meanwhile would change nothing
     # what it did to keep quiet is undone: main() may run in a longer-lived process
     assert (sys.unraisablehook, warnings.filters) == (hook, filters)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_ctrl_c_in_main_run_off_the_main_thread_is_quiet_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (no signal handler can be set there: nothing is held off, nothing fails)
+    def interrupted(argv: object = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    handler = signal.getsignal(signal.SIGINT)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(cli_main.main(["list"])))
+    thread.start()
+    thread.join(10)
+    assert codes == [130] and capsys.readouterr() == ("", "")
     assert signal.getsignal(signal.SIGINT) is handler
 
 
