@@ -81,7 +81,8 @@ def entry() -> NoReturn:
     nothing in it is the command's work. qctl writes its files whole and closed, and every
     job has ended before :func:`main` returns, so only the standard streams and logging's
     handlers need flushing first. ``SystemExit`` (argparse's ``--help`` and usage errors)
-    ends the same way; any other exception leaves the usual way, with its traceback.
+    ends the same way, and so does a Ctrl-C that lands as :func:`main` returns (130); any
+    other exception leaves the usual way, with its traceback.
     """
     # Start-up makes tens of thousands of objects that live as long as the process (modules,
     # classes, the parser): collecting young objects every 700 allocations, the default,
@@ -90,6 +91,8 @@ def entry() -> NoReturn:
     gc.set_threshold(50_000)
     try:
         code = main()
+    except KeyboardInterrupt:  # one more, after main() had dealt with the first
+        code = 130
     except SystemExit as done:  # argparse: --help, a usage error
         if done.code is None or isinstance(done.code, int):
             code = done.code or 0
@@ -115,15 +118,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv)
     except KeyboardInterrupt as exc:
-        with contextlib.suppress(KeyboardInterrupt):  # one more Ctrl-C: 130 all the same
-            _drop_quietly(exc)
+        _drop_all_quietly(exc)
         return 130
     except Exception as exc:
         if _interrupted(exc):
-            with contextlib.suppress(KeyboardInterrupt):
-                _drop_quietly(exc)
+            _drop_all_quietly(exc)
             return 130
         raise
+
+
+def _drop_all_quietly(interrupt: BaseException) -> None:
+    """:func:`_drop_quietly`, again with the newer one when another Ctrl-C cuts it short
+    (before SIGINT is ignored): that one's chain holds the first."""
+    while True:
+        try:
+            _drop_quietly(interrupt)
+            return
+        except KeyboardInterrupt as again:
+            interrupt = again
 
 
 def _drop_quietly(interrupt: BaseException) -> None:
@@ -142,9 +154,10 @@ def _drop_quietly(interrupt: BaseException) -> None:
     import signal  # (only on this way out)
 
     previous = signal.getsignal(signal.SIGINT)
+    held_off = previous is not None  # (None: set outside Python, and not to be replaced)
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        held_off = True
+        if held_off:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread: nothing to hold off
         held_off = False
     hook = sys.unraisablehook
@@ -156,8 +169,8 @@ def _drop_quietly(interrupt: BaseException) -> None:
                 exc.__traceback__ = None  # its frames go, and their locals
     finally:
         sys.unraisablehook = hook
-        if held_off:  # (None: a handler set outside Python, which Python cannot set back)
-            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        if held_off:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -125,6 +125,68 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+def test_a_second_ctrl_c_before_the_first_is_dealt_with_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def work() -> None:
+        pass
+
+    def interrupted(argv: object = None) -> None:
+        never_started = work()  # noqa: F841 (what asyncio.run was given)
+        raise KeyboardInterrupt
+
+    real = signal.signal
+    seconds: list[bool] = []
+
+    def second_ctrl_c(signum: int, handler: object) -> object:
+        if handler is signal.SIG_IGN and not seconds:  # it lands as SIGINT is held off
+            seconds.append(True)
+            raise KeyboardInterrupt
+        return real(signum, handler)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    monkeypatch.setattr(signal, "signal", second_ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert cli_main.main(["list"]) == 130
+    assert seconds and not said  # the first one's leftovers were dropped all the same
+    assert capsys.readouterr() == ("", "")
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_sigint_handler_set_outside_python_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (getsignal says None then: Python could not set it back)
+    def interrupted(argv: object = None) -> None:
+        raise KeyboardInterrupt
+
+    set_to: list[object] = []
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    monkeypatch.setattr(signal, "getsignal", lambda signum: None)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: set_to.append(handler))
+    assert cli_main.main(["list"]) == 130
+    assert set_to == []
+
+
+_LATE = """
+import sys
+from qctl.cli import main as cli_main
+
+def late(argv=None):
+    raise KeyboardInterrupt  # as main() returns 130 after dealing with the first
+
+cli_main.main = late
+cli_main.entry()
+"""
+
+
+def test_a_ctrl_c_as_main_returns_ends_the_command_with_130_quietly() -> None:
+    done = subprocess.run([sys.executable, "-c", _LATE], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "")
+
+
 def test_ctrl_c_in_main_run_off_the_main_thread_is_quiet_too(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
