@@ -234,22 +234,26 @@ class _Reply:
             self.future.set_result(message)
 
 
+def _not_found(reply: Message) -> str | None:
+    """The text of a CommandNotFound refusal, or None when ``reply`` is not one: how QEMU
+    refuses qmp_capabilities in command mode, and any other command before it."""
+    error = reply.get("error")
+    if isinstance(error, Mapping) and error.get("class") == "CommandNotFound":
+        return str(error.get("desc", ""))
+    return None
+
+
 def _negotiated_before(reply: Message) -> bool:
     """Whether QEMU refused qmp_capabilities as already done: the previous client's, still
     under way when it left, ran after this client's greeting (and put the monitor in command
     mode for this session too)."""
-    error = reply.get("error")
-    return isinstance(error, Mapping) and error.get("class") == "CommandNotFound"
+    return _not_found(reply) is not None
 
 
 def _still_negotiating(reply: Message) -> bool:
     """Whether QEMU refused a command for want of capabilities negotiation."""
-    error = reply.get("error")
-    return (
-        isinstance(error, Mapping)
-        and error.get("class") == "CommandNotFound"
-        and "qmp_capabilities" in str(error.get("desc", ""))
-    )
+    refusal = _not_found(reply)
+    return refusal is not None and "qmp_capabilities" in refusal
 
 
 def _returned(sent: Message, received: Message) -> object:
