@@ -7,6 +7,10 @@ short: its QEMU — found by that pidfile path on its command line, so even one 
 QEMU wrote the file is found — is killed (it never ran the guest: it waits paused, ``-S``),
 which also frees its taps, and the directory is removed. Any later command does this for
 the name it touches, under the domain's lock.
+
+A start killed before its intent was written leaves a directory with nothing but its lock
+(and the intent's temporary file): no status file, no intent, and nobody holding the lock.
+It spawned nothing; that directory is removed the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import os
 import signal
 from pathlib import Path
 
-from qctl.errors import ProcessError
+from qctl.errors import ProcessError, StateError
 from qctl.qemu.process import ProcessIdentity, QEMUProcess, is_alive, process_identity
 from qctl.qemu.state import DomainDir, atomic_write
 
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 #: how long a killed orphan may take to go
 _KILL_WAIT = 5.0
+#: what a start may have made before its intent: the lock, and the intent being written
+#: (:func:`~qctl.qemu.state.atomic_write`'s temporary file)
+_BEFORE_INTENT = frozenset({"lock"})
+_INTENT_TEMP = ".starting."
 
 
 def note_start(directory: DomainDir) -> None:
@@ -45,17 +53,36 @@ def clear_start(directory: DomainDir) -> None:
 
 
 def cut_short(directory: DomainDir) -> bool:
-    """Whether ``directory`` holds a start whose process died before it finished."""
+    """Whether ``directory`` holds a start whose process died before it finished (see the
+    module); judged without the domain's lock."""
+    return _cut_short(directory, locked=False)
+
+
+def _cut_short(directory: DomainDir, *, locked: bool) -> bool:
+    """:func:`cut_short`; ``locked``: the caller holds the domain's lock (so a directory
+    without an intent is not one a live start is about to write it in)."""
     if directory.status_file.exists():
         return False
     try:
         data = json.loads(directory.start_file.read_bytes())
         owner = ProcessIdentity(int(data["pid"]), int(data["start_time"]))
     except FileNotFoundError:
-        return False
+        return _left_before_intent(directory, locked=locked)
     except (OSError, ValueError, KeyError, TypeError):
         return True  # a damaged intent: nobody can be finishing it
     return not is_alive(owner)
+
+
+def _left_before_intent(directory: DomainDir, *, locked: bool) -> bool:
+    """Whether ``directory`` is what a start killed before writing its intent leaves: only
+    its lock and the intent's temporary file, and (unless ``locked``) nobody holding it."""
+    try:
+        left = directory.listing()
+        return all(name in _BEFORE_INTENT or name.startswith(_INTENT_TEMP) for name in left) and (
+            locked or not directory.job_running()
+        )
+    except StateError:  # no such directory (or not one of ours): nothing to end
+        return False
 
 
 def start_under_way(directory: DomainDir) -> bool:
@@ -87,7 +114,7 @@ async def reap_cut_start(directory: DomainDir, *, remove: bool = True) -> bool:
     Call it holding the domain's lock, so no live ``start`` is mistaken for a dead one.
     ``remove=False`` keeps the directory (and the lock in it) for a new start.
     """
-    if not cut_short(directory):
+    if not _cut_short(directory, locked=True):
         return False
     for pid in _qemus_of(directory.pid_file):
         log.warning("domain %s: killing QEMU %d left by a start that was cut short",

@@ -101,16 +101,18 @@ async def open_runtime(
 
 
 async def _reap(directory: DomainDir) -> None:
-    """End what a ``start`` cut short left; always raises."""
+    """End what a ``start`` cut short left, and say so (raises); returns when, under the
+    lock, there was none after all (a live start held it)."""
     lock = await take_lock(directory)
     try:
-        await reap_cut_start(directory)
+        reaped = await reap_cut_start(directory)
     finally:
         lock.release()
-    raise StateError(
-        f"domain {directory.name!r} is not running: its start was cut short, and the QEMU "
-        "it had spawned was ended"
-    )
+    if reaped:
+        raise StateError(
+            f"domain {directory.name!r} is not running: its start was cut short, and what "
+            "it had left (its QEMU, if it had spawned one) was ended and removed"
+        )
 
 
 async def _release_dead(

@@ -56,7 +56,7 @@ from qctl.qemu.placement import netdev_id
 from qctl.qemu.plan import features_from_caps, plan
 from qctl.qemu.prepare import PreparedHost, prepare_interfaces
 from qctl.qemu.process import Launcher, QEMUProcess
-from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.state import DomainDir, FileLock, StateRoot
 from qctl.qemu.status import Stamp, Status, write_status
 from qctl.qemu.txn import take_lock, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
@@ -74,6 +74,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+#: how many times a start makes its directory when another command removes it first
+_MAKE_TRIES = 3
 
 
 @record(frozen=False)
@@ -86,6 +88,21 @@ class Launched:
     client: QMPClient
     status: Status
     stamp: Stamp
+
+
+async def _made_and_locked(directory: DomainDir) -> FileLock:
+    """Make the domain's directory and take its lock. Until the start has its lock and its
+    intent, another command on the name may take the directory for one a start killed
+    before its intent left, and remove it (:mod:`~qctl.qemu.orphan`): it is made again."""
+    for _ in range(_MAKE_TRIES - 1):
+        directory.make()
+        try:
+            return await take_lock(directory)
+        except StateError:
+            if directory.path.is_dir():  # not removed: busy, or refused
+                raise
+    directory.make()
+    return await take_lock(directory)
 
 
 async def _prepare_vfio_devices(
@@ -256,8 +273,7 @@ async def launch(
         raise missing
 
     directory = root.domain(planned.name)
-    directory.make()
-    lock = await take_lock(directory)
+    lock = await _made_and_locked(directory)
     stack = contextlib.AsyncExitStack()
     claims = contextlib.AsyncExitStack()  # the devices lock, until the status file has them
     own_link: Netlink | None = None

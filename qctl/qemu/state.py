@@ -569,6 +569,11 @@ class DomainDir:
                 return
             raise
 
+    def listing(self) -> list[str]:
+        """The names in the directory (:class:`StateError` when there is none)."""
+        with self.opened() as fd:
+            return os.listdir(fd)
+
     def lock_file_path(self) -> Path:
         """The file whose ``flock`` serializes jobs on this domain."""
         return self.path / "lock"
@@ -593,12 +598,22 @@ class DomainDir:
         """Take the domain's file lock, so two qctl processes never work on it at once.
 
         The directory must exist (:meth:`make`); a domain that does not run gets
-        :class:`StateError` and nothing is created. Bound the wait with ``asyncio.timeout()``
-        at the call site.
+        :class:`StateError` and nothing is created, and so does one whose directory was
+        removed while this waited for the lock (its lock file is then no longer linked).
+        Bound the wait with ``asyncio.timeout()`` at the call site.
         """
         with self.opened() as fd:
             lock_fd = open_private_file(fd, "lock", os.O_RDWR | os.O_CREAT, self.lock_file_path())
-        return await _flock(lock_fd)
+        lock = await _flock(lock_fd)
+        try:
+            removed = os.fstat(lock_fd).st_nlink == 0
+        except BaseException:
+            lock.release()
+            raise
+        if removed:
+            lock.release()
+            raise StateError(f"no domain named {self.name!r} is running")
+        return lock
 
 
 def _parts(folder: str) -> tuple[str, ...]:
@@ -774,15 +789,15 @@ class StateRoot:
             pass
 
     def starting(self) -> list[str]:
-        """Names of domains with a start intent and no status file, sorted."""
+        """Names of domain directories without a status file (a start under way, or one cut
+        short: :func:`~qctl.qemu.orphan.cut_short` tells which), sorted."""
         try:
             with self.opened("domains") as fd:
                 found = []
                 for name in os.listdir(fd):
                     if not is_object_name(name):
                         continue
-                    with contextlib.suppress(OSError):
-                        os.stat(f"{name}/starting", dir_fd=fd, follow_symlinks=False)
+                    with contextlib.suppress(OSError):  # (not a directory: not a domain)
                         try:
                             os.stat(f"{name}/status.json", dir_fd=fd, follow_symlinks=False)
                         except FileNotFoundError:

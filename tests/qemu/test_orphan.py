@@ -1,9 +1,10 @@
-"""A ``start`` killed after QEMU was spawned leaves nothing that the next command cannot
-find and end (real QEMU, paused; no guest needed)."""
+"""A ``start`` killed after QEMU was spawned (real QEMU, paused; no guest needed), or
+before it wrote its intent, leaves nothing that the next command cannot find and end."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from support import processes_naming, unique
 
 from qctl import Domain, StateError, parse_domain
 from qctl.host import Netlink
-
-pytestmark = [pytest.mark.qemu]
+from qctl.qemu.reconnect import _reap
+from qctl.qemu.startup import _made_and_locked
+from qctl.qemu.state import DomainDir, StateRoot
 
 CHILD = """
 import asyncio, os, sys
@@ -44,6 +46,7 @@ def _domain(name: str, tap: str) -> str:
 </domain>"""
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("then", ["connect", "start"])
 async def test_a_start_killed_after_spawning_is_found_and_ended(
     tmp_path: Path, tun: None, netlink: Netlink, then: str
@@ -75,3 +78,104 @@ async def test_a_start_killed_after_spawning_is_found_and_ended(
     assert not processes_naming(pidfile)
     assert await netlink.get_link(tap) is None
     assert Domain.list(state) == []
+
+
+async def _left_before_intent(root: StateRoot, name: str) -> DomainDir:
+    """What a start killed before its intent leaves: its directory, the lock it took (and
+    let go by dying), and the intent's temporary file."""
+    directory = root.domain(name)
+    directory.make()
+    (await directory.lock()).release()
+    (directory.path / f".starting.{os.getpid()}.7").write_bytes(b'{"pid"')
+    return directory
+
+
+async def test_a_start_killed_before_its_intent_is_listed_and_removed(tmp_path: Path) -> None:
+    root = StateRoot(tmp_path / "state")
+    directory = await _left_before_intent(root, "early")
+    [info] = Domain.list(root.path)
+    assert info.name == "early" and "cut short" in (info.error or "")
+    with pytest.raises(StateError, match="start was cut short"):
+        await Domain.connect("early", state_root=root.path)
+    assert not directory.path.exists()
+    assert Domain.list(root.path) == []
+
+
+async def test_a_start_before_its_intent_is_left_alone_while_it_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    root = StateRoot(tmp_path / "state")
+    directory = await _left_before_intent(root, "busy")
+    lock = await directory.lock()  # a live start, about to write its intent
+    try:
+        assert Domain.list(root.path) == []
+        with pytest.raises(StateError) as raised:
+            await Domain.connect("busy", state_root=root.path)
+        assert "cut short" not in str(raised.value)
+        assert directory.path.is_dir()
+    finally:
+        lock.release()
+
+
+@pytest.mark.parametrize("found", ["qemu.pid", "notes.txt", "starting"])
+async def test_a_directory_with_more_than_an_early_start_leaves_is_not_taken_for_one(
+    tmp_path: Path, found: str
+) -> None:
+    root = StateRoot(tmp_path / "state")
+    directory = await _left_before_intent(root, "more")
+    (directory.path / found).write_text(f'{{"pid": {os.getpid()}, "start_time": 0}}')
+    if found == "starting":  # an intent: its process (this one's pid, not its start) is dead
+        with pytest.raises(StateError, match="start was cut short"):
+            await Domain.connect("more", state_root=root.path)
+        assert not directory.path.exists()
+        return
+    with pytest.raises(StateError) as raised:
+        await Domain.connect("more", state_root=root.path)
+    assert "cut short" not in str(raised.value)
+    assert (directory.path / found).exists()
+
+
+async def test_a_lock_whose_directory_went_while_waiting_is_refused(tmp_path: Path) -> None:
+    directory = StateRoot(tmp_path / "state").domain("gone")
+    directory.make()
+    held = await directory.lock()
+    waiting = asyncio.create_task(directory.lock())
+    await asyncio.sleep(0.1)  # it has the lock file open and waits for the flock
+    directory.remove()
+    held.release()
+    with pytest.raises(StateError, match="no domain named 'gone'"):
+        await waiting
+
+
+async def test_a_start_makes_its_directory_again_when_removed_before_it_locked(
+    tmp_path: Path,
+) -> None:
+    directory = StateRoot(tmp_path / "state").domain("again")
+    directory.make()
+    reaper = await directory.lock()  # another command, taking it for a start cut short
+    starting = asyncio.create_task(_made_and_locked(directory))
+    await asyncio.sleep(0.1)
+    directory.remove()
+    reaper.release()
+    lock = await starting
+    try:
+        assert directory.lock_file_path().exists()  # the lock is on the new directory's file
+        assert directory.job_running()
+    finally:
+        lock.release()
+
+
+def test_a_file_among_the_domains_is_not_listed_as_a_start(tmp_path: Path) -> None:
+    root = StateRoot(tmp_path / "state")
+    root.ensure()
+    (root.path / "domains" / "stray").write_text("not a directory")
+    assert Domain.list(root.path) == []
+
+
+async def test_a_reaper_that_finds_the_start_finished_says_nothing(tmp_path: Path) -> None:
+    """Seen cut short without the lock, but a live start held it and finished meanwhile."""
+    directory = StateRoot(tmp_path / "state").domain("done")
+    directory.make()
+    directory.write_status({"name": "done", "ledger": []})
+    await _reap(directory)  # returns: the caller raises its own error
+    assert directory.status_file.exists()
