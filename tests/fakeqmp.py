@@ -178,8 +178,9 @@ class FakeQMPServer:
         self.mode = mode
         self.handlers: dict[str, Handler] = {}
         #: sent right after the greeting, as QEMU sends a reply it still owed the monitor's
-        #: previous client
+        #: previous client (or, rarely, right before it)
         self.after_greeting: list[dict[str, Any]] = []
+        self.before_greeting: list[dict[str, Any]] = []
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.connections = 0
         self.quit_requested = asyncio.Event()
@@ -245,6 +246,8 @@ class FakeQMPServer:
             if self.mode in ("garbage", "silent"):
                 await reader.read()
                 return
+            for message in self.before_greeting:
+                writer.write(_line(message))
             writer.write(_line(self.greeting))
             for message in self.after_greeting:
                 writer.write(_line(message))

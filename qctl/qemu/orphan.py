@@ -9,8 +9,9 @@ which also frees its taps, and the directory is removed. Any later command does 
 the name it touches, under the domain's lock.
 
 A start killed before its intent was written leaves a directory with nothing but its lock
-(and the intent's temporary file): no status file, no intent, and nobody holding the lock.
-It spawned nothing; that directory is removed the same way.
+and the intent's temporary file (or an empty one): no status file, no intent, and nobody
+holding the lock. It spawned nothing; that directory is removed the same way, and so is
+what a removal cut short leaves last (:meth:`~qctl.qemu.state.DomainDir.remove`).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ async def reap_cut_start(directory: DomainDir, *, remove: bool = True) -> bool:
     """
     if not _cut_short(directory, locked=True):
         return False
-    for pid in _qemus_of(directory.pid_file):
+    spawned = directory.start_file.exists()  # before its intent, a start spawned nothing
+    for pid in _qemus_of(directory.pid_file) if spawned else ():
         log.warning("domain %s: killing QEMU %d left by a start that was cut short",
                     directory.name, pid)
         with contextlib.suppress(ProcessLookupError):

@@ -101,9 +101,12 @@ async def open_runtime(
 
 
 async def _reap(directory: DomainDir) -> None:
-    """End what a ``start`` cut short left, and say so (raises); returns when, under the
-    lock, there was none after all (a live start held it)."""
-    lock = await take_lock(directory)
+    """End what a ``start`` cut short left, and say so (raises). Returns when the lock is
+    held (a live start has it, or another command ends what was left) or, under the lock,
+    there was nothing after all: a connect never waits for another process."""
+    lock = directory.try_lock()
+    if lock is None:
+        return
     try:
         reaped = await reap_cut_start(directory)
     finally:

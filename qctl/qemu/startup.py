@@ -56,7 +56,7 @@ from qctl.qemu.placement import netdev_id
 from qctl.qemu.plan import features_from_caps, plan
 from qctl.qemu.prepare import PreparedHost, prepare_interfaces
 from qctl.qemu.process import Launcher, QEMUProcess
-from qctl.qemu.state import DomainDir, FileLock, StateRoot
+from qctl.qemu.state import DirectoryGone, DomainDir, FileLock, StateRoot
 from qctl.qemu.status import Stamp, Status, write_status
 from qctl.qemu.txn import take_lock, unwind
 from qctl.qemu.vfio import VFIODevice, prepare_vfio
@@ -93,16 +93,18 @@ class Launched:
 async def _made_and_locked(directory: DomainDir) -> FileLock:
     """Make the domain's directory and take its lock. Until the start has its lock and its
     intent, another command on the name may take the directory for one a start killed
-    before its intent left, and remove it (:mod:`~qctl.qemu.orphan`): it is made again."""
-    for _ in range(_MAKE_TRIES - 1):
+    before its intent left, and remove it (:mod:`~qctl.qemu.orphan`): it is made again, a
+    few times at most."""
+    for _ in range(_MAKE_TRIES):
         directory.make()
         try:
             return await take_lock(directory)
-        except StateError:
-            if directory.path.is_dir():  # not removed: busy, or refused
-                raise
-    directory.make()
-    return await take_lock(directory)
+        except DirectoryGone:
+            continue
+    raise StateError(
+        f"cannot start domain {directory.name!r}: its state directory was removed by another "
+        f"command each of the {_MAKE_TRIES} times it was made"
+    )
 
 
 async def _prepare_vfio_devices(

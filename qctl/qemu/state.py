@@ -52,6 +52,7 @@ from qctl.qemu.process import ProcessIdentity, is_alive
 from qctl.types import OBJECT_NAME_RULE, is_object_name
 
 __all__ = [
+    "DirectoryGone",
     "DomainDir",
     "FileLock",
     "HeldOpenLock",
@@ -377,6 +378,11 @@ def _qemu_lives(dir_fd: int, status: bytes | None) -> bool:
     return True
 
 
+class DirectoryGone(StateError):
+    """A domain's state directory does not exist, or was removed while this process waited
+    for its lock (its lock file is then no longer linked)."""
+
+
 class DomainDir:
     """One domain's state directory: paths, the status file, and the per-domain lock.
 
@@ -441,13 +447,14 @@ class DomainDir:
         """The directory as a checked fd (see the module); with ``create``, the root,
         ``domains`` and this directory are made (0700) when missing.
 
-        :class:`StateError` "no domain named …" when it does not exist and is not created.
+        :class:`DirectoryGone` ("no domain named …") when it does not exist and is not
+        created.
         """
         try:
             with self.root.opened("domains", self.name, create=create) as fd:
                 yield fd
         except FileNotFoundError:
-            raise StateError(f"no domain named {self.name!r} is running") from None
+            raise DirectoryGone(f"no domain named {self.name!r} is running") from None
 
     def make(self) -> None:
         """Create the directory (0700) and the root above it, if missing; check them."""
@@ -550,24 +557,29 @@ class DomainDir:
         self.remove()
 
     def remove(self) -> None:
-        """Delete the directory and everything qctl puts in it (idempotent)."""
-        known = {"status.json", JOURNAL_NAME, "qmp.sock", "qemu.log", "lock", "starting"}
-        known.update(("qemu.pid", "abort", "console.log"))
+        """Delete the directory and everything qctl puts in it (idempotent).
+
+        The books go last, then the lock: a removal cut short leaves a status file (the
+        next connect finds its QEMU gone and removes the rest), an intent, or a lock
+        alone, each of which the next command on the name cleans up
+        (:mod:`~qctl.qemu.orphan`). A directory that a new start took meanwhile (it holds
+        a new lock) is left to it.
+        """
+        known = {"qmp.sock", "qemu.log", "qemu.pid", "abort", "console.log"}
         known.update(p.name for p in self.qmp_sockets)
         try:
             with self.root.opened("domains") as parent, self.opened() as fd:
-                for child in os.listdir(fd):
-                    if child in known or child.startswith("."):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(child, dir_fd=fd)
+                others = [c for c in os.listdir(fd) if c in known or c.startswith(".")]
+                for child in [*others, JOURNAL_NAME, "starting", "status.json", "lock"]:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(child, dir_fd=fd)
                 with contextlib.suppress(FileNotFoundError):
                     os.rmdir(self.name, dir_fd=parent)
-        except FileNotFoundError:
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                raise
+        except DirectoryGone:
             return
-        except StateError as exc:
-            if str(exc).startswith("no domain named"):
-                return
-            raise
 
     def listing(self) -> list[str]:
         """The names in the directory (:class:`StateError` when there is none)."""
@@ -581,11 +593,11 @@ class DomainDir:
     def job_running(self) -> bool:
         """Whether a job holds the domain's lock now (in any process, this one included):
         a probe that takes nothing (a shared lock tried, and dropped at once)."""
-        try:
-            with self.opened() as fd:
+        with self.opened() as fd:
+            try:
                 lock_fd = open_private_file(fd, "lock", os.O_RDONLY, self.lock_file_path())
-        except FileNotFoundError:
-            return False
+            except FileNotFoundError:  # no job ever took it
+                return False
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -598,21 +610,45 @@ class DomainDir:
         """Take the domain's file lock, so two qctl processes never work on it at once.
 
         The directory must exist (:meth:`make`); a domain that does not run gets
-        :class:`StateError` and nothing is created, and so does one whose directory was
-        removed while this waited for the lock (its lock file is then no longer linked).
-        Bound the wait with ``asyncio.timeout()`` at the call site.
+        :class:`DirectoryGone` and nothing is created, and so does one whose directory was
+        removed while this waited for the lock. Bound the wait with ``asyncio.timeout()``
+        at the call site.
         """
-        with self.opened() as fd:
-            lock_fd = open_private_file(fd, "lock", os.O_RDWR | os.O_CREAT, self.lock_file_path())
-        lock = await _flock(lock_fd)
+        return self._linked(await _flock(self._open_lock()))
+
+    def try_lock(self) -> FileLock | None:
+        """:meth:`lock` if nobody holds it now, else None (never waits)."""
+        lock_fd = self._open_lock()
         try:
-            removed = os.fstat(lock_fd).st_nlink == 0
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            return None
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return self._linked(FileLock(lock_fd))
+
+    def _open_lock(self) -> int:
+        with self.opened() as fd:
+            try:
+                return open_private_file(
+                    fd, "lock", os.O_RDWR | os.O_CREAT, self.lock_file_path()
+                )
+            except FileNotFoundError:  # the directory went after it was opened
+                raise DirectoryGone(f"no domain named {self.name!r} is running") from None
+
+    def _linked(self, lock: FileLock) -> FileLock:
+        """``lock``, unless its file was unlinked (the directory removed) before it was
+        taken: then it is let go and :class:`DirectoryGone` raised."""
+        try:
+            removed = os.fstat(lock.fileno()).st_nlink == 0
         except BaseException:
             lock.release()
             raise
         if removed:
             lock.release()
-            raise StateError(f"no domain named {self.name!r} is running")
+            raise DirectoryGone(f"no domain named {self.name!r} is running")
         return lock
 
 
@@ -698,6 +734,12 @@ class FileLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def fileno(self) -> int:
+        """The fd holding the lock (:class:`ValueError` once released)."""
+        if self._fd is None:
+            raise ValueError("the lock was released")
+        return self._fd
 
 
 class StateRoot:

@@ -13,6 +13,7 @@ from support import processes_naming, unique
 
 from qctl import Domain, StateError, parse_domain
 from qctl.host import Netlink
+from qctl.qemu import orphan
 from qctl.qemu.reconnect import _reap
 from qctl.qemu.startup import _made_and_locked
 from qctl.qemu.state import DomainDir, StateRoot
@@ -179,3 +180,96 @@ async def test_a_reaper_that_finds_the_start_finished_says_nothing(tmp_path: Pat
     directory.write_status({"name": "done", "ledger": []})
     await _reap(directory)  # returns: the caller raises its own error
     assert directory.status_file.exists()
+
+
+async def test_a_start_killed_before_its_lock_file_is_removed(tmp_path: Path) -> None:
+    root = StateRoot(tmp_path / "state")
+    directory = root.domain("empty")
+    directory.make()  # killed here: the lock file is not made yet
+    assert not directory.job_running()
+    [info] = Domain.list(root.path)
+    assert info.name == "empty" and "cut short" in (info.error or "")
+    with pytest.raises(StateError, match="start was cut short"):
+        await Domain.connect("empty", state_root=root.path)
+    assert not directory.path.exists()
+
+
+async def test_a_connect_does_not_wait_for_the_lock_of_what_looks_cut_short(
+    tmp_path: Path,
+) -> None:
+    directory = await _left_before_intent(StateRoot(tmp_path / "state"), "held")
+    lock = await directory.lock()  # a live start, between its lock and its intent
+    try:
+        async with asyncio.timeout(1):
+            await _reap(directory)  # returns: the caller raises its own error
+        assert directory.path.is_dir()
+    finally:
+        lock.release()
+
+
+async def test_two_starts_waiting_while_the_directory_is_removed_both_get_the_name(
+    tmp_path: Path,
+) -> None:
+    directory = StateRoot(tmp_path / "state").domain("two")
+    directory.make()
+    reaper = await directory.lock()
+    first = asyncio.create_task(_made_and_locked(directory))
+    second = asyncio.create_task(_made_and_locked(directory))
+    await asyncio.sleep(0.1)
+    directory.remove()
+    reaper.release()
+    done, _ = await asyncio.wait([first, second], return_when=asyncio.FIRST_COMPLETED)
+    [winner] = done
+    other = second if winner is first else first
+    await asyncio.sleep(0.2)
+    assert not other.done()  # it waits for the first start's lock
+    (await winner).release()
+    (await other).release()
+
+
+async def test_a_new_start_reaps_nothing_it_need_not_look_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory with no intent had no QEMU spawned for it: no walk of /proc."""
+
+    def walked(pidfile: Path) -> list[int]:
+        raise AssertionError(f"looked for QEMUs naming {pidfile}")
+
+    monkeypatch.setattr(orphan, "_qemus_of", walked)
+    directory = await _left_before_intent(StateRoot(tmp_path / "state"), "fresh")
+    lock = await directory.lock()
+    try:
+        assert await orphan.reap_cut_start(directory, remove=False)
+        assert directory.path.is_dir()
+    finally:
+        lock.release()
+
+
+def test_a_removal_cut_short_leaves_the_books_and_the_lock_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = StateRoot(tmp_path / "state").domain("half")
+    directory.make()
+    names = ["qemu.log", "qemu.pid", "qmp.sock", "console.log", "starting", "status.json"]
+    for name in [*names, "lock", "status.journal", ".status.json.1.2"]:
+        (directory.path / name).write_text("")
+    unlink = os.unlink
+
+    def killed_at_the_status_file(path: str, *, dir_fd: int | None = None) -> None:
+        if path == "status.json":
+            raise KeyboardInterrupt  # as if killed here
+        unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "unlink", killed_at_the_status_file)
+    with pytest.raises(KeyboardInterrupt):
+        directory.remove()
+    assert sorted(directory.listing()) == ["lock", "status.json"]
+
+
+def test_a_removal_leaves_what_qctl_did_not_put_there(tmp_path: Path) -> None:
+    directory = StateRoot(tmp_path / "state").domain("kept")
+    directory.make()
+    (directory.path / "status.json").write_text("{}")
+    (directory.path / "notes.txt").write_text("someone else's")
+    directory.remove()
+    assert directory.listing() == ["notes.txt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,8 +27,15 @@ async def server(sockdir: str) -> AsyncIterator[FakeQMPServer]:
         yield fake
 
 
-def socket_exists(path: str) -> bool:
-    return os.path.exists(path)
+def listening(path: str) -> bool:
+    """Whether QEMU accepts connections on ``path`` yet: it creates the socket file before it
+    listens, so a connect made as soon as the file shows can be refused."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+    return True
 
 
 @pytest.fixture
@@ -44,7 +52,7 @@ async def qemu(
     )  # fmt: skip
     try:
         async with asyncio.timeout(10):
-            while not socket_exists(path):
+            while not listening(path):
                 assert proc.returncode is None, "QEMU exited at start"
                 await asyncio.sleep(0.005)
         yield proc, path

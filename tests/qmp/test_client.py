@@ -313,6 +313,31 @@ async def test_a_reply_owed_to_an_earlier_client_is_not_taken_for_ours(
         assert await client.execute("echo", {"mine": 2}) == {"mine": 2}
 
 
+@pytest.mark.parametrize("ask", [None, "query-status"])
+async def test_replies_owed_to_an_earlier_client_before_the_greeting_are_dropped(
+    server: FakeQMPServer, ask: str | None
+) -> None:
+    if ask:
+        answer_in_order(server)
+    # seen with QEMU 7.2: the previous client's reply came just before this one's greeting
+    server.before_greeting = [{"return": {}}, {"return": [], "id": "__qmp#00001"}]
+    server.before_greeting.append({"error": {"class": "GenericError", "desc": "late"}})
+    async with connect_qmp(server.path, ask=ask) as client:
+        assert client.greeting["QMP"]["capabilities"] == ["oob"]
+        if ask:
+            assert client.take_answer(ask) == PAUSED
+        assert await client.execute("echo", {"mine": 1}) == {"mine": 1}
+
+
+async def test_a_peer_that_never_greets_is_refused_after_the_replies_qemu_could_owe(
+    server: FakeQMPServer,
+) -> None:
+    server.before_greeting = [{"return": {}}] * 9  # more than QEMU queues for a client
+    with pytest.raises(QMPProtocolError, match="Greeting"):
+        async with connect_qmp(server.path, timeout=5):
+            pass
+
+
 async def test_a_negotiation_the_last_client_left_under_way_is_taken_as_done(
     server: FakeQMPServer,
 ) -> None:
