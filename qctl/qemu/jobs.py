@@ -46,10 +46,14 @@ class DomainInfo:
     error: str | None = None
 
 
+#: what ``list`` says of a directory a start (or a removal) cut short left
+_CUT_SHORT = "its start (or the removal of its state) was cut short; any command on it cleans up"
+
+
 def list_domains(root: StateRoot) -> list[DomainInfo]:
     """Every domain of ``root`` with a state directory (see :class:`DomainInfo`)."""
     found = [
-        DomainInfo(name, None, False, error="its start was cut short; any command on it cleans up")
+        DomainInfo(name, None, False, error=_CUT_SHORT)
         for name in root.starting()
         if cut_short(root.domain(name))
     ]

@@ -9,9 +9,11 @@ which also frees its taps, and the directory is removed. Any later command does 
 the name it touches, under the domain's lock.
 
 A start killed before its intent was written leaves a directory with nothing but its lock
-and the intent's temporary file (or an empty one): no status file, no intent, and nobody
-holding the lock. It spawned nothing; that directory is removed the same way, and so is
-what a removal cut short leaves last (:meth:`~qctl.qemu.state.DomainDir.remove`).
+and the intent's temporary file (or an empty one); a removal cut short
+(:meth:`~qctl.qemu.state.DomainDir.remove`) leaves some of qctl's own files, its status
+file gone first. Either has no status file and no intent, nobody holds its lock, and it
+holds nothing qctl does not put there: it is removed the same way (after the same search
+for a QEMU, unless it holds nothing but the lock).
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ log = logging.getLogger(__name__)
 #: how long a killed orphan may take to go
 _KILL_WAIT = 5.0
 #: what a start may have made before its intent: the lock, and the intent being written
-#: (:func:`~qctl.qemu.state.atomic_write`'s temporary file)
-_BEFORE_INTENT = frozenset({"lock"})
-_INTENT_TEMP = ".starting."
+#: (:func:`~qctl.qemu.state.atomic_write`'s temporary file, a "." name)
+_BEFORE_INTENT = "lock"
 
 
 def note_start(directory: DomainDir) -> None:
@@ -68,22 +69,33 @@ def _cut_short(directory: DomainDir, *, locked: bool) -> bool:
         data = json.loads(directory.start_file.read_bytes())
         owner = ProcessIdentity(int(data["pid"]), int(data["start_time"]))
     except FileNotFoundError:
-        return _left_before_intent(directory, locked=locked)
+        return _left_behind(directory, locked=locked)
     except (OSError, ValueError, KeyError, TypeError):
         return True  # a damaged intent: nobody can be finishing it
     return not is_alive(owner)
 
 
-def _left_before_intent(directory: DomainDir, *, locked: bool) -> bool:
-    """Whether ``directory`` is what a start killed before writing its intent leaves: only
-    its lock and the intent's temporary file, and (unless ``locked``) nobody holding it."""
+def _left_behind(directory: DomainDir, *, locked: bool) -> bool:
+    """Whether ``directory``, which has no status file and no intent, is what a start
+    killed before its intent or a removal cut short leaves: nothing but qctl's own files,
+    and (unless ``locked``) nobody holding its lock."""
     try:
         left = directory.listing()
-        return all(name in _BEFORE_INTENT or name.startswith(_INTENT_TEMP) for name in left) and (
+        return all(directory.is_own_file(name) for name in left) and (
             locked or not directory.job_running()
         )
     except StateError:  # no such directory (or not one of ours): nothing to end
         return False
+
+
+def _may_have_spawned(directory: DomainDir) -> bool:
+    """Whether what was left may come with a QEMU: anything but the lock and a start's
+    intent being written (what a start leaves before its intent, when it spawned nothing)."""
+    try:
+        left = directory.listing()
+    except StateError:
+        return False
+    return any(name != _BEFORE_INTENT and not name.startswith(".") for name in left)
 
 
 def start_under_way(directory: DomainDir) -> bool:
@@ -117,8 +129,7 @@ async def reap_cut_start(directory: DomainDir, *, remove: bool = True) -> bool:
     """
     if not _cut_short(directory, locked=True):
         return False
-    spawned = directory.start_file.exists()  # before its intent, a start spawned nothing
-    for pid in _qemus_of(directory.pid_file) if spawned else ():
+    for pid in _qemus_of(directory.pid_file) if _may_have_spawned(directory) else ():
         log.warning("domain %s: killing QEMU %d left by a start that was cut short",
                     directory.name, pid)
         with contextlib.suppress(ProcessLookupError):

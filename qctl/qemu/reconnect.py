@@ -101,9 +101,10 @@ async def open_runtime(
 
 
 async def _reap(directory: DomainDir) -> None:
-    """End what a ``start`` cut short left, and say so (raises). Returns when the lock is
-    held (a live start has it, or another command ends what was left) or, under the lock,
-    there was nothing after all: a connect never waits for another process."""
+    """End what a ``start`` (or a removal) cut short left, and say so (raises). Returns
+    when the lock is held (a live start has it, or another command ends what was left) or,
+    under the lock, there was nothing after all: a connect never waits for another
+    process."""
     lock = directory.try_lock()
     if lock is None:
         return
@@ -113,8 +114,9 @@ async def _reap(directory: DomainDir) -> None:
         lock.release()
     if reaped:
         raise StateError(
-            f"domain {directory.name!r} is not running: its start was cut short, and what "
-            "it had left (its QEMU, if it had spawned one) was ended and removed"
+            f"domain {directory.name!r} is not running: its start (or the removal of its "
+            "state) was cut short, and what it had left (a QEMU, if one was spawned) was "
+            "ended and removed"
         )
 
 

@@ -96,8 +96,8 @@ async def _made_and_locked(directory: DomainDir) -> FileLock:
     before its intent left, and remove it (:mod:`~qctl.qemu.orphan`): it is made again, a
     few times at most."""
     for _ in range(_MAKE_TRIES):
-        directory.make()
         try:
+            directory.make()  # (removed again between its mkdir and its open: made again)
             return await take_lock(directory)
         except DirectoryGone:
             continue

@@ -9,7 +9,6 @@ Layout under the state root (``--state-dir``, ``$QCTL_STATE_DIR``, ``/run/qctl``
         status.json            live XML + ledger, written atomically
         status.journal         hot-plug steps since (:mod:`~qctl.qemu.journal`)
         qemu.log               QEMU's stderr
-        console.sock           the serial console's socket (QEMU listens; input)
         console.log            everything the guest wrote on its serial console
         lock                   flock()ed by the process working on the domain
       networks/                pool definitions and allocations (:mod:`qctl.qemu.network`)
@@ -38,6 +37,7 @@ import fcntl
 import functools
 import itertools
 import json
+import logging
 import os
 import socket
 import stat
@@ -67,8 +67,16 @@ __all__ = [
     "sync_file",
 ]
 
+log = logging.getLogger(__name__)
+
 #: QMP monitors per domain (see :attr:`DomainDir.qmp_sockets`)
 MONITORS = 3
+#: the files qctl (or QEMU for it) puts in a domain directory, besides the monitors'
+#: sockets and temporary files (see the module)
+_OWN_FILES = frozenset(
+    {"status.json", JOURNAL_NAME, "starting", "abort", "qemu.log", "qemu.pid", "console.log",
+     "lock"}
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: mode bits that let someone besides the owner change a file or directory
@@ -378,6 +386,26 @@ def _qemu_lives(dir_fd: int, status: bytes | None) -> bool:
     return True
 
 
+def _unlink_at(fd: int, name: str) -> None:
+    """Unlink ``name`` in the directory ``fd``; one already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=fd)
+
+
+def _rmdir_at(parent: int, name: str) -> bool:
+    """Remove the empty directory ``name`` under ``parent``: False when it is not empty,
+    True when it is gone (also when it was already)."""
+    try:
+        os.rmdir(name, dir_fd=parent)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:
+            raise
+        return False
+    return True
+
+
 class DirectoryGone(StateError):
     """A domain's state directory does not exist, or was removed while this process waited
     for its lock (its lock file is then no longer linked)."""
@@ -559,27 +587,45 @@ class DomainDir:
     def remove(self) -> None:
         """Delete the directory and everything qctl puts in it (idempotent).
 
-        The books go last, then the lock: a removal cut short leaves a status file (the
-        next connect finds its QEMU gone and removes the rest), an intent, or a lock
-        alone, each of which the next command on the name cleans up
-        (:mod:`~qctl.qemu.orphan`). A directory that a new start took meanwhile (it holds
-        a new lock) is left to it.
+        The status file goes first: the caller has released its ledger, and a status file
+        left by a removal cut short would have the next connect release it again (a device
+        another domain may hold by then). The lock goes last. What a removal cut short
+        leaves — qctl's own files, no status file, no intent — is removed by the next
+        command on the name (:mod:`~qctl.qemu.orphan`). A directory a new start took
+        meanwhile (it holds a new lock) is left to it; a file written meanwhile (a request
+        to abort) is removed too, and anything else is left, with a warning.
         """
-        known = {"qmp.sock", "qemu.log", "qemu.pid", "abort", "console.log"}
-        known.update(p.name for p in self.qmp_sockets)
         try:
             with self.root.opened("domains") as parent, self.opened() as fd:
-                others = [c for c in os.listdir(fd) if c in known or c.startswith(".")]
-                for child in [*others, JOURNAL_NAME, "starting", "status.json", "lock"]:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(child, dir_fd=fd)
-                with contextlib.suppress(FileNotFoundError):
-                    os.rmdir(self.name, dir_fd=parent)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
-                raise
+                for child in ["status.json", *self._own_files(fd), JOURNAL_NAME, "starting"]:
+                    _unlink_at(fd, child)
+                _unlink_at(fd, "lock")
+                if _rmdir_at(parent, self.name):
+                    return
+                if "lock" in os.listdir(fd):
+                    return  # a new start took the directory
+                for child in self._own_files(fd):
+                    _unlink_at(fd, child)
+                if not _rmdir_at(parent, self.name):
+                    log.warning("domain %s: %s is left: it holds %s", self.name, self.path,
+                                ", ".join(sorted(os.listdir(fd))))
         except DirectoryGone:
             return
+
+    def _own_files(self, fd: int) -> list[str]:
+        """What qctl puts in the directory, and finds there now, but the status file, its
+        journal, the intent and the lock (:meth:`remove` orders those)."""
+        last = {"status.json", JOURNAL_NAME, "starting", "lock"}
+        return [n for n in os.listdir(fd) if self.is_own_file(n) and n not in last]
+
+    def is_own_file(self, name: str) -> bool:
+        """Whether ``name`` is one of the files qctl (or QEMU for it) puts in the
+        directory: the books, the lock, monitors, logs, requests and temporary files."""
+        return (
+            name in _OWN_FILES
+            or name.startswith(".")
+            or any(name == p.name for p in self.qmp_sockets)
+        )
 
     def listing(self) -> list[str]:
         """The names in the directory (:class:`StateError` when there is none)."""

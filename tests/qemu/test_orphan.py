@@ -16,7 +16,7 @@ from qctl.host import Netlink
 from qctl.qemu import orphan
 from qctl.qemu.reconnect import _reap
 from qctl.qemu.startup import _made_and_locked
-from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.state import DirectoryGone, DomainDir, StateRoot
 
 CHILD = """
 import asyncio, os, sys
@@ -67,7 +67,7 @@ async def test_a_start_killed_after_spawning_is_found_and_ended(
     assert info.name == name and "cut short" in (info.error or "")
 
     if then == "connect":
-        with pytest.raises(StateError, match="start was cut short"):
+        with pytest.raises(StateError, match="was cut short"):
             await Domain.connect(name, state_root=state)
     else:  # a second start of the name ends the orphan, then starts afresh
         dom = await Domain.start(parse_domain(xml.read_text()), state_root=state)
@@ -96,7 +96,7 @@ async def test_a_start_killed_before_its_intent_is_listed_and_removed(tmp_path: 
     directory = await _left_before_intent(root, "early")
     [info] = Domain.list(root.path)
     assert info.name == "early" and "cut short" in (info.error or "")
-    with pytest.raises(StateError, match="start was cut short"):
+    with pytest.raises(StateError, match="was cut short"):
         await Domain.connect("early", state_root=root.path)
     assert not directory.path.exists()
     assert Domain.list(root.path) == []
@@ -118,15 +118,15 @@ async def test_a_start_before_its_intent_is_left_alone_while_it_holds_the_lock(
         lock.release()
 
 
-@pytest.mark.parametrize("found", ["qemu.pid", "notes.txt", "starting"])
-async def test_a_directory_with_more_than_an_early_start_leaves_is_not_taken_for_one(
+@pytest.mark.parametrize("found", ["notes.txt", "starting"])
+async def test_a_directory_with_more_than_qctl_leaves_is_not_taken_for_one(
     tmp_path: Path, found: str
 ) -> None:
     root = StateRoot(tmp_path / "state")
     directory = await _left_before_intent(root, "more")
     (directory.path / found).write_text(f'{{"pid": {os.getpid()}, "start_time": 0}}')
     if found == "starting":  # an intent: its process (this one's pid, not its start) is dead
-        with pytest.raises(StateError, match="start was cut short"):
+        with pytest.raises(StateError, match="was cut short"):
             await Domain.connect("more", state_root=root.path)
         assert not directory.path.exists()
         return
@@ -189,7 +189,7 @@ async def test_a_start_killed_before_its_lock_file_is_removed(tmp_path: Path) ->
     assert not directory.job_running()
     [info] = Domain.list(root.path)
     assert info.name == "empty" and "cut short" in (info.error or "")
-    with pytest.raises(StateError, match="start was cut short"):
+    with pytest.raises(StateError, match="was cut short"):
         await Domain.connect("empty", state_root=root.path)
     assert not directory.path.exists()
 
@@ -230,7 +230,8 @@ async def test_two_starts_waiting_while_the_directory_is_removed_both_get_the_na
 async def test_a_new_start_reaps_nothing_it_need_not_look_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A directory with no intent had no QEMU spawned for it: no walk of /proc."""
+    """A directory with nothing but the lock (and a temporary file) had no QEMU spawned
+    for it: no walk of /proc."""
 
     def walked(pidfile: Path) -> list[int]:
         raise AssertionError(f"looked for QEMUs naming {pidfile}")
@@ -245,31 +246,120 @@ async def test_a_new_start_reaps_nothing_it_need_not_look_for(
         lock.release()
 
 
-def test_a_removal_cut_short_leaves_the_books_and_the_lock_last(
+def _fill(directory: DomainDir) -> None:
+    """A running domain's directory, with every file qctl puts there."""
+    directory.make()
+    names = ["qemu.log", "qemu.pid", "qmp.sock", "qmp-2.sock", "console.log", "abort"]
+    for name in [*names, "status.json", "status.journal", "lock", ".status.json.1.2"]:
+        (directory.path / name).write_text("")
+
+
+async def test_a_removal_cut_short_took_the_status_file_first_and_the_rest_is_reaped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = StateRoot(tmp_path / "state").domain("half")
-    directory.make()
-    names = ["qemu.log", "qemu.pid", "qmp.sock", "console.log", "starting", "status.json"]
-    for name in [*names, "lock", "status.journal", ".status.json.1.2"]:
-        (directory.path / name).write_text("")
+    """Its ledger was released: a status file left behind would be released again (a
+    device another domain took since). What is left is removed by the next command, after
+    looking for a QEMU (there was one)."""
+    root = StateRoot(tmp_path / "state")
+    directory = root.domain("half")
+    _fill(directory)
     unlink = os.unlink
+    done: list[str] = []
 
-    def killed_at_the_status_file(path: str, *, dir_fd: int | None = None) -> None:
-        if path == "status.json":
+    def killed_after_the_first(path: str, *, dir_fd: int | None = None) -> None:
+        if done:
             raise KeyboardInterrupt  # as if killed here
         unlink(path, dir_fd=dir_fd)
+        done.append(path)
 
-    monkeypatch.setattr(os, "unlink", killed_at_the_status_file)
-    with pytest.raises(KeyboardInterrupt):
-        directory.remove()
-    assert sorted(directory.listing()) == ["lock", "status.json"]
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "unlink", killed_after_the_first)
+        with pytest.raises(KeyboardInterrupt):
+            directory.remove()
+    assert done == ["status.json"]
+    assert "lock" in directory.listing()
+    [info] = Domain.list(root.path)
+    assert info.name == "half" and "cut short" in (info.error or "")
+    searched: list[Path] = []
+
+    def search(pidfile: Path) -> list[int]:
+        searched.append(pidfile)
+        return []
+
+    monkeypatch.setattr(orphan, "_qemus_of", search)
+    with pytest.raises(StateError, match="removal of its state"):
+        await Domain.connect("half", state_root=root.path)
+    assert searched == [directory.pid_file]
+    assert not directory.path.exists()
 
 
-def test_a_removal_leaves_what_qctl_did_not_put_there(tmp_path: Path) -> None:
+def test_a_removal_takes_a_request_to_abort_written_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = StateRoot(tmp_path / "state").domain("late")
+    _fill(directory)
+    rmdir = os.rmdir
+    tries: list[str] = []
+
+    def abort_requested_first(path: str, *, dir_fd: int | None = None) -> None:
+        if not tries:
+            (directory.path / "abort").write_text("job-1")  # another process, unlocked
+        tries.append(path)
+        rmdir(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "rmdir", abort_requested_first)
+    directory.remove()
+    assert tries == ["late", "late"]
+    assert not directory.path.exists()
+
+
+def test_a_removal_leaves_a_directory_a_new_start_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = StateRoot(tmp_path / "state").domain("taken")
+    _fill(directory)
+    rmdir = os.rmdir
+    tries: list[str] = []
+
+    def new_start_first(path: str, *, dir_fd: int | None = None) -> None:
+        if not tries:
+            (directory.path / "lock").write_text("")
+            (directory.path / "abort").write_text("")  # (not the new start's to lose)
+        tries.append(path)
+        rmdir(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "rmdir", new_start_first)
+    directory.remove()
+    assert tries == ["taken"]
+    assert sorted(directory.listing()) == ["abort", "lock"]
+
+
+def test_a_removal_leaves_what_qctl_did_not_put_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = StateRoot(tmp_path / "state").domain("kept")
-    directory.make()
-    (directory.path / "status.json").write_text("{}")
+    _fill(directory)
     (directory.path / "notes.txt").write_text("someone else's")
     directory.remove()
     assert directory.listing() == ["notes.txt"]
+    assert "it holds notes.txt" in caplog.text
+
+
+async def test_a_start_makes_its_directory_again_when_removed_while_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removed between ``make``'s mkdir and its open (by a command reaping it)."""
+    directory = StateRoot(tmp_path / "state").domain("racing")
+    make = DomainDir.make
+    made: list[str] = []
+
+    def removed_the_first_time(self: DomainDir) -> None:
+        made.append(self.name)
+        if len(made) == 1:
+            raise DirectoryGone(f"no domain named {self.name!r} is running")
+        make(self)
+
+    monkeypatch.setattr(DomainDir, "make", removed_the_first_time)
+    lock = await _made_and_locked(directory)
+    lock.release()
+    assert made == ["racing", "racing"]
