@@ -691,7 +691,9 @@ async def _settle(rt: DomainRuntime, entry: LedgerEntry, present: set[str]) -> N
         try:
             await rt.monitor.device_del(entry.alias)
         except QMPCommandError as exc:
-            if not is_unplug_in_progress(exc):  # the first request never reached QEMU
+            if is_not_found(exc):  # the guest let go since QEMU listed its devices
+                await device_removed(rt, entry)
+            elif not is_unplug_in_progress(exc):  # the first request never reached QEMU
                 await rt.record(entry.evolve(state=EntryState.ATTACHED))
 
 

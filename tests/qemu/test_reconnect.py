@@ -7,13 +7,13 @@ import asyncio
 import os
 import socket
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from fakeqemu import FakeLauncher
 from support import USER_NIC, open_fd_count, start_fake
 
-from qctl import Domain, StateError
+from qctl import DetachResult, Domain, StateError
 from qctl.qemu import reconnect, startup
 from qctl.qemu.state import DomainDir, StateRoot
 from qctl.qemu.status import StoredStatus, read_stored_status
@@ -165,3 +165,36 @@ async def test_nothing_in_an_untrusted_state_directory_is_connected_to(tmp_path:
         assert not accepted
     finally:
         server.close()
+
+
+async def test_a_detach_the_guest_finishes_while_connect_asks_again_is_finished(
+    tmp_path: Path,
+) -> None:
+    """Connect asks QEMU again to unplug a ``detaching`` device it still lists; the guest
+    lets go in between, so QEMU says the device is not found: the detach is finished (its
+    netdev and books), never put back as attached (found by ``scripts/faults --seed 53``:
+    "net0 in the ledger, not in QEMU")."""
+    launcher = FakeLauncher()
+    owner = await start_fake(tmp_path, "late", launcher=launcher)
+    qemu = launcher.qemu
+    try:
+        await owner.attach_device(USER_NIC)
+        [entry] = list(owner.ledger)
+        qemu.guest_unplugs = False
+        assert await owner.detach_device(entry.alias, wait=0) is DetachResult.PENDING
+        assert entry.netdev_id in qemu.netdevs
+        do = qemu._do
+
+        def guest_let_go_first(command: str, args: dict[str, Any]) -> dict[str, Any]:
+            if command == "device_del":
+                qemu.unplug_now(args["id"])
+            return do(command, args)
+
+        qemu._do = guest_let_go_first  # type: ignore[method-assign]
+        async with Domain.connect(owner.name, state_root=tmp_path, launcher=launcher) as dom:
+            assert list(dom.ledger) == []
+            assert entry.alias not in dom.xml()
+        assert ("device_del", {"id": entry.alias}) in qemu.log[-4:]
+        assert entry.netdev_id not in qemu.netdevs
+    finally:
+        await owner.stop(force=True)
