@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -90,8 +91,10 @@ def interrupt(argv: list[str], delay: float, how: str) -> int:
                 proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     # Python itself prints a traceback for a Ctrl-C that comes while it is still importing,
-    # before qctl runs: that is not qctl's.
-    before_qctl = err.rstrip().endswith("KeyboardInterrupt") and "qctl/cli" not in err
+    # before qctl runs (qctl's frames, if any, are modules being imported): not qctl's.
+    before_qctl = err.rstrip().endswith("KeyboardInterrupt") and not re.search(
+        r'/qctl/[^"]*", line \d+, in (?!<module>)', err
+    )
     if "Traceback" in err and not before_qctl:
         print(f"  traceback from {' '.join(argv[3:5])}:\n{err}", file=sys.stderr)
     return proc.returncode
