@@ -44,6 +44,7 @@ import itertools
 import logging
 import os
 import socket
+import string
 from collections.abc import Callable, Generator, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Self, cast
@@ -85,6 +86,8 @@ _MAX_OWED = 8
 
 _log = logging.getLogger(__name__)
 _sessions = itertools.count()
+#: the digits of command ids (see _Wire._get_exec_id)
+_DIGITS = string.digits + string.ascii_letters
 _wire_log = logging.getLogger("qctl.qmp.wire")
 
 
@@ -112,7 +115,7 @@ class _Wire(_QEMUClient):
         self.logger = cast(logging.Logger, _DebugOnly(_wire_log.getChild(name), {}))
         self._deliver = deliver
         self.ask: str | None = None  # a command sent along with qmp_capabilities
-        self._session = f"qctl-{os.getpid()}-{next(_sessions)}"  # this connection's ids
+        self._session = f"{_compact(os.getpid())}.{_compact(next(_sessions))}"  # its ids' stem
         self.sent: asyncio.Future[None] | None = None  # set once both are on their way
         self.answer: Message | None = None  # its reply, until an event may have changed it
 
@@ -143,9 +146,13 @@ class _Wire(_QEMUClient):
         return _returned(sent, received)
 
     def _get_exec_id(self) -> str:
-        # Unique to this session, not "__qmp#00000" on: a reply QEMU still owes an earlier
-        # client of the monitor (see _negotiate) can never pass for one of ours.
-        exec_id = f"{self._session}-{self._execute_id}"
+        # Unique to this session (process and connection), not "__qmp#00000" on: a reply
+        # QEMU still owes an earlier client of the monitor (see _negotiate) can never pass
+        # for one of ours. Short: QEMU reads a command a byte at a time, one turn of its
+        # main loop each (QEMU 7.2 and 10.0: 4-7 µs of its CPU per byte), so "5bI.1.ZZ"
+        # rather than "qctl-19946-1-3843" saves it ~60 µs a command (query-status: 390 ->
+        # 317 µs of QEMU CPU; qemu.qmp's "__qmp#03843": 295).
+        exec_id = f"{self._session}.{_compact(self._execute_id)}"
         self._execute_id += 1
         return exec_id
 
@@ -179,14 +186,14 @@ class _Wire(_QEMUClient):
         negotiate = self.make_execute_msg("qmp_capabilities")
         try:
             if self.ask is None:
-                negotiate["id"] = f"{self._session}-negotiate"
+                negotiate["id"] = f"{self._session}-n"
                 await self._send(negotiate)
                 reply = await self._reply_to(negotiate["id"])
                 if "return" not in reply and not _negotiated_before(reply):
                     raise ProtocolError(f"qmp_capabilities refused: {reply}")
                 return
             ask = self.make_execute_msg(self.ask)
-            ask["id"] = f"{self._session}-ask"
+            ask["id"] = f"{self._session}-a"
             await self._send(negotiate)
             await self._send(ask)
             if self.sent is not None and not self.sent.done():
@@ -251,6 +258,15 @@ class _Reply:
     def put_nowait(self, message: Message | ExecInterruptedError) -> None:
         if not self.future.done():
             self.future.set_result(message)
+
+
+def _compact(number: int) -> str:
+    """``number`` (>= 0) in base 62: the shortest id part."""
+    digits = _DIGITS[number % 62]
+    while number >= 62:
+        number //= 62
+        digits = _DIGITS[number % 62] + digits
+    return digits
 
 
 def _not_found(reply: Message) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
@@ -18,6 +19,8 @@ from qctl.errors import (
     QMPTimeoutError,
 )
 from qctl.qmp import QMPClient, connect_qmp
+from qctl.qmp import client as client_module
+from qctl.qmp.client import _compact, _Wire
 
 
 async def never_answer(arguments: dict[str, Any]) -> None:
@@ -349,7 +352,7 @@ async def test_a_negotiation_the_last_client_left_under_way_is_taken_as_done(
         return {"return": PAUSED}
 
     # the previous client's qmp_capabilities ran after this client's greeting
-    server.after_greeting = [{"return": {}, "id": "qctl-1-7-negotiate"}]
+    server.after_greeting = [{"return": {}, "id": "1.7-n"}]  # an earlier session's
     server.handlers["qmp_capabilities"] = already
     server.handlers["query-status"] = status
     async with connect_qmp(server.path, ask="query-status") as client:
@@ -420,3 +423,21 @@ async def test_no_answer_once_the_connection_has_ended(server: FakeQMPServer) ->
     client = await connect_qmp(server.path, ask="query-status", timeout=5)
     await client.aclose()
     assert client.take_answer("query-status") is None
+
+
+def test_command_ids_are_short_and_unique_to_the_process_and_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QEMU reads a command a byte at a time (each byte costs it a turn of its main loop):
+    ids stay short, yet a reply owed to an earlier client of the monitor, in this process
+    or another, never passes for one of ours."""
+    monkeypatch.setattr(client_module, "_sessions", itertools.count())
+    ids = []
+    for pid in (4194304, 62):  # the largest pid_max Linux allows, and one whose digits differ
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        for _ in range(2):
+            wire = _Wire("ids", lambda event: None)
+            ids += [wire._get_exec_id() for _ in range(63)]
+    assert len(set(ids)) == len(ids)
+    assert max(len(i) for i in ids) <= 9  # "hB84.3.10", not "qctl-4194304-3-62"
+    assert len({_compact(n) for n in range(200_000)}) == 200_000
