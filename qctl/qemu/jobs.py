@@ -18,7 +18,7 @@ from qctl.errors import StateError
 from qctl.qemu.orphan import cut_short
 from qctl.qemu.process import Launcher
 from qctl.qemu.runstate import RunState
-from qctl.qemu.state import DomainDir, StateRoot, atomic_write
+from qctl.qemu.state import DirectoryGone, DomainDir, StateRoot, atomic_write
 from qctl.qemu.summary import read_summary
 from qctl.qemu.txn import ABORT_POLL, JobRecord
 from qctl.record import record
@@ -103,7 +103,10 @@ async def abort_job(
             f"the {job.kind} job on {name!r} was cut short (its process died); "
             "connecting to the domain recovers its books"
         )
-    atomic_write(directory.abort_file, job.id.encode())
+    try:
+        atomic_write(directory.abort_file, job.id.encode())
+    except (FileNotFoundError, DirectoryGone):  # its directory is being removed
+        return job
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

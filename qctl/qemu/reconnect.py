@@ -129,7 +129,12 @@ async def _release_dead(
     try:
         try:
             ledger = read_status(directory).ledger
-        except StateError:
+        except StateError as exc:
+            if directory.status_file.exists():  # damaged: what it holds cannot be known
+                raise StateError(
+                    f"domain {name!r} is not running (QEMU exited) and its status file "
+                    f"cannot be read, so nothing it held was released: {exc}"
+                ) from exc
             directory.remove()  # released meanwhile by another process
             raise StateError(f"domain {name!r} is not running") from None
         failures = await release_all(

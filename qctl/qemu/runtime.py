@@ -457,12 +457,22 @@ class DomainRuntime:
         stamp = status_stamp(self.directory)
         if stamp is None:
             return  # someone else released it
+        if stamp != self._stamp and not self._still_ours():
+            return  # released and removed by another process, the name started anew
         ledger = self._ledger_at(stamp)
         failures = await release_ledger(ledger, await self.host_side())
         for failure in failures:
             log.warning("domain %s: %s", self.name, failure)
         if not failures:
             self.directory.remove()
+
+    def _still_ours(self) -> bool:
+        """Whether the status file still describes this runtime's QEMU (not the QEMU of a
+        new start of the name, after another process released and removed this one's)."""
+        try:
+            return read_stored_status(self.directory).identity == self.process.identity
+        except StateError:
+            return False
 
     async def release_host_resources(self, entry: LedgerEntry) -> None:
         """Free what one ledger entry holds on the host (each step tolerates "already gone")."""

@@ -576,13 +576,22 @@ class DomainDir:
 
     def discard(self) -> None:
         """Remove this domain's state without releasing anything its ledger holds: the way
-        out for a damaged status file. Refused while a QEMU may still run for it."""
-        if self.qemu_lives():
+        out for a damaged status file. Refused while a QEMU may still run for it, and while
+        another command holds the domain's lock (a start may be making it anew)."""
+        lock = self.try_lock()
+        if lock is None:
             raise StateError(
-                f"a QEMU may still run for domain {self.name!r} (its process or its monitor "
-                "socket is alive): end it first"
+                f"another command is working on domain {self.name!r}: try again once it is done"
             )
-        self.remove()
+        try:
+            if self.qemu_lives():
+                raise StateError(
+                    f"a QEMU may still run for domain {self.name!r} (its process or its "
+                    "monitor socket is alive): end it first"
+                )
+            self.remove()
+        finally:
+            lock.release()
 
     def remove(self) -> None:
         """Delete the directory and everything qctl puts in it (idempotent).
@@ -609,7 +618,7 @@ class DomainDir:
                 if not _rmdir_at(parent, self.name):
                     log.warning("domain %s: %s is left: it holds %s", self.name, self.path,
                                 ", ".join(sorted(os.listdir(fd))))
-        except DirectoryGone:
+        except (DirectoryGone, FileNotFoundError):  # (the root or domains/ went too)
             return
 
     def _own_files(self, fd: int) -> list[str]:

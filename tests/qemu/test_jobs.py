@@ -32,7 +32,7 @@ from qctl import (
     parse_domain,
 )
 from qctl.host import Netlink
-from qctl.qemu import runtime
+from qctl.qemu import jobs, runtime
 from qctl.qemu.jobs import read_job
 from qctl.qemu.state import DomainDir
 from qctl.qemu.status import StoredStatus, read_stored_status
@@ -397,3 +397,27 @@ async def test_a_detach_cut_short_before_qemu_had_it_is_asked_again_on_connect(
         async with asyncio.timeout(10):
             await wait_until(lambda: other.ledger.get("net0") is None)
     assert "net0" not in rig.qemu.peripherals and "hostnet0" not in rig.qemu.netdevs
+
+
+async def test_an_abort_racing_the_removal_of_the_domain_returns_its_job(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The domain's directory is being removed as the request is written (its temporary
+    file swept, or the directory gone): the job ended with its domain."""
+    rig.qemu.stall("netdev_add", effect=True)
+    attach = asyncio.create_task(
+        rig.dom.attach_device("<interface type='user'><model type='virtio'/></interface>")
+    )
+    async with asyncio.timeout(10):
+        await rig.qemu.stalled["netdev_add"].wait()
+
+    def swept(path: Path, data: bytes) -> None:
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(jobs, "atomic_write", swept)
+    job = await abort_job(rig.dom.name, state_root=rig.state)
+    assert job.kind == "attach"
+    monkeypatch.undo()
+    await abort_job(rig.dom.name, state_root=rig.state)
+    with pytest.raises(JobAbortedError):
+        await attach

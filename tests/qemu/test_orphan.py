@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import processes_naming, unique
@@ -16,7 +17,7 @@ from qctl.host import Netlink
 from qctl.qemu import orphan
 from qctl.qemu.reconnect import _reap
 from qctl.qemu.startup import _made_and_locked
-from qctl.qemu.state import DirectoryGone, DomainDir, StateRoot
+from qctl.qemu.state import DomainDir, StateRoot
 
 CHILD = """
 import asyncio, os, sys
@@ -350,16 +351,43 @@ async def test_a_start_makes_its_directory_again_when_removed_while_made(
 ) -> None:
     """Removed between ``make``'s mkdir and its open (by a command reaping it)."""
     directory = StateRoot(tmp_path / "state").domain("racing")
-    make = DomainDir.make
-    made: list[str] = []
+    real_open = os.open
+    opened: list[str] = []
 
-    def removed_the_first_time(self: DomainDir) -> None:
-        made.append(self.name)
-        if len(made) == 1:
-            raise DirectoryGone(f"no domain named {self.name!r} is running")
-        make(self)
+    def reaped_before_the_first_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if path == "racing":
+            opened.append(path)
+            if len(opened) == 1:
+                os.rmdir(path, dir_fd=kwargs.get("dir_fd"))
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(DomainDir, "make", removed_the_first_time)
+    monkeypatch.setattr(os, "open", reaped_before_the_first_open)
     lock = await _made_and_locked(directory)
+    monkeypatch.undo()
     lock.release()
-    assert made == ["racing", "racing"]
+    assert opened[:2] == ["racing", "racing"]
+    assert directory.path.is_dir()
+
+
+def test_a_removal_after_the_whole_root_went_is_done(tmp_path: Path) -> None:
+    StateRoot(tmp_path / "state").domain("nothing").remove()  # (no root, no domains/)
+    root = StateRoot(tmp_path / "state")
+    root.ensure()
+    root.domain("nothing").remove()
+
+
+async def test_discarding_waits_for_no_one_and_is_refused_while_the_lock_is_held(
+    tmp_path: Path,
+) -> None:
+    directory = StateRoot(tmp_path / "state").domain("damaged")
+    directory.make()
+    directory.status_file.write_bytes(b"{not json")
+    lock = await directory.lock()  # a start, about to make the name anew
+    try:
+        with pytest.raises(StateError, match="another command is working"):
+            directory.discard()
+        assert directory.status_file.exists()
+    finally:
+        lock.release()
+    directory.discard()
+    assert not directory.path.exists()

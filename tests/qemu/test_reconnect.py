@@ -4,6 +4,7 @@ a connect that fails on the books closes the monitor connection it had made mean
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from pathlib import Path
@@ -198,3 +199,41 @@ async def test_a_detach_the_guest_finishes_while_connect_asks_again_is_finished(
         assert entry.netdev_id not in qemu.netdevs
     finally:
         await owner.stop(force=True)
+
+
+async def test_a_dead_qemus_books_damaged_meanwhile_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read whole by the connect, then unreadable once it holds the lock: what they hold
+    cannot be released, so they stay (for ``stop --force``), and the error says why."""
+    launcher = FakeLauncher()
+    owner = await start_fake(tmp_path, "dead", launcher=launcher)
+    await owner.aclose()
+    launcher.qemu.exit()
+
+    def damaged(directory: DomainDir) -> None:
+        raise StateError(f"status file {directory.status_file} is damaged")
+
+    monkeypatch.setattr(reconnect, "read_status", damaged)
+    with pytest.raises(StateError, match="cannot be read, so nothing it held was released"):
+        await Domain.connect(owner.name, state_root=tmp_path, launcher=launcher)
+    assert owner.directory.status_file.exists()
+    owner.directory.remove()  # (the fake's "process" is this one: it lives)
+
+
+async def test_a_runtime_whose_qemu_exits_after_the_name_was_started_anew_releases_nothing(
+    tmp_path: Path,
+) -> None:
+    """Another process released and removed this handle's domain, and a new start of the
+    name wrote its own books: the old handle, seeing its QEMU exit, leaves them alone."""
+    launcher = FakeLauncher()
+    owner = await start_fake(tmp_path, "anew", launcher=launcher)
+    directory = owner.directory
+    data = json.loads(directory.status_file.read_bytes())
+    data["pid"] = os.getppid()  # another QEMU: the new start's
+    directory.write_status(data)
+    launcher.qemu.exit()
+    async with asyncio.timeout(10):
+        await owner.wait_exit()
+    assert json.loads(directory.status_file.read_bytes())["pid"] == os.getppid()
+    directory.remove()
