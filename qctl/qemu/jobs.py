@@ -105,8 +105,12 @@ async def abort_job(
         )
     try:
         atomic_write(directory.abort_file, job.id.encode())
-    except (FileNotFoundError, DirectoryGone):  # its directory is being removed
-        return job
+    except (FileNotFoundError, DirectoryGone) as exc:  # its directory is being removed
+        if not directory.status_file.exists():
+            return job  # it ended with its domain
+        raise StateError(
+            f"could not ask the {job.kind} job on {name!r} to abort ({exc}): try again"
+        ) from exc
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

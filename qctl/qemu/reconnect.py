@@ -16,12 +16,12 @@ from qctl.host import LinkControl
 from qctl.qemu.hostpaths import HostPaths
 from qctl.qemu.network import NetworkStore
 from qctl.qemu.orphan import cut_short, reap_cut_start
-from qctl.qemu.process import Launcher, QEMUProcess
+from qctl.qemu.process import Launcher, ProcessIdentity, QEMUProcess
 from qctl.qemu.release import release_all
 from qctl.qemu.runtime import DomainRuntime
 from qctl.qemu.startup import connect_free_monitor
 from qctl.qemu.state import DomainDir, StateRoot
-from qctl.qemu.status import read_status, read_stored_status, status_stamp
+from qctl.qemu.status import read_stored_status, status_stamp
 from qctl.qemu.txn import take_lock, to_the_end
 from qctl.qmp import QMPClient
 
@@ -82,7 +82,7 @@ async def open_runtime(
             await _abandon(connecting)
         raise
     if client is None:
-        await _release_dead(directory, root, netlink, host_paths)
+        await _release_dead(directory, status.identity, root, netlink, host_paths)
     assert client is not None
     try:
         return DomainRuntime(
@@ -121,14 +121,20 @@ async def _reap(directory: DomainDir) -> None:
 
 
 async def _release_dead(
-    directory: DomainDir, root: StateRoot, netlink: LinkControl | None, host_paths: HostPaths
+    directory: DomainDir,
+    identity: ProcessIdentity,
+    root: StateRoot,
+    netlink: LinkControl | None,
+    host_paths: HostPaths,
 ) -> None:
-    """Release what a dead QEMU's ledger held and remove its state; always raises."""
+    """Release what the dead QEMU ``identity``'s ledger held and remove its state; always
+    raises. Under the lock the books are read again: another process may have released
+    them meanwhile, and a new start of the name written its own (left alone)."""
     name = directory.name
     lock = await take_lock(directory)
     try:
         try:
-            ledger = read_status(directory).ledger
+            stored = read_stored_status(directory)  # (the ledger: no XML is parsed)
         except StateError as exc:
             if directory.status_file.exists():  # damaged: what it holds cannot be known
                 raise StateError(
@@ -137,6 +143,12 @@ async def _release_dead(
                 ) from exc
             directory.remove()  # released meanwhile by another process
             raise StateError(f"domain {name!r} is not running") from None
+        if stored.identity != identity:
+            raise StateError(
+                f"the QEMU of domain {name!r} exited, and the name was started again "
+                "meanwhile: connect again"
+            )
+        ledger = stored.ledger
         failures = await release_all(
             ledger,
             domain=name,

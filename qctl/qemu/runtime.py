@@ -457,22 +457,28 @@ class DomainRuntime:
         stamp = status_stamp(self.directory)
         if stamp is None:
             return  # someone else released it
-        if stamp != self._stamp and not self._still_ours():
-            return  # released and removed by another process, the name started anew
-        ledger = self._ledger_at(stamp)
+        ledger = self.ledger if stamp == self._stamp else self._stored_ledger()
+        if ledger is None:
+            return
         failures = await release_ledger(ledger, await self.host_side())
         for failure in failures:
             log.warning("domain %s: %s", self.name, failure)
         if not failures:
             self.directory.remove()
 
-    def _still_ours(self) -> bool:
-        """Whether the status file still describes this runtime's QEMU (not the QEMU of a
-        new start of the name, after another process released and removed this one's)."""
+    def _stored_ledger(self) -> Ledger | None:
+        """The ledger of the status file as another process left it, if it still describes
+        this runtime's QEMU: None when it was released and removed meanwhile (the name may
+        have been started anew: those books are not this QEMU's), or when it cannot be read
+        (kept, with a warning, for the next connect)."""
         try:
-            return read_stored_status(self.directory).identity == self.process.identity
-        except StateError:
-            return False
+            stored = read_stored_status(self.directory)
+        except StateError as exc:
+            if self.directory.status_file.exists():
+                log.warning("domain %s: QEMU exited, and its books cannot be read (%s): "
+                            "nothing was released; the next connect tries again", self.name, exc)
+            return None
+        return stored.ledger if stored.identity == self.process.identity else None
 
     async def release_host_resources(self, entry: LedgerEntry) -> None:
         """Free what one ledger entry holds on the host (each step tolerates "already gone")."""

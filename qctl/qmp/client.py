@@ -116,6 +116,12 @@ class _Wire(_QEMUClient):
         self._deliver = deliver
         self.ask: str | None = None  # a command sent along with qmp_capabilities
         self._session = f"{_compact(os.getpid())}.{_compact(next(_sessions))}"  # its ids' stem
+        # The handshake's ids take a random part too: the stem repeats across processes
+        # that share a pid (pid namespaces: a container's qctl is often pid 1, session 0),
+        # and only the handshake's replies can meet ones owed to an earlier client (those
+        # come before the first reply of this one).
+        nonce = _compact(int.from_bytes(os.urandom(4)))
+        self.handshake_ids = (f"{self._session}-n{nonce}", f"{self._session}-a{nonce}")
         self.sent: asyncio.Future[None] | None = None  # set once both are on their way
         self.answer: Message | None = None  # its reply, until an event may have changed it
 
@@ -186,14 +192,14 @@ class _Wire(_QEMUClient):
         negotiate = self.make_execute_msg("qmp_capabilities")
         try:
             if self.ask is None:
-                negotiate["id"] = f"{self._session}-n"
+                negotiate["id"] = self.handshake_ids[0]
                 await self._send(negotiate)
                 reply = await self._reply_to(negotiate["id"])
                 if "return" not in reply and not _negotiated_before(reply):
                     raise ProtocolError(f"qmp_capabilities refused: {reply}")
                 return
             ask = self.make_execute_msg(self.ask)
-            ask["id"] = f"{self._session}-a"
+            ask["id"] = self.handshake_ids[1]
             await self._send(negotiate)
             await self._send(ask)
             if self.sent is not None and not self.sent.done():

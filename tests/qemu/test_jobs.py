@@ -402,22 +402,34 @@ async def test_a_detach_cut_short_before_qemu_had_it_is_asked_again_on_connect(
 async def test_an_abort_racing_the_removal_of_the_domain_returns_its_job(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The domain's directory is being removed as the request is written (its temporary
-    file swept, or the directory gone): the job ended with its domain."""
+    """The request cannot be written (its temporary file swept, or the directory gone): the
+    job ended with its domain when its books are gone, else the caller is told to retry."""
     rig.qemu.stall("netdev_add", effect=True)
     attach = asyncio.create_task(
         rig.dom.attach_device("<interface type='user'><model type='virtio'/></interface>")
     )
     async with asyncio.timeout(10):
         await rig.qemu.stalled["netdev_add"].wait()
+    status = rig.dom.directory.status_file
+    kept = status.read_bytes()
+    books_go = False
 
     def swept(path: Path, data: bytes) -> None:
+        if books_go:
+            status.unlink()  # the removal goes on
         raise FileNotFoundError(2, "No such file or directory", str(path))
 
     monkeypatch.setattr(jobs, "atomic_write", swept)
-    job = await abort_job(rig.dom.name, state_root=rig.state)
-    assert job.kind == "attach"
-    monkeypatch.undo()
-    await abort_job(rig.dom.name, state_root=rig.state)
+    try:
+        with pytest.raises(StateError, match="could not ask the attach job"):
+            await abort_job(rig.dom.name, state_root=rig.state)  # (its books are there)
+        books_go = True
+        job = await abort_job(rig.dom.name, state_root=rig.state)
+        assert job.kind == "attach"
+    finally:
+        monkeypatch.undo()
+        if not status.exists():
+            status.write_bytes(kept)
+        await abort_job(rig.dom.name, state_root=rig.state)
     with pytest.raises(JobAbortedError):
         await attach

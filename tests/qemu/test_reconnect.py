@@ -16,8 +16,9 @@ from support import USER_NIC, open_fd_count, start_fake
 
 from qctl import DetachResult, Domain, StateError
 from qctl.qemu import reconnect, startup
-from qctl.qemu.state import DomainDir, StateRoot
+from qctl.qemu.state import DomainDir, FileLock, StateRoot
 from qctl.qemu.status import StoredStatus, read_stored_status
+from qctl.qemu.txn import take_lock
 from qctl.qmp import QMPClient
 
 
@@ -211,10 +212,15 @@ async def test_a_dead_qemus_books_damaged_meanwhile_are_kept(
     await owner.aclose()
     launcher.qemu.exit()
 
-    def damaged(directory: DomainDir) -> None:
-        raise StateError(f"status file {directory.status_file} is damaged")
+    reads: list[str] = []
 
-    monkeypatch.setattr(reconnect, "read_status", damaged)
+    def damaged_after_the_first(directory: DomainDir) -> StoredStatus:
+        reads.append(directory.name)
+        if len(reads) > 1:
+            raise StateError(f"status file {directory.status_file} is damaged")
+        return read_stored_status(directory)
+
+    monkeypatch.setattr(reconnect, "read_stored_status", damaged_after_the_first)
     with pytest.raises(StateError, match="cannot be read, so nothing it held was released"):
         await Domain.connect(owner.name, state_root=tmp_path, launcher=launcher)
     assert owner.directory.status_file.exists()
@@ -236,4 +242,42 @@ async def test_a_runtime_whose_qemu_exits_after_the_name_was_started_anew_releas
     async with asyncio.timeout(10):
         await owner.wait_exit()
     assert json.loads(directory.status_file.read_bytes())["pid"] == os.getppid()
+    directory.remove()
+
+
+async def test_a_dead_qemus_name_started_anew_before_the_lock_keeps_the_new_books(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the connect's read and its lock, another process released the dead QEMU's
+    books and a new start of the name wrote its own: they are not released."""
+    launcher = FakeLauncher()
+    owner = await start_fake(tmp_path, "anew", launcher=launcher)
+    await owner.aclose()
+    launcher.qemu.exit()
+    directory = owner.directory
+    async def started_anew_first(locked: DomainDir) -> FileLock:
+        data = json.loads(directory.status_file.read_bytes())
+        data["pid"] = os.getppid()  # the new start's QEMU
+        directory.write_status(data)
+        return await take_lock(locked)
+
+    monkeypatch.setattr(reconnect, "take_lock", started_anew_first)
+    with pytest.raises(StateError, match="started again meanwhile"):
+        await Domain.connect(owner.name, state_root=tmp_path, launcher=launcher)
+    assert json.loads(directory.status_file.read_bytes())["pid"] == os.getppid()
+    directory.remove()
+
+
+async def test_a_runtime_whose_books_another_process_damaged_keeps_them_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    launcher = FakeLauncher()
+    owner = await start_fake(tmp_path, "torn", launcher=launcher)
+    directory = owner.directory
+    directory.status_file.write_bytes(b"{not json")
+    launcher.qemu.exit()
+    async with asyncio.timeout(10):
+        await owner.wait_exit()
+    assert "its books cannot be read" in caplog.text
+    assert directory.status_file.read_bytes() == b"{not json"
     directory.remove()

@@ -430,14 +430,32 @@ def test_command_ids_are_short_and_unique_to_the_process_and_connection(
 ) -> None:
     """QEMU reads a command a byte at a time (each byte costs it a turn of its main loop):
     ids stay short, yet a reply owed to an earlier client of the monitor, in this process
-    or another, never passes for one of ours."""
-    monkeypatch.setattr(client_module, "_sessions", itertools.count())
-    ids = []
-    for pid in (4194304, 62):  # the largest pid_max Linux allows, and one whose digits differ
+    or another, never passes for one of ours. Pids 1 and 63 ("1" and "11" in base 62),
+    with 64 connections and 63 commands each, would give the same ids were any part or
+    separator left out."""
+    ids: list[str] = []
+    handshakes: list[str] = []
+    for pid, connections in ((1, 64), (63, 2), (62, 2), (4194304, 2)):
         monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
-        for _ in range(2):
+        monkeypatch.setattr(client_module, "_sessions", itertools.count())  # a new process
+        for _ in range(connections):
             wire = _Wire("ids", lambda event: None)
             ids += [wire._get_exec_id() for _ in range(63)]
+            handshakes += wire.handshake_ids
     assert len(set(ids)) == len(ids)
-    assert max(len(i) for i in ids) <= 9  # "hB84.3.10", not "qctl-4194304-3-62"
+    assert not set(ids) & set(handshakes)
+    assert max(len(i) for i in ids) <= 9  # "hB84.1.10", not "qctl-4194304-1-62"
     assert len({_compact(n) for n in range(200_000)}) == 200_000
+
+
+def test_the_handshake_ids_of_processes_that_share_a_pid_differ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A container's qctl is often pid 1, session 0, every time: a reply owed to the last
+    one's handshake must not pass for this one's."""
+    seen: set[str] = set()
+    for _ in range(50):
+        monkeypatch.setattr(os, "getpid", lambda: 1)
+        monkeypatch.setattr(client_module, "_sessions", itertools.count())
+        seen.update(_Wire("again", lambda event: None).handshake_ids)
+    assert len(seen) == 100
