@@ -91,9 +91,9 @@ def interrupt(argv: list[str], delay: float, how: str) -> int:
                 proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     # Python itself prints a traceback for a Ctrl-C that comes while it is still importing,
-    # before qctl runs (qctl's frames, if any, are modules being imported): not qctl's.
+    # before qctl's CLI runs (no frame of its main module but the module's own): not qctl's.
     before_qctl = err.rstrip().endswith("KeyboardInterrupt") and not re.search(
-        r'/qctl/[^"]*", line \d+, in (?!<module>)', err
+        r'/qctl/cli/main\.py", line \d+, in (?!<module>)', err
     )
     if "Traceback" in err and not before_qctl:
         print(f"  traceback from {' '.join(argv[3:5])}:\n{err}", file=sys.stderr)
