@@ -116,12 +116,12 @@ class _Wire(_QEMUClient):
         self._deliver = deliver
         self.ask: str | None = None  # a command sent along with qmp_capabilities
         self._session = f"{_compact(os.getpid())}.{_compact(next(_sessions))}"  # its ids' stem
-        # The handshake's ids take a random part too: the stem repeats across processes
-        # that share a pid (pid namespaces: a container's qctl is often pid 1, session 0),
-        # and only the handshake's replies can meet ones owed to an earlier client (those
-        # come before the first reply of this one).
+        # The handshake's ids are random instead: the stem repeats across processes that
+        # share a pid (pid namespaces: a container's qctl is often pid 1, session 0), and
+        # only the handshake's replies can meet ones owed to an earlier client (those come
+        # before the first reply of this one). No ".": never one of the commands' ids.
         nonce = _compact(int.from_bytes(os.urandom(4)))
-        self.handshake_ids = (f"{self._session}-n{nonce}", f"{self._session}-a{nonce}")
+        self.handshake_ids = (f"n{nonce}", f"a{nonce}")
         self.sent: asyncio.Future[None] | None = None  # set once both are on their way
         self.answer: Message | None = None  # its reply, until an event may have changed it
 
