@@ -122,7 +122,8 @@ def _qemus_of(pidfile: Path) -> list[int]:
 
 
 async def reap_cut_start(directory: DomainDir, *, remove: bool = True) -> bool:
-    """End what a start cut short left (see the module); True when there was one.
+    """End what a start (or a removal) cut short left (see the module); True when there was
+    one.
 
     Call it holding the domain's lock, so no live ``start`` is mistaken for a dead one.
     ``remove=False`` keeps the directory (and the lock in it) for a new start.
@@ -130,7 +131,7 @@ async def reap_cut_start(directory: DomainDir, *, remove: bool = True) -> bool:
     if not _cut_short(directory, locked=True):
         return False
     for pid in _qemus_of(directory.pid_file) if _may_have_spawned(directory) else ():
-        log.warning("domain %s: killing QEMU %d left by a start that was cut short",
+        log.warning("domain %s: killing QEMU %d left by a start (or a removal) cut short",
                     directory.name, pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
