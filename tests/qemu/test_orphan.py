@@ -294,21 +294,31 @@ async def test_a_removal_cut_short_took_the_status_file_first_and_the_rest_is_re
     assert not directory.path.exists()
 
 
+def _written_before_the_first_rmdir(
+    monkeypatch: pytest.MonkeyPatch, directory: DomainDir, names: list[str]
+) -> list[str]:
+    """Have another process write ``names`` into ``directory`` just before remove()'s
+    first rmdir; the list of rmdir calls made, filled as they come."""
+    rmdir = os.rmdir
+    tries: list[str] = []
+
+    def written_first(path: str, *, dir_fd: int | None = None) -> None:
+        if not tries:
+            for name in names:
+                (directory.path / name).write_text("")
+        tries.append(path)
+        rmdir(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "rmdir", written_first)
+    return tries
+
+
 def test_a_removal_takes_a_request_to_abort_written_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = StateRoot(tmp_path / "state").domain("late")
     _fill(directory)
-    rmdir = os.rmdir
-    tries: list[str] = []
-
-    def abort_requested_first(path: str, *, dir_fd: int | None = None) -> None:
-        if not tries:
-            (directory.path / "abort").write_text("job-1")  # another process, unlocked
-        tries.append(path)
-        rmdir(path, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "rmdir", abort_requested_first)
+    tries = _written_before_the_first_rmdir(monkeypatch, directory, ["abort"])  # unlocked
     directory.remove()
     assert tries == ["late", "late"]
     assert not directory.path.exists()
@@ -319,17 +329,8 @@ def test_a_removal_leaves_a_directory_a_new_start_took(
 ) -> None:
     directory = StateRoot(tmp_path / "state").domain("taken")
     _fill(directory)
-    rmdir = os.rmdir
-    tries: list[str] = []
-
-    def new_start_first(path: str, *, dir_fd: int | None = None) -> None:
-        if not tries:
-            (directory.path / "lock").write_text("")
-            (directory.path / "abort").write_text("")  # (not the new start's to lose)
-        tries.append(path)
-        rmdir(path, dir_fd=dir_fd)
-
-    monkeypatch.setattr(os, "rmdir", new_start_first)
+    # a new start's lock, and a request to abort that is not the new start's to lose
+    tries = _written_before_the_first_rmdir(monkeypatch, directory, ["lock", "abort"])
     directory.remove()
     assert tries == ["taken"]
     assert sorted(directory.listing()) == ["abort", "lock"]
