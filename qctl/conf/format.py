@@ -78,10 +78,13 @@ class _Builder:
         """A flattened child at ``path`` (relative, e.g. ``source/address``), with the unknown
         attributes kept for it; ``None`` when it has nothing to say."""
         known = [(name, _spell(value)) for name, value in attrs if value is not None]
-        kept = [(name, value) for where, name, value in self.defn.child_attrs if where == path]
+        unknown = self.defn.child_attrs  # (mostly none: a definition's every leaf asks)
+        kept = [(name, value) for where, name, value in unknown if where == path] if unknown else []
         if not known and not kept and text is None:
             return None
-        tag = _INDEX.sub("", path.rsplit("/", 1)[-1])
+        tag = path.rsplit("/", 1)[-1]
+        if tag.endswith("]"):
+            tag = _INDEX.sub("", tag)
         return OutElement(tag, known + kept, text)
 
     def add(self, tag: str, child: OutElement | str | None) -> None:

@@ -130,10 +130,21 @@ class LedgerEntry:
 
 
 class Ledger:
-    """Entries by alias, in the order they were added."""
+    """Entries by alias, in the order they were added.
+
+    It counts its changes and remembers which alias each changed last, so a writer of the
+    books asks what changed since it last wrote (:meth:`changed_since`) at the cost of
+    what changed, not of the whole ledger.
+    """
 
     def __init__(self, entries: dict[str, LedgerEntry] | None = None) -> None:
         self._entries: dict[str, LedgerEntry] = dict(entries or {})
+        #: the changes made (puts and removals), counted
+        self.changes = 0
+        #: the aliases put or removed, by the count of their last change, the last last
+        self._changed: dict[str, int] = {}
+        #: the latest change that removed an alias put again since (which moved it last)
+        self._moved = 0
 
     def __iter__(self) -> Iterator[LedgerEntry]:
         return iter(list(self._entries.values()))
@@ -150,11 +161,38 @@ class Ledger:
 
     def put(self, entry: LedgerEntry) -> None:
         """Add or replace the entry for ``entry.alias``."""
-        self._entries[entry.alias] = entry
+        alias = entry.alias
+        if alias not in self._entries and alias in self._changed:  # removed, now back last
+            self._moved = max(self._moved, self._changed[alias])
+        self._entries[alias] = entry
+        self._note(alias)
 
     def remove(self, alias: str) -> None:
         """Drop the entry for ``alias`` (no error if absent)."""
-        self._entries.pop(alias, None)
+        if self._entries.pop(alias, None) is not None:
+            self._note(alias)
+
+    def _note(self, alias: str) -> None:
+        self.changes += 1
+        self._changed.pop(alias, None)
+        self._changed[alias] = self.changes
+
+    def changed_since(self, changes: int) -> list[str] | None:
+        """The aliases put or removed after the first ``changes`` changes (each once, the
+        last changed first); None when one of them was removed and put again, which moved
+        it to the end of the ledger (its order changed)."""
+        if self._moved > changes:
+            return None
+        changed = []
+        for alias in reversed(self._changed):
+            if self._changed[alias] <= changes:
+                break
+            changed.append(alias)
+        return changed
+
+    def position(self, alias: str) -> int:
+        """Where ``alias`` stands in the ledger's order (ValueError when absent)."""
+        return list(self._entries).index(alias)
 
     def pending(self) -> list[LedgerEntry]:
         """Entries not in a settled state: what reconciliation must finish or undo."""

@@ -12,7 +12,9 @@ applied, or raises :class:`StateError` naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import operator
 import os
 from collections.abc import Callable
 
@@ -101,7 +103,9 @@ class StatusRenderer:
         live = self._xml_of("live", status.live, live_xml)
         job, state = _job_json(status.job), status.state.value
         generation = new_generation()
-        self._base = _Base(generation, status.config, live, status.job, job, state)
+        ledger = status.ledger
+        self._base = _Base(generation, status.config, live, ledger, ledger.changes, status.job,
+                           job, state)  # fmt: skip
         self._lines = self._bytes = 0
         head = {
             "version": STATUS_VERSION,
@@ -133,32 +137,46 @@ class StatusRenderer:
 
     def _line(self, status: Status, live_xml: str) -> bytes | None:
         base = self._base
+        ledger = status.ledger
         if (
             base is None
             or base.config is not status.config
             or base.live_xml is not live_xml
+            or base.ledger is not ledger
             or self._lines >= MAX_LINES
             or self._bytes >= MAX_BYTES
         ):
             return None
-        old = self._entries
-        ledger = status.ledger
-        kept = [alias for alias in old if alias in ledger]
-        drops = [alias for alias in old if alias not in ledger] if len(kept) < len(old) else []
-        entries: dict[str, tuple[LedgerEntry, str]] = {}
+        changed = ledger.changed_since(base.changes)
+        if changed is None:
+            return None  # an entry moved (removed and put again): a journal keeps the order
+        entries = self._entries
         puts: list[str] = []
-        for entry in ledger:
-            cached = old.get(entry.alias)
-            if cached is None or cached[0] is not entry:
-                cached = (entry, _dumps(entry))
+        drops: list[str] = []
+        added: list[str] = []
+        for alias in changed:
+            entry = ledger.get(alias)
+            cached = entries.get(alias)
+            if entry is None:
+                if cached is not None:
+                    drops.append(alias)
+                    del entries[alias]
+            elif cached is None:
+                added.append(alias)
+            elif cached[0] is not entry:
+                entries[alias] = cached = (entry, _changed_json(cached, entry))
                 puts.append(cached[1])
-            entries[entry.alias] = cached
-        if list(entries)[: len(kept)] != kept:
-            return None  # an entry moved (dropped and put again): a journal keeps the order
+        if len(added) > 1:  # they join the file in the ledger's order
+            added.sort(key=ledger.position)
+        for alias in added:
+            entry = ledger.get(alias)
+            assert entry is not None
+            entries[alias] = cached = (entry, _dumps(entry))
+            puts.append(cached[1])
         job = base.job_json if status.job is base.job else _job_json(status.job)
         state = status.state.value
-        self._entries = entries
-        self._base = _Base(base.generation, base.config, base.live_xml, status.job, job, state)
+        self._base = _Base(base.generation, base.config, base.live_xml, ledger, ledger.changes,
+                           status.job, job, state)  # fmt: skip
         if not puts and not drops and job == base.job_json and state == base.state:
             return b""
         return line(
@@ -178,6 +196,8 @@ class _Base:
     generation: str  # the status file's (:mod:`~qctl.qemu.journal`)
     config: DomainDef
     live_xml: str
+    ledger: Ledger  # the ledger written, and how many changes it had made then
+    changes: int
     job: JobRecord | None
     job_json: str
     state: str
@@ -185,6 +205,24 @@ class _Base:
 
 def _dumps(entry: LedgerEntry) -> str:
     return json.dumps(entry.to_json(), separators=(",", ":"))
+
+
+#: every field of a ledger entry but its state
+_ALL_BUT_STATE = operator.attrgetter(
+    *(field.name for field in dataclasses.fields(LedgerEntry) if field.name != "state")
+)
+
+
+def _changed_json(cached: tuple[LedgerEntry, str], entry: LedgerEntry) -> str:
+    """``entry``'s JSON, given an earlier version's: when only the state changed (as most
+    hot-plug steps change it), that one with the state put in (the first ``"state":"…"``
+    is the key's: the values before it are JSON strings, whose quotes are escaped)."""
+    earlier, text = cached
+    if _ALL_BUT_STATE(earlier) == _ALL_BUT_STATE(entry):
+        was, now = f'"state":"{earlier.state.value}"', f'"state":"{entry.state.value}"'
+        if was in text:
+            return text.replace(was, now, 1)
+    return _dumps(entry)
 
 
 def _job_json(job: JobRecord | None) -> str:

@@ -185,3 +185,70 @@ async def test_a_running_domain_s_books_are_its_status_file_and_journal(tmp_path
         assert directory.read_status()["ledger"] == []
     finally:
         await dom.stop(force=True)
+
+
+def test_changes_made_between_two_writes_go_in_one_line_in_the_ledger_s_order(
+    tmp_path: Path,
+) -> None:
+    renderer = StatusRenderer()
+    ledger = Ledger({"net0": entry("net0"), "net1": entry("net1")})
+    status = status_of(ledger)
+    read_back(tmp_path, renderer, status)
+    ledger.put(entry("net2", EntryState.ATTACHING))
+    ledger.put(entry("net3", EntryState.ATTACHING))
+    ledger.remove("net1")
+    ledger.put(entry("net0", EntryState.DETACHING))
+    ledger.put(entry("net3"))  # changed last of the two, but it stays after net2
+    assert list(read_back(tmp_path, renderer, status)) == list(ledger)
+    assert [e.alias for e in ledger] == ["net0", "net2", "net3"]
+    ledger.remove("net0")
+    ledger.put(entry("net1"))  # gone before the last write: it comes back last
+    assert list(read_back(tmp_path, renderer, status)) == list(ledger)
+    journal = StateRoot(tmp_path).domain("vm").journal_file
+    assert journal.read_bytes().count(b"\n") == 2
+
+
+def test_a_line_costs_what_changed_not_the_whole_ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renderer = StatusRenderer()
+    ledger = Ledger({f"net{n}": entry(f"net{n}") for n in range(50)})
+    status = status_of(ledger)
+    read_back(tmp_path, renderer, status)
+
+    def no_walk(self: Ledger) -> Any:
+        raise AssertionError("the whole ledger was walked for a line")
+
+    monkeypatch.setattr(Ledger, "__iter__", no_walk)
+    ledger.put(entry("net7", EntryState.DETACHING))
+    update = renderer.update(status, live_xml=live_xml(status))
+    assert update.append
+    assert json.loads(update.data)["put"] == [entry("net7", EntryState.DETACHING).to_json()]
+
+
+@pytest.mark.parametrize("alias", ["net0", 'x","state":"attached', "state"])
+def test_a_change_of_state_alone_gives_the_json_a_fresh_dump_would(alias: str) -> None:
+    renderer = StatusRenderer()
+    before = LedgerEntry(alias=alias, kind=DeviceKind.INTERFACE, state=EntryState.ATTACHED,
+                         netdev_id="hostnet0", device_xml='<interface type="user"/>')  # fmt: skip
+    ledger = Ledger({alias: before})
+    status = status_of(ledger)
+    renderer.update(status, live_xml=live_xml(status))
+    for state in (EntryState.DETACHING, EntryState.UNCERTAIN, EntryState.ATTACHED):
+        after = ledger.get(alias)
+        assert after is not None
+        ledger.put(after.evolve(state=state))
+        update = renderer.update(status, live_xml=live_xml(status))
+        [put] = json.loads(update.data)["put"]
+        assert put == ledger.get(alias).to_json()  # type: ignore[union-attr]
+    ledger.put(before.evolve(tap="vnet0"))  # another field: dumped anew
+    [put] = json.loads(renderer.update(status, live_xml=live_xml(status)).data)["put"]
+    assert put["tap"] == "vnet0" and put["state"] == "attached"
+
+
+def test_another_ledger_is_written_whole() -> None:
+    renderer = StatusRenderer()
+    status = status_of(Ledger({"net0": entry("net0")}))
+    renderer.update(status, live_xml=live_xml(status))
+    status.ledger = Ledger({"net0": entry("net0")})  # read anew (another process wrote)
+    assert not renderer.update(status, live_xml=live_xml(status)).append

@@ -41,3 +41,34 @@ def test_pending_and_taps() -> None:
     ledger.remove("net2")
     ledger.remove("net2")
     assert "net2" not in ledger and len(ledger) == 2
+
+
+def test_it_says_which_aliases_changed_since_a_count_of_changes() -> None:
+    ledger = Ledger({"net0": _entry("net0")})  # what it starts with is no change
+    assert ledger.changes == 0 and ledger.changed_since(0) == []
+    ledger.put(_entry("net1"))
+    ledger.put(_entry("net0", EntryState.DETACHING))
+    seen = ledger.changes
+    ledger.put(_entry("net1", EntryState.DETACHING))
+    ledger.remove("net0")
+    ledger.remove("absent")  # nothing removed: no change
+    ledger.put(_entry("net2"))
+    ledger.put(_entry("net1"))  # changed twice: said once, as last changed
+    assert ledger.changes == seen + 4
+    assert ledger.changed_since(seen) == ["net1", "net2", "net0"]
+    assert ledger.changed_since(0) == ["net1", "net2", "net0"]
+    assert ledger.changed_since(ledger.changes) == []
+
+
+def test_an_alias_removed_and_put_again_since_the_count_moved_the_order() -> None:
+    ledger = Ledger({"net0": _entry("net0"), "net1": _entry("net1")})
+    ledger.remove("net0")
+    before = ledger.changes  # net0 was gone at this count…
+    ledger.put(_entry("net0"))  # …so coming back last is no move since then
+    assert ledger.changed_since(before) == ["net0"]
+    assert [e.alias for e in ledger] == ["net1", "net0"]
+    ledger.remove("net1")
+    ledger.put(_entry("net1"))  # it stood first at the last count: it moved
+    assert ledger.changed_since(before + 1) is None
+    assert ledger.changed_since(ledger.changes) == []
+    assert ledger.position("net1") == 1
