@@ -21,12 +21,15 @@ import os
 import select
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, NoReturn
 
 import qctl
 from qctl.cli.complete import complete_if_asked, completing
 from qctl.cli.parser import build_parser
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 # Exit codes: 0 success, 1 "no" (a check that answered false), 2 usage; then one per branch.
 EXIT_CODES: tuple[tuple[type[qctl.QctlError], int], ...] = (
@@ -116,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code (130 after Ctrl-C, quietly,
     also when it comes before the verb runs)."""
     try:
-        return _run(argv)
+        with _ctrl_c_kept():
+            return _run(argv)
     except KeyboardInterrupt as exc:
         _drop_all_quietly(exc)
         return 130
@@ -125,6 +129,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             _drop_all_quietly(exc)
             return 130
         raise
+
+
+@contextlib.contextmanager
+def _ctrl_c_kept() -> Iterator[None]:
+    """Within the block, a Ctrl-C that Python can only report, not raise, is raised again.
+
+    A KeyboardInterrupt that lands in a callback Python calls on its own (a weakref's, as
+    the import system's module locks have, or a ``__del__``) cannot propagate: Python
+    prints "Exception ignored in …" with its traceback and goes on, and the Ctrl-C is
+    lost (found by the faults script: a command interrupted while it imported its verb
+    ran to the end). The unraisable hook interrupts the main thread again instead, from
+    another thread and a moment later: every way of doing it from the hook itself raises
+    the KeyboardInterrupt at once, in the hook, where it is lost the same way. Other
+    unraisable errors go to the hook there was.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: UnraisableHookArgs) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            import threading  # (only when it happens)
+
+            threading.Thread(target=_interrupt_main_soon, daemon=True).start()
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+#: seconds :func:`_interrupt_main_soon` leaves the hook to return first
+_REINTERRUPT_DELAY = 0.01
+
+
+def _interrupt_main_soon() -> None:
+    """Ctrl-C again, in the main thread, once the unraisable hook has returned."""
+    import _thread
+    import time
+
+    time.sleep(_REINTERRUPT_DELAY)
+    _thread.interrupt_main()
 
 
 def _drop_all_quietly(interrupt: BaseException) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -123,6 +124,53 @@ def test_ctrl_c_before_the_verb_runs_is_quiet(
     # what it did to keep quiet is undone: main() may run in a longer-lived process
     assert (sys.unraisablehook, warnings.filters) == (hook, filters)
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+class _InterruptedWhenFreed:
+    """What a Ctrl-C landing in a callback Python makes itself looks like: freeing it
+    raises KeyboardInterrupt where nothing can catch it (the import system's module locks
+    have such a weakref callback)."""
+
+    def __del__(self) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_python_can_only_report_still_ends_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran_on: list[str] = []
+
+    def interrupted_while_importing(argv: object = None) -> object:
+        _InterruptedWhenFreed()  # made and freed at once: "Exception ignored in …"
+        ran_on.append("after")  # Python goes on, until the Ctrl-C comes again
+        for _ in range(100):
+            time.sleep(0.01)
+        ran_on.append("too far")
+        return build_parser(None)
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted_while_importing)
+    hook = sys.unraisablehook
+    assert cli_main.main(["list"]) == 130
+    assert capsys.readouterr() == ("", "")  # no "Exception ignored", no listing
+    assert ran_on == ["after"]
+    assert sys.unraisablehook is hook
+
+
+def test_other_errors_python_can_only_report_are_reported_as_before() -> None:
+    reported: list[object] = []
+
+    class Failing:
+        def __del__(self) -> None:
+            raise ValueError("in __del__")
+
+    hook = sys.unraisablehook
+    sys.unraisablehook = reported.append
+    try:
+        with cli_main._ctrl_c_kept():
+            Failing()
+    finally:
+        sys.unraisablehook = hook
+    assert [type(r.exc_value) for r in reported] == [ValueError]  # type: ignore[attr-defined]
 
 
 def test_a_second_ctrl_c_before_the_first_is_dealt_with_changes_nothing(
