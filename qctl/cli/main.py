@@ -12,6 +12,7 @@ SIGPIPE.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import gc
@@ -103,15 +104,18 @@ def entry() -> NoReturn:
             if sys.stderr is not None:
                 print(done.code, file=sys.stderr)
             code = 1
-    logging.shutdown()
     try:
-        if sys.stdout is not None:  # None: qctl was started with stdout closed
-            sys.stdout.flush()
-    except BrokenPipeError:
-        code = _reader_gone()
-    with contextlib.suppress(OSError):  # stderr's reader gone too: nobody left to tell
-        if sys.stderr is not None:
-            sys.stderr.flush()
+        logging.shutdown()
+        try:
+            if sys.stdout is not None:  # None: qctl was started with stdout closed
+                sys.stdout.flush()
+        except BrokenPipeError:
+            code = _reader_gone()
+        with contextlib.suppress(OSError):  # stderr's reader gone too: nobody left to tell
+            if sys.stderr is not None:
+                sys.stderr.flush()
+    except KeyboardInterrupt:  # a Ctrl-C as the output drains (to a slow reader)
+        code = 130
     os._exit(code)
 
 
@@ -140,17 +144,17 @@ def _ctrl_c_kept() -> Iterator[None]:
     prints "Exception ignored in …" with its traceback and goes on, and the Ctrl-C is
     lost (found by the faults script: a command interrupted while it imported its verb
     ran to the end). The unraisable hook interrupts the main thread again instead, from
-    another thread and a moment later: every way of doing it from the hook itself raises
-    the KeyboardInterrupt at once, in the hook, where it is lost the same way. Other
-    unraisable errors go to the hook there was.
+    another thread and a moment later (every way of doing it from the hook itself raises
+    the KeyboardInterrupt at once, in the hook, where it is lost the same way), or, when
+    the block ends first, the block's end raises it: never once :func:`main` returned.
+    Other unraisable errors go to the hook there was.
     """
     previous = sys.unraisablehook
+    owed = _OwedInterrupt()
 
     def hook(unraisable: UnraisableHookArgs) -> None:
         if issubclass(unraisable.exc_type, KeyboardInterrupt):
-            import threading  # (only when it happens)
-
-            threading.Thread(target=_interrupt_main_soon, daemon=True).start()
+            owed.later()
         else:
             previous(unraisable)
 
@@ -159,19 +163,45 @@ def _ctrl_c_kept() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous
+        if owed.end():
+            raise KeyboardInterrupt  # the block ended before it could come: it comes now
 
 
-#: seconds :func:`_interrupt_main_soon` leaves the hook to return first
+class _OwedInterrupt:
+    """A Ctrl-C to raise again in the main thread, while a block runs (see
+    :func:`_ctrl_c_kept`): never once the block has ended, which raises it itself."""
+
+    def __init__(self) -> None:
+        self._guard = _thread.allocate_lock()
+        self._running = True
+        self._owed = False
+
+    def later(self) -> None:
+        """Owe one; a thread raises it in a moment unless the block ends first."""
+        with self._guard:
+            if self._owed:
+                return
+            self._owed = True
+        _thread.start_new_thread(self._raise_soon, ())
+
+    def _raise_soon(self) -> None:
+        import time
+
+        time.sleep(_REINTERRUPT_DELAY)
+        with self._guard:
+            if self._running and self._owed:
+                self._owed = False
+                _thread.interrupt_main()
+
+    def end(self) -> bool:
+        """The block ended: whether a Ctrl-C is still owed (its caller raises it)."""
+        with self._guard:
+            self._running = False
+            return self._owed
+
+
+#: seconds the thread of :class:`_OwedInterrupt` leaves the hook to return first
 _REINTERRUPT_DELAY = 0.01
-
-
-def _interrupt_main_soon() -> None:
-    """Ctrl-C again, in the main thread, once the unraisable hook has returned."""
-    import _thread
-    import time
-
-    time.sleep(_REINTERRUPT_DELAY)
-    _thread.interrupt_main()
 
 
 def _drop_all_quietly(interrupt: BaseException) -> None:

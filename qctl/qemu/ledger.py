@@ -129,6 +129,10 @@ class LedgerEntry:
         return dataclasses.replace(self, **changes)
 
 
+#: how many more changes than entries a ledger remembers before it forgets the oldest
+_CHANGES_KEPT = 64
+
+
 class Ledger:
     """Entries by alias, in the order they were added.
 
@@ -145,6 +149,8 @@ class Ledger:
         self._changed: dict[str, int] = {}
         #: the latest change that removed an alias put again since (which moved it last)
         self._moved = 0
+        #: the latest change no longer in ``_changed`` (see :meth:`_trim`)
+        self._forgotten = 0
 
     def __iter__(self) -> Iterator[LedgerEntry]:
         return iter(list(self._entries.values()))
@@ -176,12 +182,24 @@ class Ledger:
         self.changes += 1
         self._changed.pop(alias, None)
         self._changed[alias] = self.changes
+        if len(self._changed) > 2 * len(self._entries) + _CHANGES_KEPT:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest changes (of aliases removed long ago, mostly), down to as many
+        as there are entries: the aliases an embedder's long life put and removed would
+        else be kept for good. Whoever asks about changes older than that is told to
+        write everything (:meth:`changed_since`)."""
+        while len(self._changed) > len(self._entries):
+            alias = next(iter(self._changed))
+            self._forgotten = self._changed.pop(alias)
 
     def changed_since(self, changes: int) -> list[str] | None:
         """The aliases put or removed after the first ``changes`` changes (each once, the
         last changed first); None when one of them was removed and put again, which moved
-        it to the end of the ledger (its order changed)."""
-        if self._moved > changes:
+        it to the end of the ledger (its order changed), or when changes that old are
+        forgotten."""
+        if self._moved > changes or self._forgotten > changes:
             return None
         changed = []
         for alias in reversed(self._changed):

@@ -156,6 +156,20 @@ def test_a_ctrl_c_python_can_only_report_still_ends_the_command(
     assert sys.unraisablehook is hook
 
 
+def test_a_ctrl_c_owed_as_the_command_ends_ends_it_and_never_lands_later(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def quick(argv: object = None) -> object:
+        _InterruptedWhenFreed()
+        return build_parser(None)  # ``list`` is done before the Ctrl-C could come again
+
+    monkeypatch.setattr(cli_main, "build_parser", quick)
+    monkeypatch.setattr(cli_main, "_REINTERRUPT_DELAY", 0.05)
+    assert cli_main.main(["list"]) == 130  # raised by the block's end instead
+    time.sleep(0.2)  # nothing lands here, in the caller, once main() returned
+    assert capsys.readouterr().err == ""
+
+
 def test_other_errors_python_can_only_report_are_reported_as_before() -> None:
     reported: list[object] = []
 

@@ -72,3 +72,16 @@ def test_an_alias_removed_and_put_again_since_the_count_moved_the_order() -> Non
     assert ledger.changed_since(before + 1) is None
     assert ledger.changed_since(ledger.changes) == []
     assert ledger.position("net1") == 1
+
+
+def test_it_forgets_old_changes_and_then_says_so() -> None:
+    ledger = Ledger({"net0": _entry("net0")})
+    seen = ledger.changes
+    for n in range(1000):  # a long life of devices plugged and unplugged
+        ledger.put(_entry(f"ua-{n}"))
+        ledger.remove(f"ua-{n}")
+    assert len(ledger._changed) <= 2 * len(ledger) + 64
+    assert ledger.changed_since(seen) is None  # too old: write everything
+    recent = ledger.changes
+    ledger.put(_entry("net0", EntryState.DETACHING))
+    assert ledger.changed_since(recent) == ["net0"]
