@@ -92,7 +92,10 @@ def interrupt(argv: list[str], delay: float, how: str) -> int:
     _, err = proc.communicate(timeout=120)
     # Python itself prints a traceback for a Ctrl-C that comes while it is still importing,
     # before qctl's CLI runs (no frame of its main module but the module's own): not qctl's.
-    before_qctl = err.rstrip().endswith("KeyboardInterrupt") and not re.search(
+    # The second Ctrl-C may then land in Python's own exit (logging's atexit callback):
+    # every exception said is a KeyboardInterrupt.
+    raised = re.findall(r"^(\w+(?:Error|Exception|Interrupt|Exit))\b", err, re.MULTILINE)
+    before_qctl = set(raised) == {"KeyboardInterrupt"} and not re.search(
         r'/qctl/cli/main\.py", line \d+, in (?!<module>)', err
     )
     if "Traceback" in err and not before_qctl:
