@@ -149,7 +149,7 @@ class StatusRenderer:
             return None
         changed = ledger.changed_since(base.changes)
         if changed is None:
-            return None  # an entry moved (removed and put again): a journal keeps the order
+            return None  # an entry moved (a journal keeps the order), or too much changed
         entries = self._entries
         puts: list[str] = []
         drops: list[str] = []
