@@ -153,7 +153,7 @@ class StatusRenderer:
         entries = self._entries
         puts: list[str] = []
         drops: list[str] = []
-        added: list[str] = []
+        added: list[LedgerEntry] = []
         for alias in changed:
             entry = ledger.get(alias)
             cached = entries.get(alias)
@@ -162,16 +162,14 @@ class StatusRenderer:
                     drops.append(alias)
                     del entries[alias]
             elif cached is None:
-                added.append(alias)
+                added.append(entry)
             elif cached[0] is not entry:
                 entries[alias] = cached = (entry, _changed_json(cached, entry))
                 puts.append(cached[1])
         if len(added) > 1:  # they join the file in the ledger's order
-            added.sort(key=ledger.position)
-        for alias in added:
-            entry = ledger.get(alias)
-            assert entry is not None
-            entries[alias] = cached = (entry, _dumps(entry))
+            added.sort(key=lambda entry: ledger.position(entry.alias))
+        for entry in added:
+            entries[entry.alias] = cached = (entry, _dumps(entry))
             puts.append(cached[1])
         job = base.job_json if status.job is base.job else _job_json(status.job)
         state = status.state.value
